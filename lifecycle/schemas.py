@@ -1,0 +1,44 @@
+"""Plain data shared by training, the registry and serving (no heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifecycle.spec import LoraSpec
+
+#: Files of a specialist artifact folder; nothing else is loaded from it.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
+META_FILE = "specialist.json"
+#: Suffixes of files that would be unpickled by some loader: refused outright.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
+
+
+class SpecialistMeta(BaseModel):
+    """What a specialist artifact needs besides its weights; stored as ``specialist.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = 1
+    name: str
+    labels: tuple[str, ...] = Field(min_length=2)
+    base_model: str = Field(description="The base model reference as the spec gave it.")
+    max_length: int
+    temperature: float = Field(default=1.0, gt=0, description="Fitted on validation logits.")
+    pooling: str = "mean"
+    lora: LoraSpec
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's answer: the label, its calibrated confidence and the text's embedding."""
+
+    label: str
+    confidence: float
+    #: L2-normalised mean-pooled last hidden state, taken from the same forward pass.
+    embedding: list[float] = field(repr=False)
+    #: Calibrated probabilities in the order of the specialist's labels.
+    probabilities: list[float] = field(repr=False, default_factory=list)

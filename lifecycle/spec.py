@@ -1,0 +1,212 @@
+"""The specialists file: what each specialist is and how it is kept good.
+
+One pydantic model validates the whole YAML file. Errors name the file and the
+field (``specialists.yaml: specialists[0].lora.r: ...``) so that a person can
+fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lifecycle.errors import ConfigError
+
+#: Names become MLflow model names, metric labels and URL segments: keep them boring.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+DEFAULT_BASE_MODEL = "minilm"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(_Strict):
+    r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
+    alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = Field(
+        default=("query", "value"), min_length=1, description="Module names that get adapters."
+    )
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(
+        default=3, ge=1, le=100, description="Most epochs; early stopping may end sooner."
+    )
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    learning_rate: float = Field(default=2e-3, gt=0, lt=1)
+    head_learning_rate: float = Field(default=5e-3, gt=0, lt=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_length: int = Field(default=64, ge=8, le=512, description="Tokens kept per text.")
+    patience: int = Field(
+        default=1, ge=0, description="Evaluations without improvement before stopping."
+    )
+    min_delta: float = Field(
+        default=0.002, ge=0, description="Validation-loss decrease that counts as an improvement."
+    )
+    evals_per_epoch: int = Field(default=2, ge=1, le=20)
+    validation_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    seed: int = 0
+    replay_ratio: float = Field(
+        default=1.0, ge=0, description="Rows of older data mixed in per new row when retraining."
+    )
+
+
+class GeneratorData(_Strict):
+    """Training data from the built-in ticket generator."""
+
+    kind: Literal["generator"] = "generator"
+    n: int = Field(default=2000, ge=20)
+    seed: int = 0
+
+
+class FileData(_Strict):
+    """Training data from a CSV, JSONL or Parquet file of text and label."""
+
+    kind: Literal["file"] = "file"
+    path: Path
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+DataSpec = Annotated[GeneratorData | FileData, Field(discriminator="kind")]
+
+
+class MonitoringSpec(_Strict):
+    window_size: int = Field(default=500, ge=10, description="Requests per monitoring window.")
+    min_window: int = Field(default=100, ge=10, description="Fewer requests: NEEDS_DATA.")
+    false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5, description="Per window.")
+    schedule: str = Field(default="*/10 * * * *", description="Cron of the monitor flow.")
+    quality_drop: float = Field(
+        default=0.05, gt=0, lt=1, description="Accuracy drop (absolute) that asks for retraining."
+    )
+
+
+class EscalationSpec(_Strict):
+    confidence_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="Below this confidence a request goes to the fallback."
+    )
+    fallback: Literal["none", "openai", "review"] = "none"
+
+
+class PromotionSpec(_Strict):
+    min_samples: int = Field(default=200, ge=10, description="Labelled shadow pairs before a gate.")
+    margin: float = Field(default=0.0, ge=0, lt=1, description="Non-inferiority margin (accuracy).")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance of the gate.")
+    shadow_sample_rate: float = Field(default=1.0, gt=0, le=1)
+    auto_promote: bool = True
+
+
+class SpecialistSpec(_Strict):
+    name: str = Field(description="Registered model name in MLflow; lowercase, digits, - and _.")
+    description: str = ""
+    base_model: str = Field(
+        default=DEFAULT_BASE_MODEL,
+        description="'minilm' (the shipped all-MiniLM-L6-v2), a local folder, or a hub id.",
+    )
+    labels: tuple[str, ...] | None = Field(
+        default=None, description="Label set; default: the labels found in the training data."
+    )
+    data: DataSpec = Field(default_factory=GeneratorData)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    escalation: EscalationSpec = Field(default_factory=EscalationSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a valid specialist name: use 1-63 lowercase letters, "
+                "digits, '-' or '_', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if len(value) < 2:
+            raise ValueError("a label set needs at least 2 labels")
+        if len(set(value)) != len(value):
+            raise ValueError("labels must be distinct")
+        if any(not label.strip() for label in value):
+            raise ValueError("labels must not be empty")
+        return value
+
+
+class SpecialistsFile(_Strict):
+    specialists: list[SpecialistSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SpecialistsFile:
+        names = [s.name for s in self.specialists]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"specialist names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def get(self, name: str) -> SpecialistSpec:
+        for spec in self.specialists:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self.specialists)
+        raise ConfigError(f"no specialist named {name!r}; the specialists file declares: {known}")
+
+
+def load_specialists(path: str | Path) -> SpecialistsFile:
+    """Read and validate a specialists file; relative data paths resolve against its folder."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"specialists file {path} not found; create it (see README) or set "
+            "LIFECYCLE_SPECIALISTS_FILE"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'specialists' list at the top")
+    try:
+        parsed = SpecialistsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+    return _resolve_paths(parsed, base=path.parent)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """``specialists[0].lora.r: Input should be greater than or equal to 1``, one per problem."""
+    parts = []
+    for err in exc.errors():
+        location = ""
+        for item in err["loc"]:
+            if isinstance(item, int):
+                location += f"[{item}]"
+            elif item in ("generator", "file"):  # discriminator tags add noise, not meaning
+                continue
+            else:
+                location += f".{item}" if location else str(item)
+        parts.append(f"{location or '(top)'}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _resolve_paths(parsed: SpecialistsFile, *, base: Path) -> SpecialistsFile:
+    resolved = []
+    for spec in parsed.specialists:
+        if isinstance(spec.data, FileData) and not spec.data.path.is_absolute():
+            data = spec.data.model_copy(update={"path": (base / spec.data.path).resolve()})
+            spec = spec.model_copy(update={"data": data})
+        resolved.append(spec)
+    return parsed.model_copy(update={"specialists": resolved})

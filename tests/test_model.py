@@ -1,0 +1,154 @@
+"""The adapter host on the real MiniLM: mixed batches, save/load, refusal of unsafe artifacts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lifecycle.errors import ModelLoadError
+from lifecycle.model import AdapterHost, check_artifact, pick_placement, resolve_base_model
+from lifecycle.spec import LoraSpec
+
+TEXTS = [
+    "I lost my card yesterday",
+    "please refund the double charge on my invoice",
+    "the app crashes every time I open it on my phone",
+    "hi",
+]
+
+
+def test_trained_specialist_predicts_with_calibrated_confidence_and_embedding(trained) -> None:  # type: ignore[no-untyped-def]
+    preds = trained.host.predict(TEXTS, trained.adapter_id)
+    assert len(preds) == len(TEXTS)
+    for p in preds:
+        assert p.label in trained.meta.labels
+        assert 0.0 < p.confidence <= 1.0
+        assert p.confidence == pytest.approx(max(p.probabilities))
+        assert sum(p.probabilities) == pytest.approx(1.0, abs=1e-6)
+        assert len(p.embedding) == trained.host.hidden_size
+        assert np.linalg.norm(p.embedding) == pytest.approx(1.0, abs=1e-4)
+    assert trained.meta.temperature != 1.0  # fitted on validation data
+
+
+def test_order_and_batching_do_not_change_answers(trained) -> None:  # type: ignore[no-untyped-def]
+    one = trained.host.predict(TEXTS, trained.adapter_id, batch_size=1)
+    many = trained.host.predict(list(reversed(TEXTS)), trained.adapter_id, batch_size=32)[::-1]
+    for a, b in zip(one, many, strict=True):
+        assert a.label == b.label
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
+
+
+def test_save_load_round_trip_and_mixed_batches(trained, host: AdapterHost, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = trained.host.save_adapter(trained.adapter_id, tmp_path / "a")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "head.safetensors",
+        "specialist.json",
+    ]
+    host.load_adapter("tiny@v1", folder)
+    # A second specialist with another label count on the same base.
+    host.new_adapter(
+        "other", name="other", labels=["x", "y", "z"], lora=trained.meta.lora, max_length=32
+    )
+    try:
+        expected = trained.host.predict(TEXTS, trained.adapter_id)
+        loaded = host.predict(TEXTS, "tiny@v1")
+        for a, b in zip(expected, loaded, strict=True):
+            np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+        other = host.predict(TEXTS, "other")
+        mixed = host.predict(TEXTS, ["tiny@v1", "other", "tiny@v1", "other"])
+        for i, row in enumerate(mixed):
+            ref = loaded[i] if i % 2 == 0 else other[i]
+            assert row.label == ref.label
+            np.testing.assert_allclose(row.probabilities, ref.probabilities, atol=1e-5)
+        with pytest.raises(ModelLoadError, match="already loaded"):
+            host.load_adapter("tiny@v1", folder)
+    finally:
+        host.remove_adapter("tiny@v1")
+        host.remove_adapter("other")
+    assert host.adapter_ids == []
+
+
+def test_pickle_files_are_refused(trained, host: AdapterHost, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = trained.host.save_adapter(trained.adapter_id, tmp_path / "a")
+    (folder / "adapter_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    with pytest.raises(ModelLoadError, match="pickle"):
+        host.load_adapter("evil", folder)
+    assert "evil" not in host.adapter_ids
+
+
+@pytest.mark.parametrize("damage", ["missing_head", "corrupt_weights", "wrong_base", "bad_meta"])
+def test_broken_artifacts_fail_cleanly(
+    trained, host: AdapterHost, tmp_path: Path, damage: str
+) -> None:  # type: ignore[no-untyped-def]
+    folder = trained.host.save_adapter(trained.adapter_id, tmp_path / damage)
+    if damage == "missing_head":
+        (folder / "head.safetensors").unlink()
+    elif damage == "corrupt_weights":
+        (folder / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
+    elif damage == "wrong_base":
+        meta = (folder / "specialist.json").read_text()
+        (folder / "specialist.json").write_text(meta.replace('"minilm"', '"bert-base-uncased"'))
+    else:
+        (folder / "specialist.json").write_text("{not json")
+    with pytest.raises(ModelLoadError):
+        host.load_adapter("broken", folder)
+    assert "broken" not in host.adapter_ids
+    # The host still serves after a failed load.
+    host.new_adapter("ok", name="ok", labels=["a", "b"], lora=trained.meta.lora, max_length=16)
+    try:
+        assert len(host.predict(["still works"], "ok")) == 1
+    finally:
+        host.remove_adapter("ok")
+
+
+def test_check_artifact_on_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        check_artifact(tmp_path / "nope")
+
+
+def test_base_model_references(tmp_path: Path) -> None:
+    assert Path(resolve_base_model("minilm"), "config.json").is_file()
+    assert resolve_base_model("sentence-transformers/all-MiniLM-L6-v2") == (
+        "sentence-transformers/all-MiniLM-L6-v2"
+    )  # a hub id passes through for users with a network
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_base_model(str(tmp_path / "no-such-model"))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_base_model("./relative/missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
+        resolve_base_model(str(tmp_path / "empty"))
+
+
+def test_a_local_base_model_folder_loads(tmp_path: Path) -> None:
+    copy = tmp_path / "my-base"
+    shutil.copytree(resolve_base_model("minilm"), copy)
+    host = AdapterHost(str(copy), device="cpu")
+    host.new_adapter("a", name="a", labels=["p", "q"], lora=LoraSpec(), max_length=16)
+    assert host.predict(["hello"], "a")[0].label in {"p", "q"}
+
+
+def test_cpu_placement_without_cuda() -> None:
+    placement = pick_placement("auto")
+    import torch
+
+    assert placement.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_placement("cpu").device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA"):
+            pick_placement("cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_placement_uses_bf16_where_supported() -> None:
+    import torch
+
+    placement = pick_placement("auto")
+    assert placement.device == "cuda"
+    assert placement.autocast_bf16 == torch.cuda.is_bf16_supported()
