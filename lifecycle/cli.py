@@ -183,6 +183,77 @@ def status(
             )
 
 
+@app.command()
+@_friendly
+def serve(
+    host: str | None = typer.Option(None, help="Address to listen on (default: LIFECYCLE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default: LIFECYCLE_PORT, 8080)."),
+    specialists_file: Path | None = SpecialistsFileOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Start the gateway: every specialist's champion (and challenger, in shadow) on one base model.
+
+    Needs LIFECYCLE_ADMIN_TOKEN for the admin routes (or LIFECYCLE_INSECURE_DEV=true on a
+    development machine). Serves /v1/specialists/NAME/predict, .../feedback, /metrics,
+    /healthz, /readyz, and the OpenAPI docs at /docs.
+    """
+    _setup_logging(verbose)
+    from lifecycle.settings import load_settings
+    from lifecycle.spec import load_specialists
+
+    settings = load_settings(specialists_file=specialists_file, host=host, port=port)
+    specs = load_specialists(settings.specialists_file)
+    import uvicorn
+
+    from lifecycle.serving.app import create_app
+
+    app_ = create_app(settings, specs)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+@app.command()
+@_friendly
+def promote(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to promote."),
+    force: bool = typer.Option(
+        False, "--force", help="Promote the challenger now, without the statistical gate."
+    ),
+    reason: str = typer.Option("manual override", help="Recorded on the promoted version."),
+    specialists_file: Path | None = SpecialistsFileOption,
+) -> None:
+    """Make the challenger the champion (the old champion becomes 'previous')."""
+    settings, specs = _context(specialists_file)
+    specs.get(specialist)
+    if not force:
+        typer.secho(
+            "the statistical promotion gate lands with the closed-loop flows; "
+            "use --force to promote without it (recorded on the version)",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        raise typer.Exit(2)
+    from lifecycle.registry import Registry
+
+    aliases = Registry(settings).promote(specialist, reason=f"forced: {reason}")
+    typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
+
+
+@app.command()
+@_friendly
+def rollback(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to roll back."),
+    reason: str = typer.Option("manual rollback", help="Recorded on the rolled-back version."),
+    specialists_file: Path | None = SpecialistsFileOption,
+) -> None:
+    """Make the 'previous' version the champion again; gateways pick it up on their next poll."""
+    settings, specs = _context(specialists_file)
+    specs.get(specialist)
+    from lifecycle.registry import Registry
+
+    aliases = Registry(settings).rollback(specialist, reason=reason)
+    typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -191,7 +262,7 @@ def _not_ready(command: str, issue: str) -> Callable[..., None]:
     def run() -> None:
         typer.secho(
             f"`lifecycle {command}` is not ready yet: it lands with the {issue} work. "
-            "Available now: train, status.",
+            "Available now: train, status, serve, promote --force, rollback.",
             err=True,
             fg=typer.colors.YELLOW,
         )
@@ -203,11 +274,8 @@ def _not_ready(command: str, issue: str) -> Callable[..., None]:
 
 for _command, _issue in (
     ("demo", "closed-loop flows"),
-    ("serve", "gateway"),
     ("monitor", "monitors"),
     ("retrain", "closed-loop flows"),
-    ("promote", "closed-loop flows"),
-    ("rollback", "closed-loop flows"),
     ("deploy", "closed-loop flows"),
     ("simulate", "gateway"),
 ):

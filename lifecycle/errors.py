@@ -30,3 +30,7 @@ class RegistryError(LifecycleError):
 
 class NotReadyError(LifecycleError):
     """A command of the contract whose implementation has not landed yet."""
+
+
+class StoreError(LifecycleError):
+    """The traffic store cannot be reached, migrated or written."""

@@ -160,6 +160,37 @@ class Registry:
         if self.alias_version(name, alias) is not None:
             self.client.delete_registered_model_alias(name, alias)
 
+    def promote(self, name: str, *, reason: str = "manual") -> dict[str, int]:
+        """Challenger becomes champion, the old champion becomes previous.
+
+        The aliases move in the order that leaves a champion in place at every
+        instant, so a gateway polling mid-move never finds none.
+        """
+        aliases = self.aliases(name)
+        if CHALLENGER not in aliases:
+            raise RegistryError(f"{name} has no challenger to promote ({_alias_text(aliases)})")
+        new, old = aliases[CHALLENGER], aliases.get(CHAMPION)
+        if old is not None:
+            self.client.set_registered_model_alias(name, PREVIOUS, str(old))
+        self.client.set_registered_model_alias(name, CHAMPION, str(new))
+        self.client.delete_registered_model_alias(name, CHALLENGER)
+        self.client.set_model_version_tag(name, str(new), f"{TAG}promoted", reason)
+        return self.aliases(name)
+
+    def rollback(self, name: str, *, reason: str = "manual") -> dict[str, int]:
+        """The previous version becomes champion again; the rolled-back one is tagged."""
+        aliases = self.aliases(name)
+        if PREVIOUS not in aliases:
+            raise RegistryError(
+                f"{name} has no previous version to roll back to ({_alias_text(aliases)})"
+            )
+        bad = aliases.get(CHAMPION)
+        self.client.set_registered_model_alias(name, CHAMPION, str(aliases[PREVIOUS]))
+        self.client.delete_registered_model_alias(name, PREVIOUS)
+        if bad is not None:
+            self.client.set_model_version_tag(name, str(bad), f"{TAG}rolled_back", reason)
+        return self.aliases(name)
+
     # -- reading ------------------------------------------------------------------
 
     def specialists(self) -> list[str]:
@@ -185,7 +216,12 @@ class Registry:
     def versions(self, name: str) -> list[VersionInfo]:
         self._require_model(name)
         found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((_info(v) for v in found), key=lambda v: v.version)
+        # Search results leave aliases out; the registered model has them.
+        by_version: dict[int, list[str]] = {}
+        for alias, version in self.aliases(name).items():
+            by_version.setdefault(version, []).append(alias)
+        infos = (_info(v, aliases=by_version.get(int(v.version), [])) for v in found)
+        return sorted(infos, key=lambda v: v.version)
 
     def get_version(self, name: str, version: int) -> VersionInfo:
         from mlflow.exceptions import MlflowException
@@ -212,8 +248,9 @@ class Registry:
             return versions[-1]
         aliases = self.aliases(name)
         if text not in aliases:
-            have = ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())) or "no aliases"
-            raise RegistryError(f"{name} has no version with alias {text!r} ({have})")
+            raise RegistryError(
+                f"{name} has no version with alias {text!r} ({_alias_text(aliases)})"
+            )
         return self.get_version(name, aliases[text])
 
     def run_metrics(self, run_id: str | None) -> dict[str, float]:
@@ -232,13 +269,18 @@ class Registry:
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
                 got = Path(
-                    mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=tmp)
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=info.source,
+                        dst_path=tmp,
+                        tracking_uri=self.settings.tracking_uri,
+                    )
                 )
-                if folder.exists():
-                    import shutil
-
-                    shutil.rmtree(folder)
-                got.rename(folder)
+                try:
+                    got.rename(folder)
+                except OSError:
+                    # Another process (a second gateway) filled the cache first.
+                    if not (folder / "specialist.json").is_file():
+                        raise
         return info, folder
 
     def load(
@@ -262,7 +304,10 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    run_id=info.run_id, artifact_path=REFERENCE_PATH, dst_path=tmp
+                    run_id=info.run_id,
+                    artifact_path=REFERENCE_PATH,
+                    dst_path=tmp,
+                    tracking_uri=self.settings.tracking_uri,
                 )
             )
             frame = pd.read_parquet(local / "validation.parquet")
@@ -290,13 +335,13 @@ class Registry:
             )
 
 
-def _info(version: Any) -> VersionInfo:
+def _info(version: Any, *, aliases: list[str] | None = None) -> VersionInfo:
     return VersionInfo(
         name=version.name,
         version=int(version.version),
         run_id=version.run_id or None,
         source=version.source,
-        aliases=tuple(sorted(getattr(version, "aliases", []) or [])),
+        aliases=tuple(sorted(aliases if aliases is not None else (version.aliases or []))),
         tags=dict(version.tags or {}),
         created_ms=int(version.creation_timestamp or 0),
     )
@@ -358,3 +403,7 @@ def _write_reference(result: TrainResult, folder: Path) -> Path:
     result.validation_predictions.to_parquet(folder / "validation.parquet", index=False)
     save_file({"embeddings": result.validation_embeddings}, str(folder / "embeddings.safetensors"))
     return folder
+
+
+def _alias_text(aliases: Mapping[str, int]) -> str:
+    return ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())) or "no aliases"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lifecycle.errors import ConfigError
@@ -43,6 +43,38 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads for torch; default: all cores."
     )
     progress: bool = Field(default=True, description="Show progress bars during training.")
+
+    # -- gateway ----------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(default=8080, ge=1, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for /v1/admin routes; required unless insecure_dev."
+    )
+    insecure_dev: bool = Field(
+        default=False, description="Allow admin routes without a token (development only)."
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per model batch.")
+    max_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="Longest a text waits for its batch to fill."
+    )
+    max_texts_per_request: int = Field(default=256, ge=1, le=10000)
+    max_text_chars: int = Field(default=4000, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    registry_poll_s: float = Field(
+        default=10.0, ge=0, description="Seconds between alias checks; 0 turns polling off."
+    )
+    shadow_queue_size: int = Field(
+        default=10_000, ge=1, description="Shadow work past this is dropped."
+    )
+    store_text: Literal["full", "hash", "none"] = Field(
+        default="full", description="What the traffic store keeps of each text (privacy)."
+    )
+    specialist_price_per_1k: float = Field(
+        default=0.002, ge=0, description="Estimated serving cost of 1,000 specialist requests."
+    )
+    fallback_price_per_1k: float = Field(
+        default=0.5, ge=0, description="Estimated cost of 1,000 fallback (big model) calls."
+    )
 
     @field_validator("home")
     @classmethod

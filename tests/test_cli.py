@@ -64,7 +64,7 @@ def test_cli_starts_without_heavy_imports() -> None:
 
 
 def test_verbs_not_ready_say_so() -> None:
-    result = runner.invoke(app, ["serve"])
+    result = runner.invoke(app, ["demo"])
     assert result.exit_code == 2
     assert "not ready yet" in result.output
 

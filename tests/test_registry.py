@@ -84,6 +84,17 @@ def test_aliases_move_and_missing_ones_say_so(home: Path, trained, tiny_spec) ->
     registry.set_alias("tiny", CHAMPION, second.version)
     registry.delete_alias("tiny", CHALLENGER)
     assert registry.aliases("tiny") == {CHAMPION: 2, PREVIOUS: 1}
+    assert [v.aliases for v in registry.versions("tiny")] == [(PREVIOUS,), (CHAMPION,)]
+    # The registry's own promote and rollback move the same aliases, and tag the versions.
+    registry.set_alias("tiny", CHALLENGER, first.version)
+    assert registry.promote("tiny", reason="test") == {CHAMPION: 1, PREVIOUS: 2}
+    assert registry.get_version("tiny", 1).lineage["promoted"] == "test"
+    assert registry.rollback("tiny", reason="hurt") == {CHAMPION: 2}
+    assert registry.get_version("tiny", 1).lineage["rolled_back"] == "hurt"
+    with pytest.raises(RegistryError, match="no challenger"):
+        registry.promote("tiny")
+    with pytest.raises(RegistryError, match="no previous"):
+        registry.rollback("tiny")
 
     with pytest.raises(RegistryError, match="no version with alias 'challenger'"):
         registry.resolve("tiny", CHALLENGER)

@@ -1,0 +1,1 @@
+"""The gateway (FastAPI): imports FastAPI, so only the serving command loads it."""

@@ -1,0 +1,219 @@
+"""The model side of the gateway: one model thread, a micro-batcher, a routing table.
+
+All model work (forward passes, loading and unloading adapters) runs on one
+dedicated thread, so that peft's adapter state is never touched by two threads
+at once and the event loop never waits on torch. Requests are gathered into
+batches that may mix specialists and adapters; shadow work rides in a bounded
+queue that the batcher serves only when no champion work waits, so shadowing
+never delays an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from lifecycle.schemas import Prediction
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Served:
+    """One registered version loaded in the host."""
+
+    version: int
+    adapter_id: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    """What answers a specialist now. Replaced whole on a swap, never mutated."""
+
+    specialist: str
+    champion: Served
+    challenger: Served | None = None
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    adapter_ids: list[str]
+    future: asyncio.Future[list[Prediction]] | None
+    on_done: Callable[[list[Prediction]], None] | None = None
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    texts: int = 0
+    shadow_dropped: int = 0
+    shadow_done: int = 0
+    last_batch_size: int = 0
+
+
+class ModelEngine:
+    """Runs predictions for the gateway; see the module docstring for the threading model."""
+
+    def __init__(
+        self,
+        host: Any,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 2.0,
+        shadow_queue_size: int = 10_000,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.routes: dict[str, Route] = {}
+        self.stats = BatchStats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._primary: asyncio.Queue[_Job] | None = None
+        self._shadow: asyncio.Queue[_Job] | None = None
+        self._shadow_size = shadow_queue_size
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._on_batch = on_batch
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._primary = asyncio.Queue()
+        self._shadow = asyncio.Queue(maxsize=self._shadow_size)
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def run_on_model_thread(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func`` on the model thread, between batches (adapter loads and unloads)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, func, *args)
+
+    # -- work -----------------------------------------------------------------------
+
+    async def predict(self, texts: Sequence[str], adapter_ids: Sequence[str]) -> list[Prediction]:
+        """Predictions for a request's texts, batched with whatever else is waiting."""
+        assert self._primary is not None and self._wakeup is not None, "engine not started"
+        future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
+        self._primary.put_nowait(_Job(list(texts), list(adapter_ids), future))
+        self._wakeup.set()
+        return await future
+
+    def shadow(
+        self, texts: Sequence[str], adapter_id: str, on_done: Callable[[list[Prediction]], None]
+    ) -> bool:
+        """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed."""
+        assert self._shadow is not None and self._wakeup is not None, "engine not started"
+        try:
+            self._shadow.put_nowait(_Job(list(texts), [adapter_id] * len(texts), None, on_done))
+        except asyncio.QueueFull:
+            self.stats.shadow_dropped += 1
+            return False
+        self._wakeup.set()
+        return True
+
+    @property
+    def queue_depths(self) -> dict[str, int]:
+        return {
+            "primary": self._primary.qsize() if self._primary else 0,
+            "shadow": self._shadow.qsize() if self._shadow else 0,
+        }
+
+    async def _loop(self) -> None:
+        assert self._primary is not None and self._shadow is not None and self._wakeup is not None
+        while True:
+            if self._primary.empty() and self._shadow.empty():
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            jobs = await self._gather()
+            if not jobs:
+                continue
+            texts = [t for job in jobs for t in job.texts]
+            ids = [a for job in jobs for a in job.adapter_ids]
+            started = time.perf_counter()
+            try:
+                predictions = await self.run_on_model_thread(self._run, texts, ids)
+            except Exception as exc:  # one bad batch must not stop the gateway
+                logger.exception("batch of %d failed", len(texts))
+                for job in jobs:
+                    if job.future is not None and not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self.stats.batches += 1
+            self.stats.texts += len(texts)
+            self.stats.last_batch_size = len(texts)
+            if self._on_batch is not None:
+                self._on_batch(len(texts), time.perf_counter() - started)
+            offset = 0
+            for job in jobs:
+                part = predictions[offset : offset + len(job.texts)]
+                offset += len(job.texts)
+                if job.future is not None:
+                    if not job.future.done():
+                        job.future.set_result(part)
+                elif job.on_done is not None:
+                    self.stats.shadow_done += len(part)
+                    try:
+                        job.on_done(part)
+                    except Exception:
+                        logger.exception("shadow callback failed")
+
+    async def _gather(self) -> list[_Job]:
+        """Champion jobs up to the batch size, waiting at most max_wait for more.
+
+        Shadow jobs fill a batch only when no champion job is waiting.
+        """
+        assert self._primary is not None and self._shadow is not None
+        jobs: list[_Job] = []
+        size = 0
+        deadline = time.perf_counter() + self.max_wait_s
+        while size < self.max_batch_size:
+            if not self._primary.empty():
+                job = self._primary.get_nowait()
+            elif jobs and time.perf_counter() < deadline and self.max_wait_s > 0:
+                try:
+                    job = await asyncio.wait_for(
+                        self._primary.get(), timeout=max(0.0, deadline - time.perf_counter())
+                    )
+                except TimeoutError:
+                    break
+            elif not jobs and not self._shadow.empty():
+                job = self._shadow.get_nowait()
+                jobs.append(job)
+                size += len(job.texts)
+                # Fill with more shadow work, never waiting: champions may arrive any moment.
+                while (
+                    size < self.max_batch_size
+                    and not self._shadow.empty()
+                    and self._primary.empty()
+                ):
+                    job = self._shadow.get_nowait()
+                    jobs.append(job)
+                    size += len(job.texts)
+                break
+            else:
+                break
+            jobs.append(job)
+            size += len(job.texts)
+        return jobs
+
+    def _run(self, texts: list[str], adapter_ids: list[str]) -> list[Prediction]:
+        return self.host.predict(texts, adapter_ids, batch_size=self.max_batch_size)

@@ -1,0 +1,1 @@
+"""Alembic revisions of the traffic store (a package so that it ships in the wheel)."""

@@ -1,0 +1,290 @@
+"""What the gateway hands to the traffic writer: one frozen record class per table.
+
+Records are validated when they are built (in the caller's thread), so that a bad value fails
+where it was made and never reaches the background writer. Each record knows its database row
+(``to_row``) and a JSON form for the writer's journal (``record_to_json`` / ``record_from_json``),
+which must round-trip exactly: a journal written by one process is replayed by the next.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
+
+FeedbackSource = Literal["human", "fallback"]
+FEEDBACK_SOURCES: tuple[str, ...] = ("human", "fallback")
+
+#: What ``RequestRecord.embedding`` accepts; it is kept as float16 little-endian bytes.
+EmbeddingInput: TypeAlias = bytes | NDArray[Any] | Sequence[float] | None
+
+_EMBEDDING_DTYPE = np.dtype("<f2")
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware in UTC: the only kind of time the store keeps."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A fresh client-side id (uuid4 hex): records are idempotent by it when replayed."""
+    return uuid.uuid4().hex
+
+
+def as_utc(value: datetime, *, name: str = "created_at") -> datetime:
+    """``value`` in UTC; a naive datetime is refused, since its zone would be a guess."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    return value.astimezone(timezone.utc)
+
+
+def text_digest(text: str) -> str:
+    """SHA-256 hex of a text, kept even when the text itself is redacted."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def encode_embedding(vector: bytes | NDArray[Any] | Sequence[float]) -> bytes:
+    """A 1-D vector as float16 little-endian bytes (2 bytes a value); bytes pass through.
+
+    float16 halves storage against float32 and keeps ~3 significant digits, plenty for
+    drift statistics on normalised embeddings (values beyond +-65504 become inf).
+    """
+    if isinstance(vector, bytes | bytearray | memoryview):
+        data = bytes(vector)
+        if len(data) % 2:
+            raise ValueError("an encoded embedding has an even number of bytes (float16)")
+        return data
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(f"an embedding is a 1-D vector, got shape {array.shape}")
+    return array.astype(_EMBEDDING_DTYPE).tobytes()
+
+
+def decode_embedding(data: bytes) -> NDArray[np.float32]:
+    """The float32 vector of bytes written by ``encode_embedding`` (a fresh, writable array)."""
+    if len(data) % 2:
+        raise ValueError("an encoded embedding has an even number of bytes (float16)")
+    return np.frombuffer(data, dtype=_EMBEDDING_DTYPE).astype(np.float32)
+
+
+def _coerce(record: object, kind: type, *names: str) -> None:
+    """Plain Python numbers (numpy scalars in, int/float/bool out), or a ValueError that names
+    the field."""
+    for name in names:
+        value = getattr(record, name)
+        try:
+            object.__setattr__(record, name, kind(value))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be {kind.__name__}, got {value!r}") from exc
+
+
+def _require(value: str | None, name: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestRecord:
+    """One answered text: the champion's prediction, and the fallback's when it escalated."""
+
+    table: ClassVar[str] = "requests"
+
+    id: str = field(default_factory=new_id)
+    specialist: str
+    model_version: int
+    text: str | None
+    text_sha256: str | None = None
+    label: str
+    confidence: float
+    embedding: EmbeddingInput = field(default=None, repr=False)
+    latency_ms: float
+    escalated: bool = False
+    fallback_label: str | None = None
+    fallback_source: str | None = None
+    fallback_latency_ms: float | None = None
+    #: Something went wrong but an answer was given (e.g. the fallback failed).
+    flagged: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        _require(self.id, "id")
+        _require(self.specialist, "specialist")
+        _require(self.label, "label")
+        _coerce(self, int, "model_version")
+        _coerce(self, float, "confidence", "latency_ms")
+        _coerce(self, bool, "escalated", "flagged")
+        if self.fallback_latency_ms is not None:
+            _coerce(self, float, "fallback_latency_ms")
+        object.__setattr__(self, "created_at", as_utc(self.created_at))
+        if self.embedding is not None:
+            object.__setattr__(self, "embedding", encode_embedding(self.embedding))
+        if self.text_sha256 is None and self.text is not None:
+            object.__setattr__(self, "text_sha256", text_digest(self.text))
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``requests`` row."""
+        return {
+            "id": self.id,
+            "specialist": self.specialist,
+            "model_version": int(self.model_version),
+            "text": self.text,
+            "text_sha256": self.text_sha256,
+            "label": self.label,
+            "confidence": float(self.confidence),
+            "embedding": self.embedding,
+            "latency_ms": float(self.latency_ms),
+            "escalated": bool(self.escalated),
+            "fallback_label": self.fallback_label,
+            "fallback_source": self.fallback_source,
+            "fallback_latency_ms": (
+                None if self.fallback_latency_ms is None else float(self.fallback_latency_ms)
+            ),
+            "flagged": bool(self.flagged),
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShadowRecord:
+    """A challenger's prediction for a request the champion answered (never shown to clients)."""
+
+    table: ClassVar[str] = "shadow_predictions"
+
+    request_id: str
+    specialist: str
+    model_version: int
+    label: str
+    confidence: float
+    latency_ms: float
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        _require(self.request_id, "request_id")
+        _require(self.specialist, "specialist")
+        _require(self.label, "label")
+        _coerce(self, int, "model_version")
+        _coerce(self, float, "confidence", "latency_ms")
+        object.__setattr__(self, "created_at", as_utc(self.created_at))
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``shadow_predictions`` row."""
+        return {
+            "request_id": self.request_id,
+            "specialist": self.specialist,
+            "model_version": int(self.model_version),
+            "label": self.label,
+            "confidence": float(self.confidence),
+            "latency_ms": float(self.latency_ms),
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FeedbackRecord:
+    """A true label for an earlier request; every one is kept, the effective one is chosen later.
+
+    ``feedback_uid`` is made by the client so that a replayed record is recognised and skipped.
+    """
+
+    table: ClassVar[str] = "feedback"
+
+    request_id: str
+    specialist: str
+    label: str
+    #: "human" or "fallback" (checked at runtime; typed ``str`` for callers holding a str).
+    source: str = "human"
+    feedback_uid: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        _require(self.request_id, "request_id")
+        _require(self.specialist, "specialist")
+        _require(self.label, "label")
+        _require(self.feedback_uid, "feedback_uid")
+        if self.source not in FEEDBACK_SOURCES:
+            raise ValueError(f"source must be one of {FEEDBACK_SOURCES}, got {self.source!r}")
+        object.__setattr__(self, "created_at", as_utc(self.created_at))
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``feedback`` row (its integer ``id`` is assigned by the database)."""
+        return {
+            "feedback_uid": self.feedback_uid,
+            "request_id": self.request_id,
+            "specialist": self.specialist,
+            "label": self.label,
+            "source": self.source,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlertRecord:
+    """Something on-call was told about (a monitor verdict, a rollback), with its evidence."""
+
+    table: ClassVar[str] = "alerts"
+
+    id: str = field(default_factory=new_id)
+    specialist: str | None
+    kind: str
+    verdict: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        _require(self.id, "id")
+        _require(self.kind, "kind")
+        _require(self.verdict, "verdict")
+        # Serialised once here: a payload that is not JSON fails in the caller, not the writer.
+        object.__setattr__(self, "payload", json.loads(_dump_payload(self.payload)))
+        object.__setattr__(self, "created_at", as_utc(self.created_at))
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``alerts`` row; the payload is stored as JSON text."""
+        return {
+            "id": self.id,
+            "specialist": self.specialist,
+            "kind": self.kind,
+            "verdict": self.verdict,
+            "payload": _dump_payload(self.payload),
+            "created_at": self.created_at,
+        }
+
+
+def _dump_payload(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, default=str, allow_nan=False)
+
+
+#: Any record the writer accepts (usable in ``isinstance`` too).
+Record: TypeAlias = RequestRecord | ShadowRecord | FeedbackRecord | AlertRecord
+RECORD_TYPES: tuple[type, ...] = (RequestRecord, ShadowRecord, FeedbackRecord, AlertRecord)
+_BY_TABLE: dict[str, type] = {cls.table: cls for cls in RECORD_TYPES}  # type: ignore[attr-defined]
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    """A JSON-safe dict of a record: ``{"table": ..., "row": ...}`` (bytes as base64)."""
+    row = record.to_row()
+    row["created_at"] = record.created_at.isoformat()
+    if isinstance(record, RequestRecord) and record.embedding is not None:
+        row["embedding"] = base64.b64encode(record.embedding).decode("ascii")  # type: ignore[arg-type]
+    if isinstance(record, AlertRecord):
+        row["payload"] = record.payload
+    return {"table": record.table, "row": row}
+
+
+def record_from_json(data: dict[str, Any]) -> Record:
+    """The record that ``record_to_json`` wrote; ``ValueError``/``KeyError`` if it is not one."""
+    cls = _BY_TABLE[data["table"]]
+    row = dict(data["row"])
+    row["created_at"] = datetime.fromisoformat(row["created_at"])
+    if cls is RequestRecord and row.get("embedding") is not None:
+        row["embedding"] = base64.b64decode(row["embedding"])
+    record: Record = cls(**row)
+    return record

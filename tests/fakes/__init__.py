@@ -1,0 +1,1 @@
+"""Real, small stand-ins for external services, for tests (not mocks: they speak HTTP)."""

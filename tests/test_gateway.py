@@ -1,0 +1,430 @@
+"""The gateway against a real uvicorn on a free port, a real MLflow registry and a real store."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lifecycle.registry import CHALLENGER, CHAMPION, Registry
+from lifecycle.settings import Settings
+from lifecycle.spec import SpecialistsFile
+
+from .conftest import TINY
+from .fakes.openai_server import FakeOpenAI
+from .gateway_harness import RunningGateway, running_gateway
+
+TOKEN = "s3cret-admin-token-for-tests"
+TEXTS = ["I lost my card at the station", "refund my last order please", "the app keeps crashing"]
+
+
+@pytest.fixture(scope="module")
+def served_home(tmp_path_factory: pytest.TempPathFactory, trained, tiny_spec) -> Path:  # type: ignore[no-untyped-def]
+    """A registry holding the tiny specialist twice: v1 champion, v2 challenger."""
+    home = tmp_path_factory.mktemp("gateway") / "home"
+    registry = Registry(Settings(home=home))
+    first = registry.log_training(tiny_spec, trained, trigger="initial")
+    registry.set_alias("tiny", CHAMPION, first.version)
+    second = registry.log_training(tiny_spec, trained, trigger="manual", parent_version=1)
+    registry.set_alias("tiny", CHALLENGER, second.version)
+    return home
+
+
+def _settings(home: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "home": home,
+        "admin_token": TOKEN,
+        "registry_poll_s": 0,
+        "max_texts_per_request": 64,
+        "max_text_chars": 2000,
+        "max_body_bytes": 200_000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def _specs(**overrides: Any) -> SpecialistsFile:
+    return SpecialistsFile.model_validate({"specialists": [{**TINY, **overrides}]})
+
+
+@pytest.fixture(scope="module")
+def gateway(served_home: Path, host) -> Iterator[RunningGateway]:  # type: ignore[no-untyped-def]
+    from lifecycle.serving.app import create_app
+
+    app = create_app(_settings(served_home), _specs(), host=host)
+    with running_gateway(app, token=TOKEN) as running:
+        yield running
+
+
+def _flush(gw: RunningGateway) -> None:
+    gw.gw.writer.flush(timeout=30)
+
+
+def test_predict_one_and_many(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        one = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:1]})
+        many = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS})
+    assert one.status_code == 200, one.text
+    assert many.status_code == 200
+    body = many.json()
+    assert body["specialist"] == "tiny"
+    preds = body["predictions"]
+    assert len(preds) == len(TEXTS)
+    labels = set(gateway.gw.engine.routes["tiny"].champion.labels)
+    for p in preds:
+        assert len(p["request_id"]) == 32
+        assert p["label"] in labels
+        assert 0 < p["confidence"] <= 1
+        assert p["model_version"] == 1
+        assert p["escalated"] is False and p["source"] == "specialist"
+    assert len({p["request_id"] for p in preds}) == len(TEXTS)
+
+
+def test_specialists_health_and_metrics(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        listing = client.get("/v1/specialists").json()
+        ready = client.get("/readyz")
+        health = client.get("/healthz")
+        client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS})
+        metrics = client.get("/metrics").text
+    entry = listing["specialists"][0]
+    assert entry["name"] == "tiny" and entry["status"] == "serving"
+    assert entry["champion"]["version"] == 1 and entry["challenger"]["version"] == 2
+    assert entry["champion"]["adapter_id"] == "tiny@v1"
+    assert listing["registry_up"] is True
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert health.json() == {"status": "ok"}
+    for series in (
+        'lifecycle_requests_total{specialist="tiny",version="1"}',
+        "lifecycle_batch_size_bucket",
+        "lifecycle_request_latency_seconds_bucket",
+        'lifecycle_queue_depth{queue="shadow"}',
+        "lifecycle_registry_up 1.0",
+        'lifecycle_estimated_cost_per_1k_requests{kind="specialist",specialist="tiny"}',
+    ):
+        assert series in metrics, series
+
+
+def test_shadow_predictions_are_stored_beside_requests(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        ids = [
+            p["request_id"]
+            for p in client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS}).json()[
+                "predictions"
+            ]
+        ]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _flush(gateway)
+        pairs = gateway.gw.writer.store.shadow_pairs("tiny", challenger_version=2)
+        if set(ids) <= set(pairs["request_id"]):
+            break
+        time.sleep(0.2)
+    rows = pairs[pairs["request_id"].isin(ids)]
+    assert len(rows) == len(ids)
+    # v2 holds the same weights as v1: the shadow must agree with the champion.
+    assert (rows["challenger_label"] == rows["champion_label"]).all()
+
+
+def test_feedback(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        pred = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:1]}).json()
+        request_id = pred["predictions"][0]["request_id"]
+        labels = gateway.gw.engine.routes["tiny"].champion.labels
+        first = client.post(
+            "/v1/specialists/tiny/feedback", json={"request_id": request_id, "label": labels[0]}
+        )
+        again = client.post(
+            "/v1/specialists/tiny/feedback", json={"request_id": request_id, "label": labels[1]}
+        )
+        unknown = client.post(
+            "/v1/specialists/tiny/feedback", json={"request_id": "0" * 32, "label": labels[0]}
+        )
+        outside = client.post(
+            "/v1/specialists/tiny/feedback", json={"request_id": request_id, "label": "not_a_label"}
+        )
+        empty = client.post("/v1/specialists/tiny/feedback", json={})
+    assert first.status_code == 202 and first.json()["accepted"] == 1
+    assert again.status_code == 202
+    assert unknown.status_code == 404
+    assert outside.status_code == 422 and "not_a_label" in outside.json()["detail"]
+    assert empty.status_code == 422
+    _flush(gateway)
+    window = gateway.gw.writer.store.window("tiny", with_embeddings=False)
+    row = window[window["id"] == request_id].iloc[0]
+    assert row["true_label"] == labels[1]  # the last label wins
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ({"texts": [""]}, 422),
+        ({"texts": ["   \n\t"]}, 422),
+        ({"texts": []}, 422),
+        ({"texts": "not a list"}, 422),
+        ({"texts": [1, 2]}, 422),
+        ({"text": ["wrong field"]}, 422),
+        ({"texts": ["x" * 2001]}, 413),
+        ({"texts": ["hi"] * 65}, 413),
+    ],
+)
+def test_bad_predict_input_is_a_clear_4xx(
+    gateway: RunningGateway, payload: Any, status: int
+) -> None:
+    with gateway.client() as client:
+        response = client.post("/v1/specialists/tiny/predict", json=payload)
+        still = client.post("/v1/specialists/tiny/predict", json={"texts": ["still serving?"]})
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    assert "Traceback" not in response.text
+    assert len(response.content) < 5000  # the input is never echoed back
+    assert still.status_code == 200
+
+
+def test_hostile_requests(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        huge = client.post(
+            "/v1/specialists/tiny/predict",
+            content=b'{"texts": ["' + b"a" * 1_000_000 + b'"]}',
+            headers={"content-type": "application/json"},
+        )
+        many = client.post("/v1/specialists/tiny/predict", json={"texts": ["hello"] * 10_000})
+        bad_utf8 = client.post(
+            "/v1/specialists/tiny/predict",
+            content=b'{"texts": ["caf\xe9"]}',
+            headers={"content-type": "application/json"},
+        )
+        not_json = client.post(
+            "/v1/specialists/tiny/predict",
+            content=b"{texts:",
+            headers={"content-type": "application/json"},
+        )
+        unknown = client.post("/v1/specialists/nobody/predict", json={"texts": ["hi"]})
+        traversal = client.post("/v1/specialists/..%2F..%2Fetc/predict", json={"texts": ["hi"]})
+        upper = client.post("/v1/specialists/TINY/predict", json={"texts": ["hi"]})
+        ok = client.post("/v1/specialists/tiny/predict", json={"texts": ["fine"]})
+    assert huge.status_code == 413
+    assert many.status_code == 413
+    assert bad_utf8.status_code in (400, 422)
+    assert not_json.status_code in (400, 422)
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["detail"]
+    assert traversal.status_code in (404, 422)
+    assert upper.status_code == 422
+    for response in (huge, many, bad_utf8, not_json, unknown, traversal, upper):
+        assert "Traceback" not in response.text
+    assert ok.status_code == 200
+
+
+def test_admin_routes_need_the_token(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        missing = client.post("/v1/admin/reload")
+        wrong = client.post("/v1/admin/reload", headers={"Authorization": "Bearer nope"})
+        right = client.post("/v1/admin/reload", headers=gateway.admin_headers())
+    assert missing.status_code == 401 and wrong.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200 and right.json()["ok"] is True
+
+
+def test_gateway_refuses_to_start_without_a_token(served_home: Path) -> None:
+    from lifecycle.errors import ConfigError
+    from lifecycle.serving.app import create_app
+
+    with pytest.raises(ConfigError, match="LIFECYCLE_ADMIN_TOKEN"):
+        create_app(_settings(served_home, admin_token=None), _specs())
+    create_app(_settings(served_home, admin_token=None, insecure_dev=True), _specs())
+
+
+def test_hot_swap_under_load_fails_no_request(gateway: RunningGateway, served_home: Path) -> None:
+    registry = Registry(Settings(home=served_home))
+    statuses: list[int] = []
+    versions: list[int] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            while not stop.is_set():
+                r = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:2]})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    versions.append(r.json()["predictions"][0]["model_version"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client_loop) for _ in range(8)]
+        time.sleep(1.0)
+        try:
+            moved = registry.promote("tiny", reason="test swap")
+            assert moved[CHAMPION] == 2
+            with gateway.client() as admin:
+                assert (
+                    admin.post("/v1/admin/reload", headers=gateway.admin_headers()).status_code
+                    == 200
+                )
+            time.sleep(1.0)
+            registry.rollback("tiny", reason="test swap back")
+            with gateway.client() as admin:
+                assert (
+                    admin.post("/v1/admin/reload", headers=gateway.admin_headers()).status_code
+                    == 200
+                )
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for f in futures:
+                f.result()
+    registry.set_alias("tiny", CHALLENGER, 2)
+    with gateway.client() as admin:
+        admin.post("/v1/admin/reload", headers=gateway.admin_headers())
+    assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+    assert 2 in versions and versions[-1] == 1  # served v2 after the swap, v1 after the rollback
+
+
+def test_registry_outage_keeps_serving(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = gateway.gw.sync
+    good = sync._registry
+
+    class Down:
+        def has_model(self, name: str) -> bool:
+            raise ConnectionError("registry unreachable (test)")
+
+    sync._registry = Down()
+    try:
+        with gateway.client() as client:
+            reload = client.post("/v1/admin/reload", headers=gateway.admin_headers())
+            served = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS})
+            ready = client.get("/readyz").json()
+            metrics = client.get("/metrics").text
+        assert reload.json()["ok"] is False
+        assert served.status_code == 200
+        assert ready["registry_up"] is False and "unreachable" in ready["registry_error"]
+        assert "lifecycle_registry_up 0.0" in metrics
+    finally:
+        sync._registry = good
+        with gateway.client() as client:
+            client.post("/v1/admin/reload", headers=gateway.admin_headers())
+    assert gateway.gw.sync.state.registry_up is True
+
+
+def test_escalation_to_an_openai_compatible_fallback(served_home: Path, host) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle.fallback import OpenAIFallback
+    from lifecycle.serving.app import create_app
+
+    with FakeOpenAI() as fake:
+        fake.mode = "echo_label"
+        fallback = OpenAIFallback(base_url=fake.base_url, model="big", timeout_s=2.0, max_retries=0)
+        specs = _specs(escalation={"confidence_threshold": 1.0, "fallback": "openai"})
+        app = create_app(
+            _settings(served_home), specs, host=_SharedHost(host), fallbacks={"tiny": fallback}
+        )
+        with running_gateway(app, token=TOKEN) as gw, gw.client() as client:
+            labels = gw.gw.engine.routes["tiny"].champion.labels
+            text = f"this one is clearly about {labels[3]}"
+            answered = client.post("/v1/specialists/tiny/predict", json={"texts": [text]}).json()
+            fake.mode = "error500"
+            failed = client.post("/v1/specialists/tiny/predict", json={"texts": [text]}).json()
+            metrics = client.get("/metrics").text
+            gw.gw.writer.flush(timeout=30)
+            window = gw.gw.writer.store.window("tiny", with_embeddings=False)
+        body = fake.requests[0].body
+        assert body["model"] == "big"
+        assert any(labels[3] in m["content"] for m in body["messages"])
+    ok = answered["predictions"][0]
+    assert ok["escalated"] is True and ok["source"] == "openai" and ok["label"] == labels[3]
+    bad = failed["predictions"][0]
+    assert bad["escalated"] is True and bad["flagged"] is True and bad["source"] == "specialist"
+    assert 'outcome="ok"' in metrics and 'outcome="failed"' in metrics
+    row = window[window["id"] == ok["request_id"]].iloc[0]
+    assert row["fallback_label"] == labels[3] and row["fallback_source"] == "openai"
+    assert row["true_label"] == labels[3] and row["true_label_source"] == "fallback"
+
+
+def test_traffic_db_outage_loses_nothing(served_home: Path, host, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Lock the SQLite traffic db under load; every accepted request is in it afterwards."""
+    from lifecycle.serving.app import create_app
+
+    db = tmp_path / "traffic.db"
+    settings = _settings(served_home, traffic_db_url=f"sqlite:///{db}")
+    app = create_app(settings, _specs(), host=_SharedHost(host))
+    accepted: list[str] = []
+    with running_gateway(app, token=TOKEN) as gw:
+        lock = sqlite3.connect(db, timeout=1, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            with gw.client() as client:
+                for i in range(40):
+                    r = client.post(
+                        "/v1/specialists/tiny/predict", json={"texts": [f"text {i}", "another one"]}
+                    )
+                    assert r.status_code == 200
+                    accepted += [p["request_id"] for p in r.json()["predictions"]]
+            time.sleep(1.0)
+            assert gw.gw.writer.healthy is False
+            pending = gw.gw.writer.pending_memory + gw.gw.writer.pending_journal
+            assert pending > 0
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        gw.gw.writer.flush(timeout=60)
+        stored = set(gw.gw.writer.store.window("tiny", with_embeddings=False)["id"])
+    assert set(accepted) <= stored
+    assert len(accepted) == 80
+
+
+class _SharedHost:
+    """The session's host under another name, so a second app can load the same adapter ids."""
+
+    def __init__(self, host: Any) -> None:
+        self._host = host
+        self._prefix = f"x{id(self)}-"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    @property
+    def adapter_ids(self) -> list[str]:
+        return [
+            a[len(self._prefix) :] for a in self._host.adapter_ids if a.startswith(self._prefix)
+        ]
+
+    def load_adapter(self, adapter_id: str, folder: Any) -> Any:
+        return self._host.load_adapter(self._prefix + adapter_id, folder)
+
+    def remove_adapter(self, adapter_id: str) -> None:
+        self._host.remove_adapter(self._prefix + adapter_id)
+
+    def meta(self, adapter_id: str) -> Any:
+        return self._host.meta(self._prefix + adapter_id)
+
+    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+        return self._host.predict(texts, [self._prefix + a for a in adapter_ids], **kwargs)
+
+
+def test_openapi_documents_every_route(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        spec = client.get("/openapi.json").json()
+    paths = set(spec["paths"])
+    for path in (
+        "/v1/specialists/{name}/predict",
+        "/v1/specialists/{name}/feedback",
+        "/v1/specialists",
+        "/v1/admin/reload",
+        "/v1/admin/specialists/{name}/promote",
+        "/v1/admin/specialists/{name}/rollback",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths, path
+    predict = spec["paths"]["/v1/specialists/{name}/predict"]["post"]
+    assert "fallback" in predict["description"]
+    assert json.dumps(spec)  # serialisable

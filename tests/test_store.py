@@ -1,0 +1,706 @@
+"""The traffic store on SQLite: records, reads for monitors, migrations, and the loss-free writer.
+
+The outage tests count: N records submitted while the database is away must be exactly N rows
+once it is back, with nothing left in memory or in the journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import event, func, select
+
+from lifecycle.errors import StoreError
+from lifecycle.store import (
+    AlertRecord,
+    FeedbackRecord,
+    Record,
+    RequestRecord,
+    ShadowRecord,
+    TrafficStore,
+    TrafficWriter,
+    decode_embedding,
+    encode_embedding,
+    schema,
+)
+from lifecycle.store.migrations import VERSION_TABLE, current_revision, head_revision, upgrade
+from lifecycle.store.records import record_from_json, record_to_json
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- helpers shared with test_store_postgres.py -------------------------------------------
+
+
+def request(
+    i: int, *, specialist: str = "billing", version: int = 1, **extra: Any
+) -> RequestRecord:
+    """A request i seconds after T0 with a small deterministic embedding."""
+    fields: dict[str, Any] = {
+        "specialist": specialist,
+        "model_version": version,
+        "text": f"text number {i}",
+        "label": "refund" if i % 2 else "invoice",
+        "confidence": 0.5 + (i % 10) / 100,
+        "embedding": np.linspace(-1.0, 1.0, 8, dtype=np.float32) * ((i % 5) + 1) / 5,
+        "latency_ms": 3.0 + i,
+        "created_at": T0 + timedelta(seconds=i),
+    }
+    fields.update(extra)
+    return RequestRecord(**fields)
+
+
+def mixed_records(n: int, *, specialist: str = "billing") -> list[Record]:
+    """n records of all kinds: per 4, a request, its shadow, a feedback label, and an alert
+    every 20th (else a second request)."""
+    out: list[Record] = []
+    i = 0
+    while len(out) < n:
+        kind = len(out) % 4
+        if kind == 0:
+            last = request(i, specialist=specialist)
+            out.append(last)
+        elif kind == 1:
+            out.append(
+                ShadowRecord(
+                    request_id=last.id,
+                    specialist=specialist,
+                    model_version=2,
+                    label="refund",
+                    confidence=0.7,
+                    latency_ms=2.0,
+                )
+            )
+        elif kind == 2:
+            out.append(FeedbackRecord(request_id=last.id, specialist=specialist, label="refund"))
+        elif i % 20 == 3:
+            out.append(
+                AlertRecord(specialist=specialist, kind="drift", verdict="ok", payload={"i": i})
+            )
+        else:
+            out.append(request(i, specialist=specialist))
+        i += 1
+    return out
+
+
+def expected_rows(records: Sequence[Record]) -> dict[str, int]:
+    counts = dict.fromkeys(schema.TABLES, 0)
+    for record in records:
+        counts[record.table] += 1
+    return counts
+
+
+def table_rows(store: TrafficStore) -> dict[str, int]:
+    """Rows per table, counted straight from the database."""
+    with store.engine.connect() as conn:
+        return {
+            name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for name, table in schema.TABLES.items()
+        }
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+def submit_from_threads(
+    writer: TrafficWriter, records: Sequence[Record], *, threads: int = 4
+) -> None:
+    """Submit records from several threads at once (each thread keeps its share in order)."""
+    start = threading.Barrier(threads)
+
+    def run(share: Sequence[Record]) -> None:
+        start.wait()
+        for record in share:
+            writer.submit(record)
+
+    workers = [threading.Thread(target=run, args=(records[k::threads],)) for k in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def fast_writer(store: TrafficStore, journal: Path, **overrides: Any) -> TrafficWriter:
+    """A writer with small bounds and short backoff, so outages show up in milliseconds."""
+    options: dict[str, Any] = {
+        "batch_size": 50,
+        "max_wait_s": 0.02,
+        "memory_limit": 100,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.1,
+        "segment_records": 300,
+    }
+    options.update(overrides)
+    return TrafficWriter(store, journal_dir=journal, **options)
+
+
+def run_concurrent_upgrades(url: str, *, processes: int = 2) -> None:
+    """Migrate one database from several fresh processes at the same instant."""
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from lifecycle.store.migrations import upgrade
+        time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+        print(upgrade(sys.argv[1]))
+        """
+    )
+    start_at = time.time() + 2.0  # past the imports of both
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, str(start_at)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out.strip().splitlines()[-1] == head_revision()
+
+
+def assert_schema_matches(store: TrafficStore) -> None:
+    """The migrated database is exactly what schema.py declares."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE, "compare_type": True}
+        )
+        assert compare_metadata(context, schema.metadata) == []
+
+
+def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
+    """Each record kind written and read back field by field; replay adds nothing."""
+    full = request(
+        1,
+        specialist=specialist,
+        escalated=True,
+        fallback_label="refund",
+        fallback_source="openai",
+        fallback_latency_ms=812.5,
+        flagged=True,
+    )
+    redacted = request(2, specialist=specialist, text=None, text_sha256="ab" * 32, embedding=None)
+    shadow = ShadowRecord(
+        request_id=full.id,
+        specialist=specialist,
+        model_version=2,
+        label="invoice",
+        confidence=0.61,
+        latency_ms=4.5,
+        created_at=T0 + timedelta(seconds=5),
+    )
+    label = FeedbackRecord(
+        request_id=full.id, specialist=specialist, label="refund", source="fallback"
+    )
+    alert = AlertRecord(
+        specialist=specialist,
+        kind="drift",
+        verdict="retrain",
+        payload={"share": 0.4, "columns": ["text", "embedding"]},
+        created_at=T0 + timedelta(hours=1, microseconds=123),
+    )
+    batch: list[Record] = [full, redacted, shadow, label, alert]
+    assert store.write(batch) == 5
+
+    frame = store.window(specialist)
+    assert list(frame["id"]) == [full.id, redacted.id]
+    row = frame.iloc[0]
+    assert row["created_at"] == full.created_at
+    assert str(frame["created_at"].dt.tz) == "UTC"
+    assert row["text"] == full.text and row["text_sha256"] == full.text_sha256
+    assert row["label"] == full.label and row["confidence"] == pytest.approx(full.confidence)
+    assert row["model_version"] == 1 and row["latency_ms"] == pytest.approx(full.latency_ms)
+    assert bool(row["escalated"]) and bool(row["flagged"])
+    assert row["fallback_label"] == "refund" and row["fallback_source"] == "openai"
+    assert row["fallback_latency_ms"] == pytest.approx(812.5)
+    assert row["true_label"] == "refund" and row["true_label_source"] == "fallback"
+    assert isinstance(full.embedding, bytes)
+    np.testing.assert_array_equal(row["embedding"], decode_embedding(full.embedding))
+    other = frame.iloc[1]
+    assert other["text"] is None and other["text_sha256"] == "ab" * 32
+    assert other["embedding"] is None
+    assert math.isnan(other["true_label"]) and math.isnan(other["fallback_label"])
+    assert not bool(other["escalated"])
+
+    pairs = store.shadow_pairs(specialist, challenger_version=2)
+    assert len(pairs) == 1
+    pair = pairs.iloc[0]
+    assert pair["request_id"] == full.id and pair["challenger_label"] == "invoice"
+    assert pair["champion_label"] == full.label and pair["champion_version"] == 1
+    assert pair["challenger_confidence"] == pytest.approx(0.61)
+
+    alerts = store.alerts(specialist)
+    assert list(alerts["id"]) == [alert.id]
+    assert alerts.iloc[0]["payload"] == {"share": 0.4, "columns": ["text", "embedding"]}
+    assert alerts.iloc[0]["created_at"] == alert.created_at
+    assert alerts.iloc[0]["verdict"] == "retrain"
+    assert store.alerts(specialist, since=T0 + timedelta(hours=2)).empty
+
+    assert store.request_specialist(full.id) == specialist
+    assert store.request_specialist("no-such-id") is None
+    expected = {"requests": 2, "escalations": 1, "flagged": 1, "feedback": 1, "shadow": 1}
+    assert store.counts(specialist) == expected
+
+    # Replaying the same records (a journal replayed twice) adds nothing and does not fail.
+    store.write(batch)
+    store.write(batch[::-1])
+    assert store.counts(specialist) == expected
+    assert len(store.alerts(specialist)) == 1
+    # The same label given again by a new call is a new feedback row (every label is kept).
+    store.write([FeedbackRecord(request_id=full.id, specialist=specialist, label="refund")])
+    assert store.counts(specialist)["feedback"] == 2
+
+
+def check_effective_labels(store: TrafficStore, *, specialist: str) -> None:
+    """window(): last / since / until / version filters; last label wins, human beats fallback."""
+    reqs = [request(i, specialist=specialist, version=1 if i < 4 else 2) for i in range(6)]
+    store.write(reqs[::-1])  # insertion order must not matter: created_at orders
+    at = T0 + timedelta(minutes=10)
+
+    def label(i: int, value: str, source: str, minutes: int) -> FeedbackRecord:
+        return FeedbackRecord(
+            request_id=reqs[i].id,
+            specialist=specialist,
+            label=value,
+            source=source,
+            created_at=at + timedelta(minutes=minutes),
+        )
+
+    store.write(
+        [
+            # 0: a human label beats a later fallback label.
+            label(0, "human-early", "human", 1),
+            label(0, "fallback-late", "fallback", 5),
+            # 1: two human labels: the last one wins, whatever the insertion order.
+            label(1, "second", "human", 3),
+            label(1, "first", "human", 2),
+            # 2: fallback only.
+            label(2, "fb", "fallback", 1),
+            # 4: two fallback labels: the last one wins.
+            label(4, "fb-old", "fallback", 1),
+            label(4, "fb-new", "fallback", 2),
+            # 3 and 5: no label.
+        ]
+    )
+    frame = store.window(specialist)
+    assert list(frame["id"]) == [r.id for r in reqs]
+    truth = dict(zip(frame["id"], frame["true_label"], strict=True))
+    source = dict(zip(frame["id"], frame["true_label_source"], strict=True))
+    assert truth[reqs[0].id] == "human-early" and source[reqs[0].id] == "human"
+    assert truth[reqs[1].id] == "second"
+    assert truth[reqs[2].id] == "fb" and source[reqs[2].id] == "fallback"
+    assert truth[reqs[4].id] == "fb-new"
+    assert math.isnan(truth[reqs[3].id]) and math.isnan(truth[reqs[5].id])
+    assert frame["true_label"].isna().sum() == 2
+
+    last = store.window(specialist, last=2, with_embeddings=False)
+    assert list(last["id"]) == [reqs[4].id, reqs[5].id]
+    assert "embedding" not in last.columns
+    since = store.window(specialist, since=T0 + timedelta(seconds=3))
+    assert list(since["id"]) == [r.id for r in reqs[3:]]
+    until = store.window(specialist, until=T0 + timedelta(seconds=2))
+    assert list(until["id"]) == [reqs[0].id, reqs[1].id]
+    v2 = store.window(specialist, model_version=2)
+    assert list(v2["id"]) == [reqs[4].id, reqs[5].id]
+    v1_last = store.window(specialist, model_version=1, last=1, since=T0)
+    assert list(v1_last["id"]) == [reqs[3].id]
+    # Another timezone means the same instant.
+    tz = timezone(timedelta(hours=5))
+    assert len(store.window(specialist, since=(T0 + timedelta(seconds=4)).astimezone(tz))) == 2
+    assert store.window(specialist, last=0).empty
+    assert store.window("nobody").empty
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.window(specialist, since=datetime(2026, 1, 1))
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TrafficStore]:
+    traffic = TrafficStore(f"sqlite:///{tmp_path / 'db' / 'traffic.db'}", lock_timeout_ms=50)
+    traffic.upgrade()
+    yield traffic
+    traffic.dispose()
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def test_embedding_codec_is_float16_little_endian() -> None:
+    assert encode_embedding([1.0, -2.0]) == b"\x00\x3c\x00\xc0"
+    vector = np.random.default_rng(0).normal(size=384).astype(np.float32)
+    data = encode_embedding(vector)
+    assert len(data) == 2 * 384
+    back = decode_embedding(data)
+    assert back.dtype == np.float32 and back.shape == (384,)
+    np.testing.assert_allclose(back, vector, rtol=1e-3, atol=1e-3)
+    back[0] = 42.0  # a fresh, writable array
+    assert encode_embedding(data) == data  # bytes pass through
+    with pytest.raises(ValueError, match="1-D"):
+        encode_embedding(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="even"):
+        decode_embedding(b"\x00\x3c\x00")
+
+
+def test_records_validate_where_they_are_made() -> None:
+    record = request(
+        0, embedding=[0.5, 0.25], model_version=np.int64(3), confidence=np.float32(0.5)
+    )
+    assert record.embedding == encode_embedding([0.5, 0.25])
+    assert type(record.model_version) is int and type(record.confidence) is float
+    hashed = RequestRecord(
+        specialist="s", model_version=1, text="héllo", label="a", confidence=1.0, latency_ms=1.0
+    )
+    assert hashed.text_sha256 == hashlib.sha256("héllo".encode()).hexdigest()
+    assert len(hashed.id) == 32 and hashed.created_at.tzinfo == timezone.utc
+    with pytest.raises(ValueError, match="timezone-aware"):
+        request(0, created_at=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="source"):
+        FeedbackRecord(request_id="r", specialist="s", label="a", source="oracle")
+    with pytest.raises(ValueError, match="model_version"):
+        request(0, model_version="three")
+    with pytest.raises(ValueError):
+        AlertRecord(specialist="s", kind="k", verdict="v", payload={"x": float("nan")})
+    with pytest.raises(ValueError, match="label"):
+        ShadowRecord(
+            request_id="r", specialist="s", model_version=1, label="", confidence=1, latency_ms=1
+        )
+    # Created in another timezone, stored as the same instant in UTC.
+    local = request(0, created_at=datetime(2026, 1, 1, 14, tzinfo=timezone(timedelta(hours=2))))
+    assert local.created_at == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    assert local.created_at.tzinfo == timezone.utc
+
+
+def test_every_record_kind_survives_the_journal_format_exactly() -> None:
+    records: list[Record] = [
+        request(1, escalated=True, fallback_label="a", fallback_source="review", flagged=True),
+        request(2, text=None, embedding=None, fallback_latency_ms=3.25),
+        *mixed_records(4)[1:3],
+        AlertRecord(specialist=None, kind="rollback", verdict="done", payload={"v": [1, 2]}),
+    ]
+    for record in records:
+        line = json.dumps(record_to_json(record))
+        assert record_from_json(json.loads(line)) == record
+
+
+# -- store --------------------------------------------------------------------------------
+
+
+def test_round_trip_of_each_record_kind(store: TrafficStore) -> None:
+    check_round_trip(store, specialist="billing")
+    assert store.ping()
+
+
+def test_window_filters_and_effective_true_labels(store: TrafficStore) -> None:
+    check_effective_labels(store, specialist="billing")
+
+
+def test_shadow_pairs_join_champion_and_challenger(store: TrafficStore) -> None:
+    reqs = [request(i) for i in range(4)]
+    shadows = [
+        ShadowRecord(
+            request_id=r.id,
+            specialist="billing",
+            model_version=v,
+            label="refund",
+            confidence=0.9,
+            latency_ms=1.0,
+        )
+        for r, v in [(reqs[0], 3), (reqs[2], 3), (reqs[3], 4)]
+    ]
+    orphan = ShadowRecord(
+        request_id="not-stored-yet",
+        specialist="billing",
+        model_version=3,
+        label="refund",
+        confidence=0.9,
+        latency_ms=1.0,
+    )
+    store.write([*reqs, *shadows, orphan])
+    store.write([FeedbackRecord(request_id=reqs[2].id, specialist="billing", label="invoice")])
+    pairs = store.shadow_pairs("billing", challenger_version=3)
+    assert list(pairs["request_id"]) == [reqs[0].id, reqs[2].id]
+    assert set(pairs["challenger_version"]) == {3}
+    assert list(pairs["champion_label"]) == [reqs[0].label, reqs[2].label]
+    assert math.isnan(pairs.iloc[0]["true_label"]) and pairs.iloc[1]["true_label"] == "invoice"
+    assert list(
+        store.shadow_pairs("billing", challenger_version=3, since=T0 + timedelta(seconds=1))[
+            "request_id"
+        ]
+    ) == [reqs[2].id]
+    assert len(store.shadow_pairs("billing", challenger_version=4)) == 1
+    assert store.shadow_pairs("other", challenger_version=3).empty
+
+
+def test_unsupported_url_and_unreachable_reads_are_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="supports"):
+        TrafficStore("mysql://nobody@localhost/x")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    broken = TrafficStore(f"sqlite:///{blocker / 'traffic.db'}")
+    assert broken.ping() is False
+    with pytest.raises(StoreError, match="cannot be read"):
+        broken.window("billing")
+    with pytest.raises(StoreError, match="cannot migrate"):
+        broken.upgrade()
+
+
+# -- migrations ---------------------------------------------------------------------------
+
+
+def test_migrations_are_idempotent_concurrent_and_match_the_schema(tmp_path: Path) -> None:
+    # Two processes at the same instant on a fresh file.
+    url = f"sqlite:///{tmp_path / 'procs' / 'traffic.db'}"
+    assert current_revision(url) is None
+    run_concurrent_upgrades(url)
+    assert current_revision(url) == head_revision()
+    # Two threads at once on another fresh file, then once more (a no-op).
+    url2 = f"sqlite:///{tmp_path / 'threads.db'}"
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(url2)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=migrate) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert upgrade(url2) == head_revision()
+    store = TrafficStore(url2)
+    assert_schema_matches(store)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
+    store.dispose()
+
+
+# -- writer -------------------------------------------------------------------------------
+
+
+def test_writer_batches_many_submits_into_few_transactions(
+    store: TrafficStore, tmp_path: Path
+) -> None:
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    records = mixed_records(2000)
+    writer = TrafficWriter(store, journal_dir=tmp_path / "journal", batch_size=256, max_wait_s=0.05)
+    submit_from_threads(writer, records)
+    assert writer.flush(timeout=30) == "database"
+    assert table_rows(store) == expected_rows(records)
+    assert writer.submitted == writer.written == 2000
+    assert writer.pending_memory == writer.pending_journal == writer.failures == 0
+    assert writer.healthy
+    # At most 256 rows a transaction, and far fewer transactions than records.
+    assert math.ceil(2000 / 256) <= len(commits) <= 40
+    assert writer.close() == "database"
+    assert writer.journal_files() == []
+    with pytest.raises(StoreError, match="closed"):
+        writer.submit(request(0))
+
+
+def test_locked_database_loses_nothing(tmp_path: Path) -> None:
+    """BEGIN EXCLUSIVE from another connection while 1,000 records arrive from 4 threads."""
+    db = tmp_path / "traffic.db"
+    store = TrafficStore(f"sqlite:///{db}", lock_timeout_ms=50)
+    store.upgrade()
+    writer = fast_writer(store, tmp_path / "journal")
+    first = [request(i) for i in range(40)]
+    rest = mixed_records(960)
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        writer.submit_many(first)
+        wait_for(lambda: writer.failures >= 1, what="a failed write")
+        # Below the memory bound: held in memory, nothing in the journal yet.
+        assert writer.pending_memory == 40 and writer.pending_journal == 0
+        assert writer.healthy is False
+        assert writer.known_request(first[0].id) == "billing"
+        submit_from_threads(writer, rest)
+        wait_for(lambda: writer.pending_memory <= 100, what="memory back under its bound")
+        assert writer.pending_journal >= 1000 - 100
+        assert writer.journal_files()
+        assert writer.flush(timeout=10) == "journal"
+        assert writer.pending_memory == 0 and writer.pending_journal == 1000
+        assert writer.known_request(first[0].id) == "billing"  # still answered from the index
+        assert sum(table_rows(store).values()) == 0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert writer.flush(timeout=30) == "database"
+    assert table_rows(store) == expected_rows([*first, *rest])
+    assert writer.written == writer.submitted == 1000
+    assert writer.pending_memory == writer.pending_journal == 0
+    assert writer.journal_files() == []
+    assert writer.healthy
+    assert writer.known_request(first[0].id) is None
+    assert store.request_specialist(first[0].id) == "billing"
+    writer.close()
+    store.dispose()
+
+
+def test_unreachable_database_path_loses_nothing(tmp_path: Path) -> None:
+    """The database's folder is a file until the outage ends; the writer then creates and
+    migrates the database itself and writes everything."""
+    blocked = tmp_path / "volume"
+    blocked.write_text("not mounted")
+    store = TrafficStore(f"sqlite:///{blocked / 'traffic.db'}", lock_timeout_ms=50)
+    writer = fast_writer(store, tmp_path / "journal")
+    records = mixed_records(600)
+    submit_from_threads(writer, records, threads=3)
+    wait_for(lambda: writer.failures >= 1, what="a failed write")
+    wait_for(lambda: writer.pending_memory <= 100, what="memory back under its bound")
+    assert writer.pending_journal >= 500
+    assert writer.flush(timeout=10) == "journal"
+    assert writer.healthy is False
+    blocked.unlink()
+    assert writer.flush(timeout=30) == "database"
+    assert table_rows(store) == expected_rows(records)
+    assert writer.written == 600 and writer.pending_journal == 0
+    assert writer.journal_files() == []
+    writer.close()
+    store.dispose()
+
+
+def test_a_live_writers_journal_is_left_alone_and_replayed_after_it_stops(tmp_path: Path) -> None:
+    blocked = tmp_path / "volume"
+    blocked.write_text("not mounted")
+    down = TrafficStore(f"sqlite:///{blocked / 'traffic.db'}", lock_timeout_ms=50)
+    up = TrafficStore(f"sqlite:///{tmp_path / 'traffic.db'}")
+    journal = tmp_path / "journal"
+    first = fast_writer(down, journal)
+    records = mixed_records(150)
+    first.submit_many(records)
+    assert first.flush(timeout=10) == "journal"
+    other = fast_writer(up, journal)  # a second live process on the same folder
+    assert other.adopted == 0
+    assert other.close() == "database"
+    assert first.pending_journal == 150
+    assert first.close() == "journal"  # database still down: kept for the next start
+    assert first.journal_files()  # left on disk, unlocked
+    after = fast_writer(up, journal)
+    assert after.adopted == 150
+    assert after.flush(timeout=30) == "database"
+    assert table_rows(up) == expected_rows(records)
+    assert after.journal_files() == []
+    after.close()
+    assert sorted(p.name for p in journal.iterdir()) == [".adopt.lock"]
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from lifecycle.store import RequestRecord, TrafficStore, TrafficWriter
+    store = TrafficStore(sys.argv[1], lock_timeout_ms=50)
+    writer = TrafficWriter(store, journal_dir=sys.argv[2], memory_limit=40, batch_size=20,
+                           backoff_initial_s=0.01, backoff_max_s=0.05)
+    ids = []
+    for i in range(int(sys.argv[3])):
+        record = RequestRecord(specialist="crashed", model_version=1, text=f"t{i}", label="a",
+                               confidence=0.5, latency_ms=1.0)
+        writer.submit(record)
+        ids.append(record.id)
+    print(writer.flush(timeout=20))
+    print(",".join(ids), flush=True)
+    os._exit(3)  # a crash: no close(), no atexit
+    """
+)
+
+
+def test_journal_of_a_crashed_process_is_replayed_at_start(tmp_path: Path) -> None:
+    blocked = tmp_path / "volume"
+    blocked.write_text("not mounted")
+    journal = tmp_path / "journal"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASHING_WRITER,
+            f"sqlite:///{blocked / 'x.db'}",
+            str(journal),
+            "120",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    where, ids = proc.stdout.split()
+    assert where == "journal"
+    segments = sorted(journal.glob("*/*.jsonl"))
+    assert segments
+    with open(segments[-1], "ab") as handle:
+        handle.write(b'{"table": "requests", "row": {"id": "torn')  # killed mid-write
+
+    store = TrafficStore(f"sqlite:///{tmp_path / 'traffic.db'}")
+    store.upgrade()
+    writer = fast_writer(store, journal)
+    new = request(0, specialist="crashed", text="new")
+    writer.submit(new)
+    assert writer.adopted == 120
+    assert writer.flush(timeout=30) == "database"
+    frame = store.window("crashed", with_embeddings=False)
+    assert set(frame["id"]) == {*ids.split(","), new.id}
+    with sqlite3.connect(tmp_path / "traffic.db") as conn:  # insertion order: journal first
+        texts = [t for (t,) in conn.execute("SELECT text FROM requests ORDER BY rowid")]
+    assert texts == [f"t{i}" for i in range(120)] + ["new"]
+    assert writer.written == 121 and writer.submitted == 1
+    assert writer.journal_files() == []
+    writer.close()
+    store.dispose()
+
+
+def test_rows_the_database_refuses_are_set_aside_not_retried(
+    store: TrafficStore, tmp_path: Path
+) -> None:
+    good = [request(i) for i in range(9)]
+    bad = request(99)
+    object.__setattr__(bad, "label", None)  # NOT NULL: the database refuses it
+    writer = fast_writer(store, tmp_path / "journal")
+    writer.submit_many([*good[:4], bad, *good[4:]])
+    assert writer.flush(timeout=10) == "database"
+    assert table_rows(store)["requests"] == 9
+    assert writer.rejected == 1 and writer.written == 10
+    rejected = (tmp_path / "journal" / "rejected.jsonl").read_text().splitlines()
+    assert len(rejected) == 1 and bad.id in rejected[0] and "NOT NULL" in rejected[0]
+    writer.close()
+
+
+def test_writer_refuses_what_is_not_a_record(store: TrafficStore, tmp_path: Path) -> None:
+    with TrafficWriter(store, journal_dir=tmp_path / "journal") as writer:
+        with pytest.raises(TypeError):
+            writer.submit({"id": "x"})  # type: ignore[arg-type]
+        assert writer.known_request("unknown") is None
+        assert writer.stats().submitted == 0
