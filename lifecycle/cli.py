@@ -161,7 +161,8 @@ def status(
                     "calibration_error": metrics.get("val.calibration_error"),
                 }
             )
-        report.append({"specialist": name, "versions": rows})
+        traffic = _traffic(settings, name)
+        report.append({"specialist": name, "versions": rows, "traffic": traffic})
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -175,6 +176,14 @@ def status(
             f"  {'version':>7}  {'aliases':<22} {'trigger':<9} {'parent':>6} {'labels':>6} "
             f"{'accuracy':>8} {'macro-F1':>8} {'ECE':>6}"
         )
+        traffic = entry.get("traffic")
+        if traffic:
+            typer.echo(
+                f"  traffic: {traffic['requests']} requests, {traffic['escalations']} escalated "
+                f"({traffic['escalation_rate']:.1%}), {traffic['feedback']} labels | "
+                f"est. cost per 1k requests {traffic['cost_per_1k']:.4f} "
+                f"vs {traffic['fallback_only_per_1k']:.4f} fallback only"
+            )
         for row in entry["versions"]:
             typer.echo(
                 f"  {row['version']:>7}  {','.join(row['aliases']) or '-':<22} {row['trigger']:<9} "
@@ -252,6 +261,37 @@ def rollback(
 
     aliases = Registry(settings).rollback(specialist, reason=reason)
     typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
+
+
+def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
+    """Counts and estimated cost from the traffic store, when there is one to read."""
+    from lifecycle.cost import estimate_cost
+
+    url = settings.traffic_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    from lifecycle.store import TrafficStore
+
+    store = TrafficStore(url)
+    try:
+        counts = store.counts(name)
+    except Exception as exc:  # the store is optional for status: say so, do not fail
+        logging.getLogger(__name__).warning("traffic store unreadable: %s", exc)
+        return None
+    finally:
+        store.dispose()
+    cost = estimate_cost(
+        requests=counts["requests"],
+        escalations=counts["escalations"],
+        specialist_price_per_1k=settings.specialist_price_per_1k,
+        fallback_price_per_1k=settings.fallback_price_per_1k,
+    )
+    return {
+        **counts,
+        "escalation_rate": cost.escalation_rate,
+        "cost_per_1k": cost.per_1k,
+        "fallback_only_per_1k": cost.fallback_only_per_1k,
+    }
 
 
 def _fmt(value: float | None) -> str:

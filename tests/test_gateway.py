@@ -428,3 +428,26 @@ def test_openapi_documents_every_route(gateway: RunningGateway) -> None:
     predict = spec["paths"]["/v1/specialists/{name}/predict"]["post"]
     assert "fallback" in predict["description"]
     assert json.dumps(spec)  # serialisable
+
+
+def test_status_shows_traffic_and_cost(
+    gateway: RunningGateway, served_home: Path, tmp_path: Path
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from lifecycle.cli import app
+
+    with gateway.client() as client:
+        client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS})
+    _flush(gateway)
+    spec_file = tmp_path / "specialists.yaml"
+    spec_file.write_text(yaml.safe_dump({"specialists": [TINY]}))
+    result = CliRunner().invoke(
+        app, ["status", "-f", str(spec_file), "--json"], env={"LIFECYCLE_HOME": str(served_home)}
+    )
+    assert result.exit_code == 0, result.output
+    traffic = json.loads(result.stdout)[0]["traffic"]
+    assert traffic["requests"] >= len(TEXTS)
+    assert traffic["cost_per_1k"] >= 0.002  # the specialist's own price, at least
+    assert traffic["fallback_only_per_1k"] == 0.5

@@ -586,10 +586,16 @@ async def _move_aliases(gw: Gateway, name: str, action: str) -> AdminResult:
 
 
 def _cost(gw: Gateway, name: str) -> tuple[float, float]:
+    from lifecycle.cost import estimate_cost
+
     counters = gw.counters[name]
-    rate = counters.escalations / counters.requests if counters.requests else 0.0
-    fallback_only = gw.settings.fallback_price_per_1k
-    return gw.settings.specialist_price_per_1k + rate * fallback_only, fallback_only
+    cost = estimate_cost(
+        requests=counters.requests,
+        escalations=counters.escalations,
+        specialist_price_per_1k=gw.settings.specialist_price_per_1k,
+        fallback_price_per_1k=gw.settings.fallback_price_per_1k,
+    )
+    return cost.per_1k, cost.fallback_only_per_1k
 
 
 def _refresh_gauges(gw: Gateway) -> None:

@@ -1,0 +1,85 @@
+"""The gateway with its traffic store on the real PostgreSQL: an outage under load loses nothing."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+
+from tests.gateway_harness import running_gateway
+from tests.test_gateway import TOKEN, _settings, _SharedHost, _specs, served_home  # noqa: F401
+from tests.test_store_postgres import admin, pg_url  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+def test_postgres_outage_under_load_loses_no_accepted_request(
+    admin: Engine,  # noqa: F811
+    pg_url: str,  # noqa: F811
+    served_home: Path,  # noqa: F811
+    host,  # type: ignore[no-untyped-def]
+) -> None:
+    from lifecycle.serving.app import create_app
+
+    name = make_url(pg_url).database
+    app = create_app(
+        _settings(served_home, traffic_db_url=pg_url), _specs(), host=_SharedHost(host)
+    )
+    accepted: list[str] = []
+    labelled: list[str] = []
+
+    def burst(client_id: int, n: int) -> list[str]:
+        ids = []
+        with gw.client() as client:
+            for i in range(n):
+                r = client.post(
+                    "/v1/specialists/tiny/predict", json={"texts": [f"client {client_id} text {i}"]}
+                )
+                assert r.status_code == 200, r.text
+                ids.append(r.json()["predictions"][0]["request_id"])
+        return ids
+
+    with running_gateway(app, token=TOKEN) as gw:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for ids in pool.map(burst, range(4), [10] * 4):
+                accepted += ids
+        gw.gw.writer.flush(timeout=30)
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                for ids in pool.map(burst, range(4, 8), [15] * 4):
+                    accepted += ids
+            # Feedback for requests still in flight is accepted from the writer's memory.
+            labels = gw.gw.engine.routes["tiny"].champion.labels
+            with gw.client() as client:
+                for request_id in accepted[-5:]:
+                    r = client.post(
+                        "/v1/specialists/tiny/feedback",
+                        json={"request_id": request_id, "label": labels[0]},
+                    )
+                    assert r.status_code == 202, r.text
+                    labelled.append(request_id)
+                ready = client.get("/readyz").json()
+            time.sleep(0.5)
+            assert gw.gw.writer.healthy is False
+            assert ready["traffic_store_up"] is False
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        assert gw.gw.writer.flush(timeout=60) == "database"
+        window = gw.gw.writer.store.window("tiny", with_embeddings=False)
+    assert len(accepted) == 100 == len(set(accepted))
+    assert set(accepted) <= set(window["id"])
+    assert (window.set_index("id").loc[labelled, "true_label"] == labels[0]).all()
