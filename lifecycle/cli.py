@@ -294,6 +294,67 @@ def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
     }
 
 
+@app.command()
+@_friendly
+def simulate(
+    specialist: str = typer.Option(
+        ..., "--specialist", "-s", help="Specialist to send traffic to."
+    ),
+    url: str = typer.Option("http://127.0.0.1:8080", help="The gateway's base URL."),
+    scenario: str = typer.Option(
+        "stationary",
+        help="Built-in drift scenario: stationary, new_intent, vocabulary_shift, prior_shift.",
+    ),
+    data: Path | None = typer.Option(
+        None, help="A real dataset (CSV/JSONL/Parquet): some intents held out, then released."
+    ),
+    label_column: str = typer.Option("label", help="Label column of --data."),
+    holdout: int = typer.Option(5, help="Intents of --data held out and released as the drift."),
+    n_before: int = typer.Option(500, help="Texts before the drift's onset."),
+    n_after: int = typer.Option(1000, help="Texts after the onset."),
+    texts_per_request: int = typer.Option(1, min=1, help="Texts per predict call."),
+    feedback_share: float = typer.Option(0.3, min=0, max=1, help="Share of texts labelled later."),
+    feedback_delay: int = typer.Option(50, min=0, help="Requests between an answer and its label."),
+    rate: float = typer.Option(0.0, min=0, help="Requests per second (0: as fast as answered)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Replay a traffic scenario against a running gateway, with true labels arriving late.
+
+    Prints what the clients saw: requests, errors, labels sent, accuracy before and after
+    the drift's onset, and which model versions answered.
+    """
+    _setup_logging(False)
+    from lifecycle.scenarios import build_scenario, holdout_scenario
+    from lifecycle.simulate import simulate as run_simulation
+
+    if data is not None:
+        from lifecycle.data import load_table
+
+        chosen = holdout_scenario(
+            load_table(data, label_column=label_column),
+            n_holdout=holdout,
+            n_before=n_before,
+            n_after=n_after,
+            seed=seed,
+        )
+    else:
+        chosen = build_scenario(scenario, n_before=n_before, n_after=n_after, seed=seed)
+    report = run_simulation(
+        url,
+        specialist,
+        chosen.stream,
+        texts_per_request=texts_per_request,
+        feedback_share=feedback_share,
+        feedback_delay=feedback_delay,
+        rate=rate,
+        seed=seed,
+    )
+    typer.echo(f"scenario {chosen.name}: {chosen.description}")
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    if report.errors:
+        raise typer.Exit(1)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -302,7 +363,7 @@ def _not_ready(command: str, issue: str) -> Callable[..., None]:
     def run() -> None:
         typer.secho(
             f"`lifecycle {command}` is not ready yet: it lands with the {issue} work. "
-            "Available now: train, status, serve, promote --force, rollback.",
+            "Available now: train, status, serve, simulate, promote --force, rollback.",
             err=True,
             fg=typer.colors.YELLOW,
         )
@@ -317,7 +378,6 @@ for _command, _issue in (
     ("monitor", "monitors"),
     ("retrain", "closed-loop flows"),
     ("deploy", "closed-loop flows"),
-    ("simulate", "gateway"),
 ):
     app.command(
         _command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}

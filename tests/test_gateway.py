@@ -451,3 +451,28 @@ def test_status_shows_traffic_and_cost(
     assert traffic["requests"] >= len(TEXTS)
     assert traffic["cost_per_1k"] >= 0.002  # the specialist's own price, at least
     assert traffic["fallback_only_per_1k"] == 0.5
+
+
+def test_simulate_replays_a_scenario_with_late_labels(gateway: RunningGateway) -> None:
+    from lifecycle.scenarios import NEW_INTENTS, build_scenario
+    from lifecycle.simulate import simulate
+
+    scenario = build_scenario("new_intent", n_reference=40, n_before=30, n_after=60, seed=4)
+    report = simulate(
+        gateway.url,
+        "tiny",
+        scenario.stream,
+        texts_per_request=3,
+        feedback_share=1.0,
+        feedback_delay=2,
+    )
+    assert report.sent == 30 and report.errors == 0
+    assert report.phases["before"].requests == 30 and report.phases["after"].requests == 60
+    assert report.versions == {1: 90}
+    # Every text was labelled; labels of the new intent, unknown to the specialist, are refused.
+    new = int(scenario.stream["label"].isin(NEW_INTENTS).sum())
+    assert new > 0
+    assert report.feedback_refused == new
+    assert report.feedback_sent == 90 - new
+    # The new intent cannot be right: accuracy after the onset drops.
+    assert report.phases["after"].accuracy < report.phases["before"].accuracy

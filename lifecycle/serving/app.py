@@ -312,8 +312,13 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         items = body.all_items()
         if not items:
             raise HTTPException(422, "give request_id and label, or a non-empty list of items")
-        labels = set(route.champion.labels) | set(
-            route.challenger.labels if route.challenger else ()
+        spec = gw.specs[name]
+        # A label the spec declares is accepted before any version knows it: that is how a
+        # new intent gets labelled traffic to be retrained on.
+        labels = (
+            set(route.champion.labels)
+            | set(route.challenger.labels if route.challenger else ())
+            | set(spec.labels or ())
         )
         wrong = sorted({i.label for i in items if i.label not in labels})
         if wrong:
