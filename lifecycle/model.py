@@ -372,7 +372,7 @@ class AdapterHost:
                 Prediction(
                     label=meta.labels[best],
                     confidence=float(probs[best]),
-                    embedding=embeddings[i].tolist(),
+                    embedding=embeddings[i],
                     probabilities=probs.tolist(),
                 )
             )

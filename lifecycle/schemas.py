@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +39,7 @@ class Prediction:
 
     label: str
     confidence: float
-    #: L2-normalised mean-pooled last hidden state, taken from the same forward pass.
-    embedding: list[float] = field(repr=False)
+    #: L2-normalised mean-pooled last hidden state (float32 array), from the same forward pass.
+    embedding: Any = field(repr=False)
     #: Calibrated probabilities in the order of the specialist's labels.
     probabilities: list[float] = field(repr=False, default_factory=list)

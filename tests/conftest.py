@@ -67,3 +67,12 @@ def trained(tiny_spec):  # type: ignore[no-untyped-def]
     from lifecycle.train import train_specialist
 
     return train_specialist(tiny_spec, load_training_data(tiny_spec), device="cpu", progress=False)
+
+
+@pytest.fixture
+def shared_host(host):  # type: ignore[no-untyped-def]
+    """The session's host seen under a private prefix; what a test loads is unloaded after it."""
+    from tests.gateway_harness import SharedHost
+
+    with SharedHost(host) as shared:
+        yield shared

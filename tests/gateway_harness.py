@@ -61,3 +61,40 @@ def running_gateway(
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+class SharedHost:
+    """The session's host under another name, so a second app can load the same adapter ids."""
+
+    def __init__(self, host: Any) -> None:
+        self._host = host
+        self._prefix = f"x{id(self)}-"
+
+    def __enter__(self) -> SharedHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Unload what this view loaded: the session's host outlives every app."""
+        for adapter_id in self.adapter_ids:
+            self.remove_adapter(adapter_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    @property
+    def adapter_ids(self) -> list[str]:
+        return [
+            a[len(self._prefix) :] for a in self._host.adapter_ids if a.startswith(self._prefix)
+        ]
+
+    def load_adapter(self, adapter_id: str, folder: Any) -> Any:
+        return self._host.load_adapter(self._prefix + adapter_id, folder)
+
+    def remove_adapter(self, adapter_id: str) -> None:
+        self._host.remove_adapter(self._prefix + adapter_id)
+
+    def meta(self, adapter_id: str) -> Any:
+        return self._host.meta(self._prefix + adapter_id)
+
+    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+        return self._host.predict(texts, [self._prefix + a for a in adapter_ids], **kwargs)

@@ -20,7 +20,7 @@ from lifecycle.spec import SpecialistsFile
 
 from .conftest import TINY
 from .fakes.openai_server import FakeOpenAI
-from .gateway_harness import RunningGateway, running_gateway
+from .gateway_harness import RunningGateway, SharedHost, running_gateway
 
 TOKEN = "s3cret-admin-token-for-tests"
 TEXTS = ["I lost my card at the station", "refund my last order please", "the app keeps crashing"]
@@ -59,9 +59,10 @@ def _specs(**overrides: Any) -> SpecialistsFile:
 def gateway(served_home: Path, host) -> Iterator[RunningGateway]:  # type: ignore[no-untyped-def]
     from lifecycle.serving.app import create_app
 
-    app = create_app(_settings(served_home), _specs(), host=host)
-    with running_gateway(app, token=TOKEN) as running:
-        yield running
+    with SharedHost(host) as shared:
+        app = create_app(_settings(served_home), _specs(), host=shared)
+        with running_gateway(app, token=TOKEN) as running:
+            yield running
 
 
 def _flush(gw: RunningGateway) -> None:
@@ -315,7 +316,7 @@ def test_registry_outage_keeps_serving(
     assert gateway.gw.sync.state.registry_up is True
 
 
-def test_escalation_to_an_openai_compatible_fallback(served_home: Path, host) -> None:  # type: ignore[no-untyped-def]
+def test_escalation_to_an_openai_compatible_fallback(served_home: Path, shared_host) -> None:  # type: ignore[no-untyped-def]
     from lifecycle.fallback import OpenAIFallback
     from lifecycle.serving.app import create_app
 
@@ -324,7 +325,7 @@ def test_escalation_to_an_openai_compatible_fallback(served_home: Path, host) ->
         fallback = OpenAIFallback(base_url=fake.base_url, model="big", timeout_s=2.0, max_retries=0)
         specs = _specs(escalation={"confidence_threshold": 1.0, "fallback": "openai"})
         app = create_app(
-            _settings(served_home), specs, host=_SharedHost(host), fallbacks={"tiny": fallback}
+            _settings(served_home), specs, host=shared_host, fallbacks={"tiny": fallback}
         )
         with running_gateway(app, token=TOKEN) as gw, gw.client() as client:
             labels = gw.gw.engine.routes["tiny"].champion.labels
@@ -348,13 +349,13 @@ def test_escalation_to_an_openai_compatible_fallback(served_home: Path, host) ->
     assert row["true_label"] == labels[3] and row["true_label_source"] == "fallback"
 
 
-def test_traffic_db_outage_loses_nothing(served_home: Path, host, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_traffic_db_outage_loses_nothing(served_home: Path, shared_host, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Lock the SQLite traffic db under load; every accepted request is in it afterwards."""
     from lifecycle.serving.app import create_app
 
     db = tmp_path / "traffic.db"
     settings = _settings(served_home, traffic_db_url=f"sqlite:///{db}")
-    app = create_app(settings, _specs(), host=_SharedHost(host))
+    app = create_app(settings, _specs(), host=shared_host)
     accepted: list[str] = []
     with running_gateway(app, token=TOKEN) as gw:
         lock = sqlite3.connect(db, timeout=1, isolation_level=None)
@@ -378,35 +379,6 @@ def test_traffic_db_outage_loses_nothing(served_home: Path, host, tmp_path: Path
         stored = set(gw.gw.writer.store.window("tiny", with_embeddings=False)["id"])
     assert set(accepted) <= stored
     assert len(accepted) == 80
-
-
-class _SharedHost:
-    """The session's host under another name, so a second app can load the same adapter ids."""
-
-    def __init__(self, host: Any) -> None:
-        self._host = host
-        self._prefix = f"x{id(self)}-"
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._host, name)
-
-    @property
-    def adapter_ids(self) -> list[str]:
-        return [
-            a[len(self._prefix) :] for a in self._host.adapter_ids if a.startswith(self._prefix)
-        ]
-
-    def load_adapter(self, adapter_id: str, folder: Any) -> Any:
-        return self._host.load_adapter(self._prefix + adapter_id, folder)
-
-    def remove_adapter(self, adapter_id: str) -> None:
-        self._host.remove_adapter(self._prefix + adapter_id)
-
-    def meta(self, adapter_id: str) -> Any:
-        return self._host.meta(self._prefix + adapter_id)
-
-    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
-        return self._host.predict(texts, [self._prefix + a for a in adapter_ids], **kwargs)
 
 
 def test_openapi_documents_every_route(gateway: RunningGateway) -> None:
@@ -476,3 +448,85 @@ def test_simulate_replays_a_scenario_with_late_labels(gateway: RunningGateway) -
     assert report.feedback_sent == 90 - new
     # The new intent cannot be right: accuracy after the onset drops.
     assert report.phases["after"].accuracy < report.phases["before"].accuracy
+
+
+def test_review_queue_for_people(served_home: Path, shared_host) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle.serving.app import create_app
+
+    specs = _specs(escalation={"confidence_threshold": 1.0, "fallback": "review"})
+    app = create_app(_settings(served_home), specs, host=shared_host)
+    with running_gateway(app, token=TOKEN) as gw, gw.client() as client:
+        answered = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:2]}).json()
+        preds = answered["predictions"]
+        assert all(
+            p["escalated"] and not p["flagged"] and p["source"] == "specialist" for p in preds
+        )
+        gw.gw.writer.flush(timeout=30)
+        assert client.get("/v1/specialists/tiny/review").status_code == 401
+        queue = client.get("/v1/specialists/tiny/review", headers=gw.admin_headers()).json()
+        waiting = {item["request_id"] for item in queue["items"]}
+        assert {p["request_id"] for p in preds} <= waiting
+        labels = gw.gw.engine.routes["tiny"].champion.labels
+        done = preds[0]["request_id"]
+        client.post("/v1/specialists/tiny/feedback", json={"request_id": done, "label": labels[0]})
+        gw.gw.writer.flush(timeout=30)
+        after = client.get("/v1/specialists/tiny/review", headers=gw.admin_headers()).json()
+        assert done not in {item["request_id"] for item in after["items"]}
+        assert preds[1]["request_id"] in {item["request_id"] for item in after["items"]}
+        assert (
+            client.get("/v1/specialists/ghost/review", headers=gw.admin_headers()).status_code
+            == 404
+        )
+
+
+def test_serve_command_as_a_user_runs_it(served_home: Path, tmp_path: Path) -> None:
+    """`lifecycle serve` in a subprocess: no token, no start; with one, it serves till SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .gateway_harness import free_port
+
+    spec_file = tmp_path / "specialists.yaml"
+    spec_file.write_text(yaml.safe_dump({"specialists": [TINY]}))
+    exe = str(Path(sys.executable).with_name("lifecycle"))
+    env = {
+        **os.environ,
+        "LIFECYCLE_HOME": str(served_home),
+        "LIFECYCLE_SPECIALISTS_FILE": str(spec_file),
+        "LIFECYCLE_REGISTRY_POLL_S": "0",
+    }
+    env.pop("LIFECYCLE_ADMIN_TOKEN", None)
+    refused = subprocess.run([exe, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "LIFECYCLE_ADMIN_TOKEN" in refused.stderr
+
+    port = free_port()
+    env.update({"LIFECYCLE_ADMIN_TOKEN": TOKEN, "LIFECYCLE_PORT": str(port)})
+    proc = subprocess.Popen(
+        [exe, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.5)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/specialists/tiny/predict", json={"texts": TEXTS}
+        )
+        assert r.status_code == 200 and len(r.json()["predictions"]) == len(TEXTS)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    # uvicorn shuts down gracefully, then re-raises the signal it caught, as a service should.
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    assert "Traceback" not in output

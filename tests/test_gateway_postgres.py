@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from tests.gateway_harness import running_gateway
-from tests.test_gateway import TOKEN, _settings, _SharedHost, _specs, served_home  # noqa: F401
+from tests.test_gateway import TOKEN, _settings, _specs, served_home  # noqa: F401
 from tests.test_store_postgres import admin, pg_url  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -21,14 +21,12 @@ def test_postgres_outage_under_load_loses_no_accepted_request(
     admin: Engine,  # noqa: F811
     pg_url: str,  # noqa: F811
     served_home: Path,  # noqa: F811
-    host,  # type: ignore[no-untyped-def]
+    shared_host,  # type: ignore[no-untyped-def]
 ) -> None:
     from lifecycle.serving.app import create_app
 
     name = make_url(pg_url).database
-    app = create_app(
-        _settings(served_home, traffic_db_url=pg_url), _specs(), host=_SharedHost(host)
-    )
+    app = create_app(_settings(served_home, traffic_db_url=pg_url), _specs(), host=shared_host)
     accepted: list[str] = []
     labelled: list[str] = []
 

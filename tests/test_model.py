@@ -130,8 +130,8 @@ def test_a_local_base_model_folder_loads(tmp_path: Path) -> None:
     copy = tmp_path / "my-base"
     shutil.copytree(resolve_base_model("minilm"), copy)
     host = AdapterHost(str(copy), device="cpu")
-    host.new_adapter("a", name="a", labels=["p", "q"], lora=LoraSpec(), max_length=16)
-    assert host.predict(["hello"], "a")[0].label in {"p", "q"}
+    host.new_adapter("local-a", name="a", labels=["p", "q"], lora=LoraSpec(), max_length=16)
+    assert host.predict(["hello"], "local-a")[0].label in {"p", "q"}
 
 
 def test_cpu_placement_without_cuda() -> None:

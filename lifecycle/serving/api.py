@@ -101,6 +101,19 @@ class SpecialistsResponse(BaseModel):
     registry_up: bool
 
 
+class ReviewItem(BaseModel):
+    request_id: str
+    text: str | None = Field(description="None when the gateway stores no texts (privacy).")
+    predicted: str = Field(description="The champion's answer, returned to the client.")
+    confidence: float
+    model_version: int
+
+
+class ReviewResponse(BaseModel):
+    specialist: str
+    items: list[ReviewItem]
+
+
 class AdminResult(BaseModel):
     ok: bool
     detail: dict[str, object] = Field(default_factory=dict)

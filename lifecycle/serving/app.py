@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Path, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,6 +34,8 @@ from lifecycle.serving.api import (
     PredictionOut,
     PredictRequest,
     PredictResponse,
+    ReviewItem,
+    ReviewResponse,
     ServedOut,
     SpecialistOut,
     SpecialistsResponse,
@@ -339,6 +341,50 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         return FeedbackResponse(accepted=len(items), specialist=name)
 
     @app.get(
+        "/v1/specialists/{name}/review",
+        response_model=ReviewResponse,
+        responses=ERRORS,
+        tags=["specialists"],
+        dependencies=[Admin],
+        summary="Escalated requests waiting for a person's label (the review queue).",
+    )
+    async def review(
+        name: NamePath,
+        gw: GW,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        scan: Annotated[
+            int, Query(ge=1, le=100_000, description="Recent requests looked at.")
+        ] = 5000,
+    ) -> ReviewResponse:
+        """Requests the champion was unsure of and whose fallback left the label to people, newest
+        first, without a label yet. Label them through the feedback route. Needs the admin token:
+        the texts are users' own words."""
+        if name not in gw.specs:
+            raise HTTPException(404, f"no specialist named {name!r}; see GET /v1/specialists")
+        try:
+            frame = await asyncio.to_thread(
+                gw.writer.store.window, name, last=scan, with_embeddings=False
+            )
+        except Exception as exc:
+            raise HTTPException(503, "the traffic store cannot be read right now") from exc
+        waiting = frame[
+            frame["escalated"].astype(bool)
+            & (frame["fallback_source"] == "review")
+            & frame["true_label"].isna()
+        ].iloc[::-1][:limit]
+        items = [
+            ReviewItem(
+                request_id=row.id,
+                text=row.text if isinstance(row.text, str) else None,
+                predicted=row.label,
+                confidence=float(row.confidence),
+                model_version=int(row.model_version),
+            )
+            for row in waiting.itertuples()
+        ]
+        return ReviewResponse(specialist=name, items=items)
+
+    @app.get(
         "/v1/specialists",
         response_model=SpecialistsResponse,
         tags=["specialists"],
@@ -494,8 +540,6 @@ def _request_record(
     answer: Any,
     elapsed: float,
 ) -> Any:
-    import numpy as np
-
     from lifecycle.store import RequestRecord
 
     mode = gw.settings.store_text
@@ -509,7 +553,7 @@ def _request_record(
         else None,
         label=pred.label,
         confidence=pred.confidence,
-        embedding=np.asarray(pred.embedding, dtype=np.float32),
+        embedding=pred.embedding,
         latency_ms=elapsed * 1000.0,
         escalated=out.escalated,
         fallback_label=answer.label if answer is not None else None,
