@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     shadow_queue_size: int = Field(
         default=10_000, ge=1, description="Shadow work past this is dropped."
     )
+    shadow_batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Texts per shadow batch: the longest a champion can wait behind shadow work.",
+    )
     store_text: Literal["full", "hash", "none"] = Field(
         default="full", description="What the traffic store keeps of each text (privacy)."
     )

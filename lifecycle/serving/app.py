@@ -154,6 +154,7 @@ async def _start(
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         shadow_queue_size=settings.shadow_queue_size,
+        shadow_batch_size=settings.shadow_batch_size,
         on_batch=metrics.observe_batch,
     )
     await engine.start()
@@ -583,10 +584,13 @@ def _shadow(
     assert challenger is not None
     queued = time.perf_counter()
 
-    def done(preds: list[Prediction]) -> None:
+    def done(offset: int, preds: list[Prediction]) -> None:
         latency_ms = (time.perf_counter() - queued) * 1000.0
         agree = 0
-        for request_id, pred, champ in zip(request_ids, preds, champion, strict=True):
+        end = offset + len(preds)
+        for request_id, pred, champ in zip(
+            request_ids[offset:end], preds, champion[offset:end], strict=True
+        ):
             agree += pred.label == champ.label
             gw.writer.submit(
                 ShadowRecord(
@@ -603,7 +607,7 @@ def _shadow(
         gw.metrics.shadow_agreement.labels(name, version).inc(agree)
 
     if not gw.engine.shadow(texts, challenger.adapter_id, done):
-        gw.metrics.shadow_dropped.labels(name).inc()
+        gw.metrics.shadow_dropped.labels(name).inc()  # a request with some shadow work dropped
 
 
 async def _request_owner(gw: Gateway, request_id: str) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +50,7 @@ class _Job:
     texts: list[str]
     adapter_ids: list[str]
     future: asyncio.Future[list[Prediction]] | None
-    on_done: Callable[[list[Prediction]], None] | None = None
+    on_done: Callable[[list[Prediction]], None] | None = None  # shadow: bound to an offset
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -72,9 +73,11 @@ class ModelEngine:
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         shadow_queue_size: int = 10_000,
+        shadow_batch_size: int = 4,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.host = host
+        self.shadow_batch_size = shadow_batch_size
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.routes: dict[str, Route] = {}
@@ -118,17 +121,30 @@ class ModelEngine:
         return await future
 
     def shadow(
-        self, texts: Sequence[str], adapter_id: str, on_done: Callable[[list[Prediction]], None]
+        self,
+        texts: Sequence[str],
+        adapter_id: str,
+        on_done: Callable[[int, list[Prediction]], None],
     ) -> bool:
-        """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed."""
+        """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed.
+
+        The texts are cut into chunks of ``shadow_batch_size``: a champion that arrives while
+        shadow work holds the model waits for one small chunk at most. ``on_done`` gets each
+        chunk's offset into ``texts`` and its predictions.
+        """
         assert self._shadow is not None and self._wakeup is not None, "engine not started"
-        try:
-            self._shadow.put_nowait(_Job(list(texts), [adapter_id] * len(texts), None, on_done))
-        except asyncio.QueueFull:
-            self.stats.shadow_dropped += 1
-            return False
+        step = self.shadow_batch_size
+        queued_all = True
+        for offset in range(0, len(texts), step):
+            chunk = list(texts[offset : offset + step])
+            job = _Job(chunk, [adapter_id] * len(chunk), None, functools.partial(on_done, offset))
+            try:
+                self._shadow.put_nowait(job)
+            except asyncio.QueueFull:
+                self.stats.shadow_dropped += len(chunk)
+                queued_all = False
         self._wakeup.set()
-        return True
+        return queued_all
 
     @property
     def queue_depths(self) -> dict[str, int]:
@@ -201,7 +217,7 @@ class ModelEngine:
                 size += len(job.texts)
                 # Fill with more shadow work, never waiting: champions may arrive any moment.
                 while (
-                    size < self.max_batch_size
+                    size < self.shadow_batch_size
                     and not self._shadow.empty()
                     and self._primary.empty()
                 ):
