@@ -530,3 +530,25 @@ def test_serve_command_as_a_user_runs_it(served_home: Path, tmp_path: Path) -> N
     assert proc.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     assert "Traceback" not in output
+
+
+def test_admin_promote_and_rollback(gateway: RunningGateway, served_home: Path) -> None:
+    registry = Registry(Settings(home=served_home))
+    with gateway.client() as client:
+        h = gateway.admin_headers()
+        assert client.post("/v1/admin/specialists/tiny/promote").status_code == 401
+        promoted = client.post("/v1/admin/specialists/tiny/promote", headers=h)
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["detail"]["aliases"] == {"champion": 2, "previous": 1}
+        served = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:1]}).json()
+        assert served["predictions"][0]["model_version"] == 2
+        again = client.post("/v1/admin/specialists/tiny/promote", headers=h)
+        assert again.status_code == 409 and "no challenger" in again.json()["detail"]
+        rolled = client.post("/v1/admin/specialists/tiny/rollback", headers=h)
+        assert rolled.json()["detail"]["aliases"] == {"champion": 1}
+        served = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:1]}).json()
+        assert served["predictions"][0]["model_version"] == 1
+        assert client.post("/v1/admin/specialists/ghost/rollback", headers=h).status_code == 404
+    registry.set_alias("tiny", CHALLENGER, 2)
+    with gateway.client() as client:
+        client.post("/v1/admin/reload", headers=gateway.admin_headers())

@@ -53,7 +53,7 @@ NamePath = Annotated[
     str, Path(pattern=NAME_PATTERN.pattern, max_length=63, description="Specialist name.")
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 503)
 }
 
 
