@@ -5,10 +5,16 @@ with a fixed seed), with one load generator (wrk when present, else a Python
 asyncio + httpx generator with a fixed number of keep-alive connections):
 
 1. limit: the raw forward in this process (AdapterHost.logits_and_embeddings), texts
-   sorted by length, batch sizes 8/16/32/64; unsorted batches of 8; batches of one.
+   sorted by length, batch sizes 8/16/32/64; unsorted batches of 8; batches of one;
+   and, to explain the gateway, micro-batches of 32 in arrival order run as one padded
+   forward (what the engine does) or sorted within and split into forwards of 16 / 8.
 2. gateway: `lifecycle serve` as a subprocess; 1 text per request at concurrency
    1/4/16/64, 16 texts per request at 1/4/16; the same gateway with
-   LIFECYCLE_MAX_BATCH_SIZE=1 (no batching) at 1 text per request, concurrency 16.
+   LIFECYCLE_MAX_BATCH_SIZE=1 (no batching) at 1 text per request, concurrency 16;
+   informative, no floor: LIFECYCLE_TORCH_THREADS=cores-1. Per point it also reads the
+   gateway's /metrics (mean batch, model-thread busy share) and the CPU of the server,
+   of its event-loop thread, and of unrelated processes (noise). Each point starts once
+   the work the previous one left queued is done.
 3. `mlflow models serve` on the same adapter as a models-from-code pyfunc
    (bench/pyfunc_specialist.py), 1 text per request at concurrency 1/4/16.
 4. 8 specialists on one base: requests spread at random over 8 vs all to one.
@@ -62,6 +68,8 @@ TOKEN = "x"
 SEED = 0
 #: Cores used by other processes during a measurement above which it is flagged as noisy.
 NOISY = 0.25
+#: Texts whose labels are compared across the in-process model, the gateway and the pyfunc.
+CHECK_TEXTS = 8
 
 #: Specialists served by the main gateway: eight plain ones (mix-0 is also the
 #: single-specialist target of every other gateway point) and one with a challenger.
@@ -485,6 +493,8 @@ def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]
             len(sample),
             f"micro-batches of 32 sorted within, forwards of {sub}",
         )
+    # The same texts go through the gateway and the pyfunc: their labels must agree.
+    out["labels"] = [p.label for p in host.predict(texts[:CHECK_TEXTS], adapter_id)]
     ones = sample[:200] if quick else sample[:1000]
     out["batch_1_texts"] = len(ones)
     out["batch_1"] = step(
@@ -628,7 +638,7 @@ async def _python_load(
                 else:
                     errors += 1
                 if think_ms > 0:
-                    await asyncio.sleep(rng.expovariate(1000.0 / think_ms) / 1000.0)
+                    await asyncio.sleep(rng.expovariate(1000.0 / think_ms))  # mean think_ms
 
         await asyncio.gather(*(worker(k) for k in range(connections)))
         elapsed = time.perf_counter() - started
@@ -709,7 +719,8 @@ def start_gateway(
     return Server(label, proc, base_url, log_file, ready, metrics=True, probe=probe)
 
 
-def check_gateway(server: Server, name: str, texts: list[str]) -> dict[str, Any]:
+def check_gateway(server: Server, name: str, texts: list[str]) -> list[str]:
+    """The labels the gateway gives ``texts``; an error if the answer is malformed."""
     status, body = http(
         "POST", f"{server.base_url}/v1/specialists/{name}/predict", {"texts": texts}
     )
@@ -718,7 +729,7 @@ def check_gateway(server: Server, name: str, texts: list[str]) -> dict[str, Any]
         raise RuntimeError(f"gateway {name} answered {status}: {str(body)[:500]}")
     if not all("label" in p and "confidence" in p for p in preds):
         raise RuntimeError(f"gateway {name}: predictions lack label/confidence: {preds[:1]}")
-    return preds[0]
+    return [str(p["label"]) for p in preds]
 
 
 def scrape(server: Server) -> dict[str, float]:
@@ -931,12 +942,15 @@ def start_mlflow(procs: Processes, st: Setup, tmp: Path) -> Server:
     return Server("mlflow", proc, base_url, log_file, ready, metrics=False, probe=probe)
 
 
-def check_mlflow(server: Server, texts: list[str]) -> Any:
+def check_mlflow(server: Server, texts: list[str]) -> list[str]:
+    """The labels the pyfunc gives ``texts``; an error if the answer is malformed."""
     status, body = http("POST", f"{server.base_url}/invocations", mlflow_body(texts))
     preds = body.get("predictions") if isinstance(body, dict) else None
     if status != 200 or not isinstance(preds, list) or len(preds) != len(texts):
         raise RuntimeError(f"mlflow models serve answered {status}: {str(body)[:500]}")
-    return preds[0]
+    if not all(isinstance(p, dict) and "label" in p for p in preds):
+        raise RuntimeError(f"mlflow models serve: predictions lack a label: {preds[:1]}")
+    return [str(p["label"]) for p in preds]
 
 
 # -- the run --
@@ -991,8 +1005,11 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     # The servers get a clean environment (no LIFECYCLE_* of ours): the defaults apply.
     fields = Settings.model_fields
     results["gateway_settings"] = {
-        "max_batch_size": fields["max_batch_size"].default,
-        "max_wait_ms": fields["max_wait_ms"].default,
+        **{
+            name: fields[name].default
+            for name in ("max_batch_size", "max_wait_ms", "shadow_batch_size", "store_text")
+            if name in fields
+        },
         "torch_threads": fields["torch_threads"].default or "all cores",
         "specialists": len(MIX) + 1,
         "adapters": len(MIX) + 2,
@@ -1001,7 +1018,10 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     gw = start_gateway(procs, st, tmp, label="gateway")
     results["gateway_ready_seconds"] = gw.ready_seconds
     for name in (*MIX, SHADOWED):
-        check_gateway(gw, name, texts[:2])
+        labels = check_gateway(gw, name, texts[:CHECK_TEXTS])
+        if labels != limit["labels"]:
+            log(f"WARNING: gateway {name} labels differ from the in-process model: {labels}")
+        results.setdefault("consistency", {})[f"gateway {name}"] = labels == limit["labels"]
     warm(gen, gw, one, warm_s)
     conc_1 = [1, 4, 16, 64] if not quick else [1, 16, 64]
     conc_16 = [1, 4, 16] if not quick else [4, 16]
@@ -1054,7 +1074,7 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     cycle_ms = c_paced / target_rps * 1000.0
     latency_guess = c1["p50_ms"] if c1 else 10.0
     think = max(1.0, cycle_ms - min(latency_guess, cycle_ms / 2))
-    paced_s = dur if quick else 20.0
+    paced_s = args.duration or (4.0 if quick else 20.0)
     offs, ons = [], []
     for _ in range(rounds):
         offs.append(
@@ -1115,8 +1135,8 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
         check_gateway(gwt, SOLO, texts[:1])
         warm(gen, gwt, one, warm_s)
         label = f"gateway-torch-threads-{threads}"
-        for bodies, per_request, c in ((one, 1, 1), (one, 1, 16), (sixteen, 16, 4)):
-            points.append(measure(gen, gwt, bodies, Point(label, per_request, c), seconds=dur))
+        for requests, per_request, c in ((one, 1, 1), (one, 1, 16), (sixteen, 16, 4)):
+            points.append(measure(gen, gwt, requests, Point(label, per_request, c), seconds=dur))
         procs.stop(gwt.proc)
 
     # -- 3. mlflow models serve -------------------------------------------------------------------
@@ -1126,7 +1146,10 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     results["mlflow"] = {"model_uri": st.pyfunc_uri, "log_seconds": time.perf_counter() - started}
     ml = start_mlflow(procs, st, tmp)
     results["mlflow"]["ready_seconds"] = ml.ready_seconds
-    check_mlflow(ml, texts[:2])
+    labels = check_mlflow(ml, texts[:CHECK_TEXTS])
+    if labels != limit["labels"]:
+        log(f"WARNING: mlflow pyfunc labels differ from the in-process model: {labels}")
+    results.setdefault("consistency", {})["mlflow pyfunc"] = labels == limit["labels"]
     ml_one = bodies / "mlflow-1.txt"
     write_bodies(ml_one, texts, per_request=1, paths=["/invocations"], make=mlflow_body)
     warm(gen, ml, ml_one, warm_s)
@@ -1226,6 +1249,11 @@ def report(results: dict[str, Any]) -> None:
         f"mode: {'QUICK (smoke run: short, noisy figures)' if results['quick'] else 'full'}; "
         f"load generator: {results.get('load_generator', '?')}"
     )
+    if results.get("gateway_settings"):
+        print(
+            "gateway defaults: "
+            + ", ".join(f"{k} {v}" for k, v in results["gateway_settings"].items())
+        )
     limit = results.get("limit")
     if limit:
         print(
@@ -1263,6 +1291,13 @@ def report(results: dict[str, Any]) -> None:
         " used by the server; loop: cores used by its event-loop thread; other: cores used by"
         " unrelated processes meanwhile (noise)"
     )
+    consistency = results.get("consistency", {})
+    if consistency:
+        same = all(consistency.values())
+        print(
+            f"labels of {CHECK_TEXTS} texts: in-process model vs {len(consistency)} servers: "
+            + ("all the same" if same else f"DIFFER: {consistency}")
+        )
     noisy = [p["target"] for p in results.get("points", []) if p.get("other_cpu_cores", 0) > NOISY]
     noisy += [
         f"limit {k}" for k, v in (limit or {}).get("other_cpu_cores", {}).items() if v > NOISY

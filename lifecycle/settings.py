@@ -53,7 +53,12 @@ class Settings(BaseSettings):
     insecure_dev: bool = Field(
         default=False, description="Allow admin routes without a token (development only)."
     )
-    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Texts per model batch.")
+    max_batch_size: int = Field(
+        default=64, ge=1, le=1024, description="Most texts gathered for one turn of the model."
+    )
+    forward_batch_size: int = Field(
+        default=16, ge=1, le=1024, description="Texts per forward pass, sorted by length."
+    )
     max_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Longest a text waits for its batch to fill."
     )
@@ -71,6 +76,10 @@ class Settings(BaseSettings):
         ge=1,
         le=1024,
         description="Texts per shadow batch: the longest a champion can wait behind shadow work.",
+    )
+    shadow_piggyback: bool = Field(
+        default=True,
+        description="Let shadow work of answered requests ride along in small champion batches.",
     )
     store_text: Literal["full", "hash", "none"] = Field(
         default="full", description="What the traffic store keeps of each text (privacy)."

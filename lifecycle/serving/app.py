@@ -155,6 +155,8 @@ async def _start(
         max_wait_ms=settings.max_wait_ms,
         shadow_queue_size=settings.shadow_queue_size,
         shadow_batch_size=settings.shadow_batch_size,
+        forward_batch_size=settings.forward_batch_size,
+        piggyback_shadow=settings.shadow_piggyback,
         on_batch=metrics.observe_batch,
     )
     await engine.start()
@@ -210,7 +212,7 @@ def _default_writer(settings: Settings) -> Any:
 # -- routes -------------------------------------------------------------------------
 
 
-def _gw(request: Request) -> Gateway:
+async def _gw(request: Request) -> Gateway:  # async: no thread hop per request
     return request.app.state.gw
 
 
