@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         default=False, description="Allow admin routes without a token (development only)."
     )
     max_batch_size: int = Field(
-        default=64, ge=1, le=1024, description="Most texts gathered for one turn of the model."
+        default=256, ge=1, le=1024, description="Most texts gathered for one turn of the model."
     )
     forward_batch_size: int = Field(
         default=16, ge=1, le=1024, description="Texts per forward pass, sorted by length."
@@ -72,13 +72,16 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="Shadow work past this is dropped."
     )
     shadow_batch_size: int = Field(
-        default=4,
+        default=8,
         ge=1,
         le=1024,
-        description="Texts per shadow batch: the longest a champion can wait behind shadow work.",
+        description="Texts per shadow batch: shadow work waits for a full one (cheaper per text).",
+    )
+    shadow_max_delay_s: float = Field(
+        default=1.0, gt=0, le=3600, description="Longest shadow work waits for its batch to fill."
     )
     shadow_piggyback: bool = Field(
-        default=True,
+        default=False,
         description="Let shadow work of answered requests ride along in small champion batches.",
     )
     store_text: Literal["full", "hash", "none"] = Field(

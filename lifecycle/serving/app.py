@@ -155,6 +155,7 @@ async def _start(
         max_wait_ms=settings.max_wait_ms,
         shadow_queue_size=settings.shadow_queue_size,
         shadow_batch_size=settings.shadow_batch_size,
+        shadow_max_delay_s=settings.shadow_max_delay_s,
         forward_batch_size=settings.forward_batch_size,
         piggyback_shadow=settings.shadow_piggyback,
         on_batch=metrics.observe_batch,

@@ -73,14 +73,18 @@ class ModelEngine:
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         shadow_queue_size: int = 10_000,
-        shadow_batch_size: int = 4,
+        shadow_batch_size: int = 8,
+        shadow_max_delay_s: float = 1.0,
         forward_batch_size: int = 16,
-        piggyback_shadow: bool = True,
+        piggyback_shadow: bool = False,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self.host = host
         self.forward_batch_size = forward_batch_size
         self.piggyback_shadow = piggyback_shadow
+        self.shadow_max_delay_s = shadow_max_delay_s
+        self._shadow_texts = 0
+        self._shadow_since: float | None = None
         self.shadow_batch_size = shadow_batch_size
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
@@ -132,9 +136,10 @@ class ModelEngine:
     ) -> bool:
         """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed.
 
-        The texts are cut into chunks of ``shadow_batch_size``: a champion that arrives while
-        shadow work holds the model waits for one small chunk at most. ``on_done`` gets each
-        chunk's offset into ``texts`` and its predictions.
+        The texts are cut into chunks of ``shadow_batch_size``; chunks wait until a full batch
+        of shadow work is there (a batch costs far less per text than single rows) or the
+        oldest has waited ``shadow_max_delay_s``, and run only when no champion waits.
+        ``on_done`` gets each chunk's offset into ``texts`` and its predictions.
         """
         assert self._shadow is not None and self._wakeup is not None, "engine not started"
         step = self.shadow_batch_size
@@ -147,6 +152,10 @@ class ModelEngine:
             except asyncio.QueueFull:
                 self.stats.shadow_dropped += len(chunk)
                 queued_all = False
+                continue
+            self._shadow_texts += len(chunk)
+            if self._shadow_since is None:
+                self._shadow_since = job.enqueued
         self._wakeup.set()
         return queued_all
 
@@ -160,9 +169,11 @@ class ModelEngine:
     async def _loop(self) -> None:
         assert self._primary is not None and self._shadow is not None and self._wakeup is not None
         while True:
-            if self._primary.empty() and self._shadow.empty():
+            if self._primary.empty() and not self._shadow_ready():
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                # A timeout means the oldest shadow work has waited long enough: run what there is.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._shadow_wait())
             jobs = await self._gather()
             if not jobs:
                 continue
@@ -215,17 +226,10 @@ class ModelEngine:
                     )
                 except TimeoutError:
                     break
-            elif not jobs and not self._shadow.empty():
-                job = self._shadow.get_nowait()
-                jobs.append(job)
-                size += len(job.texts)
-                # Fill with more shadow work, never waiting: champions may arrive any moment.
-                while (
-                    size < self.shadow_batch_size
-                    and not self._shadow.empty()
-                    and self._primary.empty()
-                ):
-                    job = self._shadow.get_nowait()
+            elif not jobs and self._shadow_ready():
+                # A full (or old) shadow batch, never waiting: champions may come any moment.
+                while size < self.shadow_batch_size and not self._shadow.empty():
+                    job = self._take_shadow()
                     jobs.append(job)
                     size += len(job.texts)
                 break
@@ -238,10 +242,32 @@ class ModelEngine:
             # on a CPU a few more rows cost little, a batch of its own would block the model.
             room = min(self.shadow_batch_size, self.forward_batch_size - size)
             while room > 0 and not self._shadow.empty():
-                job = self._shadow.get_nowait()
+                job = self._take_shadow()
                 jobs.append(job)
                 room -= len(job.texts)
         return jobs
+
+    def _take_shadow(self) -> _Job:
+        assert self._shadow is not None
+        job = self._shadow.get_nowait()
+        self._shadow_texts -= len(job.texts)
+        self._shadow_since = None if self._shadow.empty() else time.perf_counter()
+        return job
+
+    def _shadow_ready(self) -> bool:
+        """Shadow work runs in full batches (cheap per text), or once its oldest has waited."""
+        if self._shadow is None or self._shadow.empty():
+            return False
+        if self._shadow_texts >= self.shadow_batch_size:
+            return True
+        since = self._shadow_since or time.perf_counter()
+        return time.perf_counter() - since >= self.shadow_max_delay_s
+
+    def _shadow_wait(self) -> float | None:
+        if self._shadow is None or self._shadow.empty():
+            return None
+        since = self._shadow_since or time.perf_counter()
+        return max(0.001, self.shadow_max_delay_s - (time.perf_counter() - since))
 
     def _run(self, texts: list[str], adapter_ids: list[str]) -> list[Prediction]:
         # The host sorts the batch by length and runs it in passes of forward_batch_size:
