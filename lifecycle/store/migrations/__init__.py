@@ -81,6 +81,26 @@ def upgrade(url: str | URL, *, timeout_s: float = 60.0) -> str:
     ``StoreError`` when the database cannot be reached or its revision is unknown to this code
     (a newer release migrated it).
     """
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return _upgrade_once(url, timeout_s=timeout_s)
+        except StoreError as exc:
+            # SQLite answers "database is locked" at once, without waiting, when a connection
+            # switches a new file to WAL while another migrates it: wait and try again.
+            locked = isinstance(exc.__cause__, OperationalError) and "locked" in str(exc.__cause__)
+            if not locked or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _upgrade_once(url: str | URL, *, timeout_s: float) -> str:
     from alembic import command
     from alembic.util import CommandError
 
