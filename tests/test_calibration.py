@@ -41,6 +41,24 @@ def test_temperature_of_empty_set_is_neutral() -> None:
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int)) == 1.0
 
 
+def test_a_perfectly_separated_set_does_not_sharpen() -> None:
+    # All right with margin: NLL falls as T falls, towards the bound; keep T = 1 instead.
+    logits = np.array([[3.0, 0.0], [0.0, 3.0]] * 50)
+    labels = np.array([0, 1] * 50)
+    assert fit_temperature(logits, labels) == 1.0
+
+
+def test_an_underconfident_model_is_sharpened() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=3000)
+    logits = rng.normal(0, 0.3, size=(3000, 3))
+    logits[np.arange(3000), labels] += 0.6  # right most of the time, but says ~45%
+    wrong = rng.random(3000) < 0.1
+    logits[wrong] = rng.normal(0, 0.3, size=(int(wrong.sum()), 3))
+    t = fit_temperature(logits, labels)
+    assert 0.05 < t < 1.0
+
+
 def test_evaluate_counts_unknown_labels_as_errors() -> None:
     labels = ["a", "b"]
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
