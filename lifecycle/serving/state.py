@@ -1,0 +1,67 @@
+"""What one running gateway holds (on ``app.state.gw``), shared by the routers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifecycle.serving.engine import ModelEngine
+from lifecycle.serving.metrics import GatewayMetrics
+from lifecycle.serving.sync import RegistrySync
+from lifecycle.settings import Settings
+from lifecycle.spec import SpecialistSpec
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    escalations: int = 0
+
+
+@dataclass
+class Gateway:
+    """What one running gateway holds."""
+
+    settings: Settings
+    specs: dict[str, SpecialistSpec]
+    engine: ModelEngine
+    sync: RegistrySync
+    writer: Any
+    metrics: GatewayMetrics
+    fallbacks: dict[str, Any]
+    counters: dict[str, Counters] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+
+def cost_of(gw: Gateway, name: str) -> tuple[float, float]:
+    from lifecycle.cost import estimate_cost
+
+    counters = gw.counters[name]
+    cost = estimate_cost(
+        requests=counters.requests,
+        escalations=counters.escalations,
+        specialist_price_per_1k=gw.settings.specialist_price_per_1k,
+        fallback_price_per_1k=gw.settings.fallback_price_per_1k,
+    )
+    return cost.per_1k, cost.fallback_only_per_1k
+
+
+def refresh_gauges(gw: Gateway) -> None:
+    m = gw.metrics
+    for queue, depth in gw.engine.queue_depths.items():
+        m.queue_depth.labels(queue).set(depth)
+    m.registry_up.set(1 if gw.sync.state.registry_up else 0)
+    m.store_up.set(1 if gw.writer.healthy else 0)
+    m.store_pending.labels("memory").set(gw.writer.pending_memory)
+    m.store_pending.labels("journal").set(gw.writer.pending_journal)
+    for name in gw.specs:
+        cost, fallback_only = cost_of(gw, name)
+        m.cost_per_1k.labels(name, "specialist").set(cost)
+        m.cost_per_1k.labels(name, "fallback_only").set(fallback_only)
+        route = gw.engine.routes.get(name)
+        if route is not None:
+            m.model_version.labels(name, "champion").set(route.champion.version)
+            m.model_version.labels(name, "challenger").set(
+                route.challenger.version if route.challenger else 0
+            )
