@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from tests.gateway_harness import running_gateway
 from tests.test_gateway import TOKEN, _settings, _specs, served_home  # noqa: F401
-from tests.test_store_postgres import admin, pg_url  # noqa: F401
+from tests.test_store_postgres import admin, pg_url, refused_connections  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +45,7 @@ def test_postgres_outage_under_load_loses_no_accepted_request(
             for ids in pool.map(burst, range(4), [10] * 4):
                 accepted += ids
         gw.gw.writer.flush(timeout=30)
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-        try:
+        with refused_connections(admin, name):
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
                 for ids in pool.map(burst, range(4, 8), [15] * 4):
                     accepted += ids
@@ -73,9 +63,6 @@ def test_postgres_outage_under_load_loses_no_accepted_request(
             time.sleep(0.5)
             assert gw.gw.writer.healthy is False
             assert ready["traffic_store_up"] is False
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         assert gw.gw.writer.flush(timeout=60) == "database"
         window = gw.gw.writer.store.window("tiny", with_embeddings=False)
     assert len(accepted) == 100 == len(set(accepted))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,25 @@ from tests.test_store import (
 pytestmark = pytest.mark.integration
 
 ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def refused_connections(admin: Engine, database: str | None) -> Iterator[None]:
+    """An outage of one database: new connections refused, live ones killed; then restored."""
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": database},
+        )
+    try:
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
 
 
 @pytest.fixture(scope="module")
@@ -107,16 +127,7 @@ def test_postgres_outage_loses_nothing(
     records = mixed_records(600, specialist="pg-outage")
     first = records[0]
     assert isinstance(first, RequestRecord)
-    with admin.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :name AND pid <> pg_backend_pid()"
-            ),
-            {"name": name},
-        )
-    try:
+    with refused_connections(admin, name):
         submit_from_threads(writer, records, threads=3)
         wait_for(lambda: writer.failures >= 1, what="a failed write")
         wait_for(lambda: writer.pending_memory <= 100, what="memory back under its bound")
@@ -124,9 +135,6 @@ def test_postgres_outage_loses_nothing(
         assert writer.flush(timeout=20) == "journal"
         assert writer.healthy is False
         assert writer.known_request(first.id) == "pg-outage"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
     assert writer.flush(timeout=30) == "database"
     after = table_rows(store)
     added = {table: after[table] - before[table] for table in after}
