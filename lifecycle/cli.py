@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -214,6 +215,10 @@ def serve(
 
     settings = load_settings(specialists_file=specialists_file, host=host, port=port)
     specs = load_specialists(settings.specialists_file)
+    # MLflow's client retries an unreachable server for minutes by default; the gateway's
+    # poller should notice an outage in seconds and keep serving (unless the user says else).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     import uvicorn
 
     from lifecycle.serving.app import create_app

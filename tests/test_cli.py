@@ -144,3 +144,26 @@ def test_train_then_status_as_a_user_would(home: Path, tmp_path: Path) -> None:
         [str(exe), "status", "-f", str(spec)], capture_output=True, text=True, env=env
     )
     assert "champion" in table.stdout and "challenger" in table.stdout
+
+
+def test_serve_bounds_mlflow_retries_unless_the_user_set_them(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    seen: dict[str, str | None] = {}
+
+    def fake_run(app: object, **kwargs: object) -> None:
+        seen["retries"] = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        seen["timeout"] = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
+        seen["title"] = getattr(app, "title", None)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    # setenv first, so that monkeypatch also removes what `serve` sets there.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "unset")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    monkeypatch.setenv("LIFECYCLE_INSECURE_DEV", "true")
+    result = runner.invoke(app, ["serve", "-f", str(_spec_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert seen == {"retries": "2", "timeout": "3", "title": "lifecycle gateway"}
