@@ -272,9 +272,9 @@ class CpuWatch:
         return max(0.0, (busy - own) / wall) if wall > 0 else float("nan")
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes in a process group."""
-    members = []
+def _proc_stats() -> list[tuple[int, list[str]]]:
+    """(pid, fields after the command name) of every process in /proc."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -282,24 +282,19 @@ def group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+        found.append((int(entry.name), fields))
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes in a process group."""
+    return [pid for pid, f in _proc_stats() if int(f[2]) == pgid and f[0] != "Z"]
 
 
 def group_cpu_seconds(pgid: int) -> float:
     """CPU of every live process in a process group (mlflow serve runs uvicorn as a child)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    ticks = sum(int(f[11]) + int(f[12]) for _, f in _proc_stats() if int(f[2]) == pgid)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # -- data --

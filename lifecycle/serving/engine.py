@@ -54,15 +54,6 @@ class _Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-@dataclass
-class BatchStats:
-    batches: int = 0
-    texts: int = 0
-    shadow_dropped: int = 0
-    shadow_done: int = 0
-    last_batch_size: int = 0
-
-
 class ModelEngine:
     """Runs predictions for the gateway; see the module docstring for the threading model."""
 
@@ -89,7 +80,6 @@ class ModelEngine:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.routes: dict[str, Route] = {}
-        self.stats = BatchStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._primary: asyncio.Queue[_Job] | None = None
         self._shadow: asyncio.Queue[_Job] | None = None
@@ -150,7 +140,6 @@ class ModelEngine:
             try:
                 self._shadow.put_nowait(job)
             except asyncio.QueueFull:
-                self.stats.shadow_dropped += len(chunk)
                 queued_all = False
                 continue
             self._shadow_texts += len(chunk)
@@ -188,9 +177,6 @@ class ModelEngine:
                     if job.future is not None and not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            self.stats.batches += 1
-            self.stats.texts += len(texts)
-            self.stats.last_batch_size = len(texts)
             if self._on_batch is not None:
                 self._on_batch(len(texts), time.perf_counter() - started)
             offset = 0
@@ -201,7 +187,6 @@ class ModelEngine:
                     if not job.future.done():
                         job.future.set_result(part)
                 elif job.on_done is not None:
-                    self.stats.shadow_done += len(part)
                     try:
                         job.on_done(part)
                     except Exception:
