@@ -94,6 +94,23 @@ class Settings(BaseSettings):
         default=0.5, ge=0, description="Estimated cost of 1,000 fallback (big model) calls."
     )
 
+    # -- monitoring and alerts ---------------------------------------------------------
+    alert_webhooks: list[str] = Field(
+        default_factory=list,
+        description="Slack-compatible webhook URLs alerts are posted to (JSON list in the env).",
+    )
+    alert_cooldown_s: float = Field(
+        default=3600.0, ge=0, description="The same alert is not sent again within this time."
+    )
+    alert_timeout_s: float = Field(default=5.0, gt=0, description="Per webhook attempt.")
+    alert_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed webhook.")
+    calibration_rounds: int = Field(
+        default=40,
+        ge=10,
+        le=1000,
+        description="Reference resamples used to calibrate a champion's drift thresholds.",
+    )
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
