@@ -362,6 +362,64 @@ def simulate(
         raise typer.Exit(1)
 
 
+@app.command()
+@_friendly
+def monitor(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to check."),
+    last: int | None = typer.Option(
+        None, min=1, help="Check the newest N requests (default: the spec's window_size)."
+    ),
+    since: str | None = typer.Option(
+        None, help="Check requests from this ISO time on (UTC if no zone), instead of --last."
+    ),
+    until: str | None = typer.Option(None, help="... and before this ISO time."),
+    alert: bool = typer.Option(True, help="Send the alert (webhooks in LIFECYCLE_ALERT_WEBHOOKS)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON."),
+    specialists_file: Path | None = SpecialistsFileOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run one monitoring check now and print the verdict table.
+
+    Compares a window of the champion's traffic (from the traffic store) with the
+    reference it was validated on: text, embedding, prediction and confidence drift
+    with Evidently, against thresholds calibrated for the spec's false-alarm rate;
+    accuracy where people's labels arrived, and estimated accuracy where not. The
+    Evidently report and the metrics go to the specialist's MLflow monitoring run.
+    Verdicts: OK, WARN, DRIFT, QUALITY_DROP (retrain), NEEDS_LABELS, NEEDS_DATA.
+    """
+    _setup_logging(verbose)
+    settings, specs = _context(specialists_file)
+    spec = specs.get(specialist)
+    window = {"since": _parse_time(since, "--since"), "until": _parse_time(until, "--until")}
+    if last is None and window["since"] is None and window["until"] is None:
+        last = spec.monitoring.window_size
+    from monitors.check import alert_message, run_check
+    from monitors.table import verdict_table
+
+    result = run_check(settings, spec, last=last, alert=alert, **window)
+    verdict = result.verdict
+    if as_json:
+        payload = verdict.as_dict()
+        payload["alert"] = None if result.alert is None else result.alert.status
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+    typer.echo(verdict_table(verdict, actions=alert_message(spec, verdict).actions))
+    if result.alert is not None:
+        typer.echo(f"alert: {result.alert.status} ({result.alert.delivered} webhook(s) accepted)")
+
+
+def _parse_time(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO time: {text!r}", param_hint=option) from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -370,7 +428,7 @@ def _not_ready(command: str, issue: str) -> Callable[..., None]:
     def run() -> None:
         typer.secho(
             f"`lifecycle {command}` is not ready yet: it lands with the {issue} work. "
-            "Available now: train, status, serve, simulate, promote --force, rollback.",
+            "Available now: train, status, serve, monitor, simulate, promote --force, rollback.",
             err=True,
             fg=typer.colors.YELLOW,
         )
@@ -382,7 +440,6 @@ def _not_ready(command: str, issue: str) -> Callable[..., None]:
 
 for _command, _issue in (
     ("demo", "closed-loop flows"),
-    ("monitor", "monitors"),
     ("retrain", "closed-loop flows"),
     ("deploy", "closed-loop flows"),
 ):

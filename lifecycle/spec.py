@@ -84,6 +84,9 @@ class MonitoringSpec(_Strict):
     quality_drop: float = Field(
         default=0.05, gt=0, lt=1, description="Accuracy drop (absolute) that asks for retraining."
     )
+    min_labels: int = Field(
+        default=100, ge=10, description="People's labels in a window before quality is measured."
+    )
 
 
 class EscalationSpec(_Strict):

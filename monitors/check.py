@@ -1,0 +1,436 @@
+"""One monitoring check of one specialist: read, measure, decide, record, alert.
+
+This is the I/O shell around the pure parts (frames, drift, thresholds, quality, policy):
+it reads the champion's reference and thresholds from MLflow and a window from the traffic
+store, logs the verdict's metrics and the Evidently report to the specialist's monitoring
+run, and hands an alert to ``lifecycle.alerts``. Flows call ``run_check`` as a task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lifecycle.errors import LifecycleError, RegistryError
+from monitors.results import Status, Verdict
+
+if TYPE_CHECKING:
+    from lifecycle.alerts import AlertOutcome
+    from lifecycle.registry import Registry, VersionInfo
+    from lifecycle.settings import Settings
+    from lifecycle.spec import SpecialistSpec
+    from lifecycle.store import TrafficStore
+    from monitors.frames import MonitorData
+    from monitors.thresholds import Thresholds
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS_PATH = "monitoring/thresholds.json"
+MONITORING_TAG = "lifecycle.monitoring"
+#: Verdicts worth a person's attention; OK closes an open alert, NEEDS_DATA says nothing.
+ALERTING = (Status.WARN, Status.DRIFT, Status.QUALITY_DROP, Status.NEEDS_LABELS)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    verdict: Verdict
+    alert: AlertOutcome | None
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A champion version's monitoring reference, ready for checks."""
+
+    version: VersionInfo
+    data: MonitorData
+    thresholds: Thresholds
+
+
+def load_reference(
+    registry: Registry, spec: SpecialistSpec, version: VersionInfo, *, settings: Settings
+) -> Reference:
+    """The version's reference rows, and its thresholds (calibrated and stored on first use)."""
+    from monitors.descriptors import tokenizer_vocabulary
+    from monitors.frames import reference_data
+
+    frame, embeddings = registry.reference(spec.name, version.version)
+    data = reference_data(
+        frame,
+        embeddings,
+        vocabulary=tokenizer_vocabulary(spec.base_model),
+        escalation_threshold=spec.escalation.confidence_threshold,
+    )
+    return Reference(version, data, _thresholds(registry, spec, version, data, settings))
+
+
+_CACHE: dict[tuple[str, str, int], Reference] = {}
+
+
+def _cached_reference(
+    registry: Registry, spec: SpecialistSpec, version: VersionInfo, settings: Settings
+) -> Reference:
+    key = (registry.settings.tracking_uri, spec.name, version.version)
+    if key not in _CACHE:
+        _CACHE[key] = load_reference(registry, spec, version, settings=settings)
+    return _CACHE[key]
+
+
+def _thresholds(
+    registry: Registry,
+    spec: SpecialistSpec,
+    version: VersionInfo,
+    data: MonitorData,
+    settings: Settings,
+) -> Thresholds:
+    import mlflow
+
+    from monitors.thresholds import Thresholds, calibrate
+
+    assert version.run_id is not None
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{THRESHOLDS_PATH}")
+        stored = Thresholds.from_json(text)
+        if stored.false_alarm_rate == spec.monitoring.false_alarm_rate:
+            return stored
+    except Exception:
+        pass
+    logger.info(
+        "calibrating %s v%d thresholds (%d reference splits)",
+        spec.name,
+        version.version,
+        settings.calibration_rounds,
+    )
+    thresholds = calibrate(
+        data,
+        false_alarm_rate=spec.monitoring.false_alarm_rate,
+        rounds=settings.calibration_rounds,
+    )
+    registry.client.log_text(version.run_id, thresholds.to_json(), THRESHOLDS_PATH)
+    return thresholds
+
+
+def run_check(
+    settings: Settings,
+    spec: SpecialistSpec,
+    *,
+    store: TrafficStore | None = None,
+    registry: Registry | None = None,
+    last: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    version: int | str = "champion",
+    log: bool = True,
+    alert: bool = True,
+    now: datetime | None = None,
+) -> CheckResult:
+    """Check the newest window (``last`` requests, default the spec's window size) or a time
+    range of the champion's traffic, and record and announce the verdict."""
+    from lifecycle.registry import Registry
+    from lifecycle.store import TrafficStore
+
+    registry = registry or Registry(settings)
+    owns_store = store is None
+    store = store or TrafficStore(settings.traffic_url)
+    now = now or datetime.now(timezone.utc)
+    try:
+        verdict = _measure(
+            settings, spec, store, registry, last=last, since=since, until=until, version=version
+        )
+        if log:
+            verdict = _log(registry, spec, verdict, now=now)
+        outcome = _alert(settings, store, spec, verdict, now=now) if alert else None
+    finally:
+        if owns_store:
+            store.dispose()
+    return CheckResult(verdict, outcome)
+
+
+def _measure(
+    settings: Settings,
+    spec: SpecialistSpec,
+    store: TrafficStore,
+    registry: Registry,
+    *,
+    last: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    version: int | str,
+) -> Verdict:
+    from monitors.descriptors import tokenizer_vocabulary
+    from monitors.drift import drift_scores
+    from monitors.frames import window_data
+    from monitors.policy import decide
+    from monitors.quality import estimated_quality, measured_quality
+    from monitors.results import Reason, SignalResult
+
+    try:
+        info = registry.resolve(spec.name, version)
+    except RegistryError as exc:
+        return _needs_data(spec, None, f"no {version} to check: {exc}")
+    if not info.run_id:
+        return _needs_data(
+            spec, info.version, "the version has no training run, hence no reference"
+        )
+    try:
+        reference = _cached_reference(registry, spec, info, settings)
+    except (RegistryError, OSError, LifecycleError) as exc:
+        return _needs_data(spec, info.version, f"no reference data: {exc}")
+    if len(reference.data) < 20:
+        return _needs_data(spec, info.version, f"reference has {len(reference.data)} rows only")
+
+    if last is None and since is None and until is None:
+        last = spec.monitoring.window_size
+    raw = store.window(spec.name, last=last, since=since, until=until, model_version=info.version)
+    current = window_data(
+        raw,
+        vocabulary=tokenizer_vocabulary(spec.base_model),
+        escalation_threshold=spec.escalation.confidence_threshold,
+    )
+    window = _describe_window(raw, current, last=last, since=since, until=until)
+    thresholds = reference.thresholds
+    if len(current) < spec.monitoring.min_window:
+        verdict = decide(
+            specialist=spec.name,
+            champion_version=info.version,
+            window=window,
+            signals=(),
+            quality=measured_quality(current, min_labels=spec.monitoring.min_labels),
+            estimate=None,
+            reference_accuracy=thresholds.reference_accuracy,
+            reference_confidence=thresholds.reference_confidence,
+            quality_drop=spec.monitoring.quality_drop,
+            min_window=spec.monitoring.min_window,
+            min_labels=spec.monitoring.min_labels,
+        )
+        return verdict
+
+    report_dir = Path(tempfile.mkdtemp(prefix="lifecycle-report-"))
+    signals_wanted = [
+        name
+        for name in thresholds.z
+        if name != "escalation_rate" or spec.escalation.confidence_threshold > 0
+    ]
+    scores = drift_scores(
+        reference.data, current, signals=tuple(signals_wanted), html=report_dir / "report.html"
+    )
+    signals = []
+    for name, value in scores.values.items():
+        threshold = thresholds.threshold(name, scores.sizes[name])
+        if threshold is None:
+            continue
+        signals.append(
+            SignalResult(
+                name=name,
+                method=_method(name),
+                score=value,
+                threshold=threshold,
+                drifted=value > threshold,
+            )
+        )
+    window["skipped_signals"] = scores.skipped
+    window["reports"] = [str(p) for p in scores.reports]
+    verdict = decide(
+        specialist=spec.name,
+        champion_version=info.version,
+        window=window,
+        signals=signals,
+        quality=measured_quality(current, min_labels=spec.monitoring.min_labels),
+        estimate=estimated_quality(
+            current,
+            reference_embeddings=reference.data.embeddings,
+            support_similarity=thresholds.support_similarity,
+        ),
+        reference_accuracy=thresholds.reference_accuracy,
+        reference_confidence=thresholds.reference_confidence,
+        quality_drop=spec.monitoring.quality_drop,
+        min_window=spec.monitoring.min_window,
+        min_labels=spec.monitoring.min_labels,
+    )
+    if scores.skipped and verdict.status is Status.OK:
+        # Say what could not be checked, without raising the verdict.
+        notes = tuple(Reason(k, None, None, f"not checked: {v}") for k, v in scores.skipped.items())
+        verdict = _replace(verdict, reasons=verdict.reasons + notes)
+    return verdict
+
+
+def _method(name: str) -> str:
+    from monitors.drift import BY_NAME
+
+    return BY_NAME[name].method
+
+
+def _describe_window(
+    raw: Any,
+    current: MonitorData,
+    *,
+    last: int | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    frame = current.frame
+    created = raw["created_at"] if len(raw) else None
+    info: dict[str, Any] = {
+        "rows": len(frame),
+        "last": last,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "first_request": created.iloc[0].isoformat() if created is not None else None,
+        "last_request": created.iloc[-1].isoformat() if created is not None else None,
+        "labelled": int(frame["true_label"].notna().sum()),
+        "missing_text": int(frame["text"].isna().sum()),
+    }
+    if len(frame):
+        info["mean_confidence"] = float(frame["confidence"].mean())
+        info["escalation_rate"] = float((frame["below_threshold"] == "yes").mean())
+        info["predicted_classes"] = int(frame["prediction"].nunique())
+    return info
+
+
+def _needs_data(spec: SpecialistSpec, version: int | None, why: str) -> Verdict:
+    from monitors.results import Reason
+
+    return Verdict(
+        specialist=spec.name,
+        status=Status.NEEDS_DATA,
+        reasons=(Reason("reference", None, None, why),),
+        champion_version=version,
+        window={"rows": 0},
+    )
+
+
+def _replace(verdict: Verdict, **changes: Any) -> Verdict:
+    from dataclasses import replace
+
+    return replace(verdict, **changes)
+
+
+# -- recording ------------------------------------------------------------------------------
+
+
+def monitoring_run_id(registry: Registry, name: str) -> str:
+    """The specialist's one long-lived monitoring run (created on first use)."""
+    experiment_id = registry.experiment_id(name, kind="monitoring")
+    found = registry.client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{MONITORING_TAG}` = 'true'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        return str(found[0].info.run_id)
+    run = registry.client.create_run(
+        experiment_id,
+        run_name=f"{name}-monitoring",
+        tags={MONITORING_TAG: "true", "lifecycle.specialist": name},
+    )
+    return str(run.info.run_id)
+
+
+def _log(registry: Registry, spec: SpecialistSpec, verdict: Verdict, *, now: datetime) -> Verdict:
+    """Append the verdict to the monitoring run: metrics (step = check time), report, JSON."""
+    from mlflow.entities import Metric, RunTag
+
+    run_id = monitoring_run_id(registry, spec.name)
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    step = int(now.timestamp())
+    ms = int(now.timestamp() * 1000)
+    values = verdict.metrics()
+    if verdict.champion_version is not None:
+        values["champion_version"] = float(verdict.champion_version)
+    registry.client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, ms, step) for k, v in values.items()],
+        tags=[
+            RunTag("lifecycle.last_status", verdict.status.value),
+            RunTag("lifecycle.last_check", now.isoformat()),
+        ],
+    )
+    folder = f"checks/{stamp}"
+    reports = [Path(p) for p in verdict.window.get("reports", [])]
+    for path in reports:
+        registry.client.log_artifact(run_id, str(path), folder)
+    report_uri = None
+    if reports:
+        artifact_uri = registry.client.get_run(run_id).info.artifact_uri
+        report_uri = f"{artifact_uri}/{folder}/{reports[0].name}"
+    verdict = _replace(verdict, report_uri=report_uri, run_id=run_id)
+    registry.client.log_text(
+        run_id, json.dumps(verdict.as_dict(), indent=2, default=str), f"{folder}/verdict.json"
+    )
+    for path in reports:
+        path.unlink(missing_ok=True)
+    return verdict
+
+
+def _alert(
+    settings: Settings,
+    store: TrafficStore,
+    spec: SpecialistSpec,
+    verdict: Verdict,
+    *,
+    now: datetime,
+) -> AlertOutcome | None:
+    if verdict.status is not Status.OK and verdict.status not in ALERTING:
+        return None
+    from lifecycle.alerts import Alerter
+
+    return Alerter(settings, store).notify(alert_message(spec, verdict), now=now)
+
+
+def alert_message(spec: SpecialistSpec, verdict: Verdict) -> Any:
+    """The on-call message for a verdict: what drifted, by how much, and what to run."""
+    from lifecycle.alerts import AlertMessage, AlertReason
+
+    name = spec.name
+    actions: list[str] = []
+    if verdict.status is Status.QUALITY_DROP:
+        actions.append(f"lifecycle retrain --specialist {name}")
+        actions.append(
+            f"lifecycle rollback --specialist {name}   # if a recent promotion caused it"
+        )
+    elif verdict.status is Status.NEEDS_LABELS:
+        missing = max(
+            spec.monitoring.min_labels - (verdict.quality.labelled if verdict.quality else 0), 0
+        )
+        actions.append(f"label {missing} more requests: POST /v1/specialists/{name}/feedback")
+    elif verdict.status in (Status.DRIFT, Status.WARN):
+        actions.append(f"label a sample to measure quality: POST /v1/specialists/{name}/feedback")
+    actions.append(f"lifecycle monitor --specialist {name}   # check again")
+    est = verdict.estimate
+    summary = {
+        Status.OK: "back to normal",
+        Status.WARN: "inputs drifted; measured quality holds",
+        Status.DRIFT: "traffic drifted; quality not measured yet, the estimate holds",
+        Status.QUALITY_DROP: "quality dropped: retraining advised",
+        Status.NEEDS_LABELS: "traffic left the reference's support: labels needed",
+    }.get(verdict.status, verdict.status.value)
+    if est is not None:
+        summary += f" (estimated accuracy {est.accuracy:.1%}"
+        if verdict.quality and verdict.quality.accuracy is not None:
+            summary += f", measured {verdict.quality.accuracy:.1%}"
+        summary += ")"
+    window = {
+        k: verdict.window.get(k)
+        for k in ("rows", "labelled", "first_request", "last_request", "since", "until")
+        if verdict.window.get(k) is not None
+    }
+    return AlertMessage(
+        specialist=name,
+        kind="monitor",
+        verdict=verdict.status.value,
+        summary=summary,
+        reasons=[
+            AlertReason(signal=r.signal, value=r.value, threshold=r.threshold, detail=r.detail)
+            for r in verdict.reasons
+        ],
+        window=window,
+        champion_version=verdict.champion_version,
+        report_uri=verdict.report_uri,
+        actions=actions,
+        extra={"mlflow_run_id": verdict.run_id} if verdict.run_id else {},
+    )

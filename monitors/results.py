@@ -1,0 +1,148 @@
+"""What a monitoring check returns: our own types, never Evidently objects.
+
+Plain frozen dataclasses with a JSON form (``as_dict``), so that a verdict can travel as a
+Prefect event payload, an alert, or an MLflow artifact without dragging a library along.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """The outcome of one check, from calm to urgent."""
+
+    OK = "OK"
+    #: Inputs drifted but measured quality holds: watch, do not retrain.
+    WARN = "WARN"
+    #: Inputs or predictions drifted and quality cannot be measured yet; the estimate holds.
+    DRIFT = "DRIFT"
+    #: Measured or estimated quality fell: retrain.
+    QUALITY_DROP = "QUALITY_DROP"
+    #: Traffic left the reference's support and too few labels exist to tell what it costs.
+    NEEDS_LABELS = "NEEDS_LABELS"
+    #: Too little traffic, or no reference: nothing can be said.
+    NEEDS_DATA = "NEEDS_DATA"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Signals whose drift is about inputs (what users send), as opposed to the model's outputs.
+INPUT_SIGNALS = ("text", "text_length", "word_count", "oov_share", "embeddings")
+OUTPUT_SIGNALS = ("prediction", "confidence", "escalation_rate")
+SIGNALS = INPUT_SIGNALS + OUTPUT_SIGNALS
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a verdict is what it is: one signal, its value and the threshold it crossed."""
+
+    signal: str
+    value: float | None
+    threshold: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalResult:
+    """One drift signal: Evidently's raw score and our size-aware calibrated threshold."""
+
+    name: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+    @property
+    def margin(self) -> float:
+        """How far past its threshold the score is (negative: under it)."""
+        return self.score - self.threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """Accuracy and macro-F1 on the window's rows that have a person's label."""
+
+    labelled: int
+    accuracy: float | None = None
+    accuracy_ci: tuple[float, float] | None = None
+    macro_f1: float | None = None
+    macro_f1_ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Accuracy without labels, from the calibrated confidences (CBPE-style).
+
+    ``accuracy`` is the mean confidence: right when the model's calibration holds on this
+    traffic. ``accuracy_low`` counts every row outside the reference's support as wrong: the
+    bound that holds even when those rows belong to classes the model has never seen, where
+    confidences mean nothing. ``out_of_support`` is the share of such rows.
+    """
+
+    accuracy: float
+    accuracy_low: float
+    out_of_support: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The result of one check of one specialist's window."""
+
+    specialist: str
+    status: Status
+    reasons: tuple[Reason, ...]
+    champion_version: int | None
+    window: dict[str, Any]
+    signals: tuple[SignalResult, ...] = ()
+    quality: Quality | None = None
+    estimate: Estimate | None = None
+    reference: dict[str, float] = field(default_factory=dict)
+    report_uri: str | None = None
+    run_id: str | None = None
+
+    @property
+    def retrain(self) -> bool:
+        """Whether this verdict asks for retraining (only a quality drop does)."""
+        return self.status is Status.QUALITY_DROP
+
+    @property
+    def drifted(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.signals if s.drifted)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat, finite numbers for MLflow: one series per signal and quality figure."""
+        out: dict[str, float] = {}
+        for s in self.signals:
+            out[f"drift_{s.name}"] = s.score
+            out[f"threshold_{s.name}"] = s.threshold
+        if self.estimate is not None:
+            out["estimated_accuracy"] = self.estimate.accuracy
+            out["estimated_accuracy_low"] = self.estimate.accuracy_low
+            out["out_of_support_share"] = self.estimate.out_of_support
+        if self.quality is not None:
+            out["labelled_rows"] = float(self.quality.labelled)
+            if self.quality.accuracy is not None:
+                out["accuracy"] = self.quality.accuracy
+            if self.quality.macro_f1 is not None:
+                out["macro_f1"] = self.quality.macro_f1
+        rows = self.window.get("rows")
+        if isinstance(rows, int | float):
+            out["window_rows"] = float(rows)
+        for key in ("escalation_rate", "mean_confidence"):
+            value = self.window.get(key)
+            if isinstance(value, int | float):
+                out[key] = float(value)
+        out["status_level"] = float(list(Status).index(self.status))
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["retrain"] = self.retrain
+        data["drifted"] = list(self.drifted)
+        return data
