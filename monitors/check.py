@@ -161,13 +161,6 @@ def _measure(
     until: datetime | None,
     version: int | str,
 ) -> Verdict:
-    from monitors.descriptors import tokenizer_vocabulary
-    from monitors.drift import drift_scores
-    from monitors.frames import window_data
-    from monitors.policy import decide
-    from monitors.quality import estimated_quality, measured_quality
-    from monitors.results import Reason, SignalResult
-
     try:
         info = registry.resolve(spec.name, version)
     except RegistryError as exc:
@@ -186,6 +179,28 @@ def _measure(
     if last is None and since is None and until is None:
         last = spec.monitoring.window_size
     raw = store.window(spec.name, last=last, since=since, until=until, model_version=info.version)
+    return assess(spec, reference, raw, last=last, since=since, until=until)
+
+
+def assess(
+    spec: SpecialistSpec,
+    reference: Reference,
+    raw: Any,
+    *,
+    last: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    report: bool = True,
+) -> Verdict:
+    """The verdict on one window (a frame shaped like ``TrafficStore.window``'s) against
+    a loaded reference: the pure part of a check, used by benchmarks on in-memory windows."""
+    from monitors.descriptors import tokenizer_vocabulary
+    from monitors.drift import drift_scores
+    from monitors.frames import window_data
+    from monitors.policy import decide
+    from monitors.quality import estimated_quality, measured_quality
+    from monitors.results import Reason, SignalResult
+
     current = window_data(
         raw,
         vocabulary=tokenizer_vocabulary(spec.base_model),
@@ -193,31 +208,27 @@ def _measure(
     )
     window = _describe_window(raw, current, last=last, since=since, until=until)
     thresholds = reference.thresholds
+    policy: dict[str, Any] = {
+        "specialist": spec.name,
+        "champion_version": reference.version.version,
+        "window": window,
+        "quality": measured_quality(current, min_labels=spec.monitoring.min_labels),
+        "reference_accuracy": thresholds.reference_accuracy,
+        "reference_confidence": thresholds.reference_confidence,
+        "quality_drop": spec.monitoring.quality_drop,
+        "min_window": spec.monitoring.min_window,
+        "min_labels": spec.monitoring.min_labels,
+    }
     if len(current) < spec.monitoring.min_window:
-        verdict = decide(
-            specialist=spec.name,
-            champion_version=info.version,
-            window=window,
-            signals=(),
-            quality=measured_quality(current, min_labels=spec.monitoring.min_labels),
-            estimate=None,
-            reference_accuracy=thresholds.reference_accuracy,
-            reference_confidence=thresholds.reference_confidence,
-            quality_drop=spec.monitoring.quality_drop,
-            min_window=spec.monitoring.min_window,
-            min_labels=spec.monitoring.min_labels,
-        )
-        return verdict
+        return decide(signals=(), estimate=None, **policy)
 
-    report_dir = Path(tempfile.mkdtemp(prefix="lifecycle-report-"))
-    signals_wanted = [
+    html = Path(tempfile.mkdtemp(prefix="lifecycle-report-")) / "report.html" if report else None
+    wanted = [
         name
         for name in thresholds.z
         if name != "escalation_rate" or spec.escalation.confidence_threshold > 0
     ]
-    scores = drift_scores(
-        reference.data, current, signals=tuple(signals_wanted), html=report_dir / "report.html"
-    )
+    scores = drift_scores(reference.data, current, signals=tuple(wanted), html=html)
     signals = []
     for name, value in scores.values.items():
         threshold = thresholds.threshold(name, scores.sizes[name])
@@ -234,23 +245,12 @@ def _measure(
         )
     window["skipped_signals"] = scores.skipped
     window["reports"] = [str(p) for p in scores.reports]
-    verdict = decide(
-        specialist=spec.name,
-        champion_version=info.version,
-        window=window,
-        signals=signals,
-        quality=measured_quality(current, min_labels=spec.monitoring.min_labels),
-        estimate=estimated_quality(
-            current,
-            reference_embeddings=reference.data.embeddings,
-            support_similarity=thresholds.support_similarity,
-        ),
-        reference_accuracy=thresholds.reference_accuracy,
-        reference_confidence=thresholds.reference_confidence,
-        quality_drop=spec.monitoring.quality_drop,
-        min_window=spec.monitoring.min_window,
-        min_labels=spec.monitoring.min_labels,
+    estimate = estimated_quality(
+        current,
+        reference_embeddings=reference.data.embeddings,
+        support_similarity=thresholds.support_similarity,
     )
+    verdict = decide(signals=signals, estimate=estimate, **policy)
     if scores.skipped and verdict.status is Status.OK:
         # Say what could not be checked, without raising the verdict.
         notes = tuple(Reason(k, None, None, f"not checked: {v}") for k, v in scores.skipped.items())
@@ -273,7 +273,7 @@ def _describe_window(
     until: datetime | None,
 ) -> dict[str, Any]:
     frame = current.frame
-    created = raw["created_at"] if len(raw) else None
+    created = raw["created_at"] if len(raw) and "created_at" in raw else None
     info: dict[str, Any] = {
         "rows": len(frame),
         "last": last,

@@ -142,6 +142,11 @@ def test_report_html_is_written(tmp_path, vocabulary: frozenset[str]) -> None:  
     scores = drift_scores(ref, cur, html=tmp_path / "r.html")
     assert scores.reports == (tmp_path / "r.html",)
     assert "<html" in (tmp_path / "r.html").read_text()[:2000].lower()
+    # Without a report, Evidently's stattests run directly: the same scores, no figures.
+    direct = drift_scores(ref, cur)
+    assert direct.reports == ()
+    assert direct.values == pytest.approx(scores.values)
+    assert direct.sizes == scores.sizes
 
 
 # -- thresholds -------------------------------------------------------------------------------
