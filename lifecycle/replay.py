@@ -97,3 +97,38 @@ def record_traffic(
                 n_labels += 1
         store.write(records)
     return Recorded(ids, labels, confidences, n_labels)
+
+
+def record_shadow(
+    store: TrafficStore,
+    host: AdapterHost,
+    adapter_id: str,
+    *,
+    specialist: str,
+    model_version: int,
+    request_ids: Sequence[str],
+    texts: Sequence[str],
+    batch: int = 2000,
+) -> int:
+    """Score stored requests with a challenger and store its shadow predictions."""
+    from lifecycle.store import ShadowRecord
+
+    if len(request_ids) != len(texts):
+        raise ValueError("request_ids and texts differ in length")
+    for offset in range(0, len(texts), batch):
+        chunk = list(texts[offset : offset + batch])
+        predictions = host.predict(chunk, adapter_id)
+        store.write(
+            [
+                ShadowRecord(
+                    request_id=rid,
+                    specialist=specialist,
+                    model_version=model_version,
+                    label=p.label,
+                    confidence=p.confidence,
+                    latency_ms=0.0,
+                )
+                for rid, p in zip(request_ids[offset : offset + batch], predictions, strict=True)
+            ]
+        )
+    return len(texts)

@@ -1,0 +1,61 @@
+"""The shadow-and-promote flow: gate the shadowed challenger against the champion.
+
+Runs on a schedule (and after a candidate is registered). The gate is a paired test on
+labelled shadowed requests (``lifecycle.promotion``); promotion moves the aliases, emits
+``lifecycle.promoted`` and alerts; a failing challenger loses its alias and the alert says
+why; too few pairs yet: nothing happens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows import events
+from flows.context import context
+from flows.monitor import RETRY_DELAYS
+
+
+@task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS)
+def decide(specialist: str) -> dict[str, Any]:
+    from lifecycle.loop import gate_challenger
+
+    with context(specialist) as ctx:
+        outcome = gate_challenger(ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry)
+        d = outcome.decision
+        if outcome.action in ("promoted", "rejected") and d is not None:
+            verb = "promoted" if outcome.action == "promoted" else "rejected"
+            ctx.alert(
+                "gate",
+                outcome.action.upper(),
+                f"challenger v{outcome.challenger_version} {verb} against champion "
+                f"v{outcome.champion_version}: accuracy {d.challenger_accuracy:.3f} vs "
+                f"{d.champion_accuracy:.3f} on {d.n_labelled} labelled shadowed requests",
+                reasons=[
+                    {
+                        "signal": "accuracy_difference",
+                        "value": d.difference,
+                        "threshold": -d.margin,
+                        "detail": "; ".join(d.reasons),
+                    }
+                ],
+                champion_version=outcome.champion_version,
+                actions=[f"lifecycle rollback -s {specialist}"]
+                if verb == "promoted"
+                else [f"lifecycle promote -s {specialist} --force   # to override the gate"],
+            )
+    return outcome.as_dict()
+
+
+@flow(name="lifecycle-promote", log_prints=True)
+def promote_flow(specialist: str) -> dict[str, Any]:
+    """Promote the challenger through the statistical gate, or retire it."""
+    logger = get_run_logger()
+    outcome = decide(specialist)
+    logger.info("%s: gate %s", specialist, outcome["action"])
+    if outcome["action"] == "promoted":
+        events.emit(events.PROMOTED, specialist, outcome)
+    elif outcome["action"] == "rejected":
+        events.emit(events.REJECTED, specialist, outcome)
+    return outcome

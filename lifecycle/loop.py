@@ -1,0 +1,340 @@
+"""The closed loop's steps as plain functions: retrain from traffic, gate a challenger,
+guard a fresh promotion.
+
+Each step reads the traffic store and the MLflow registry, applies the pure rules of
+``lifecycle.retraining`` and ``lifecycle.promotion``, moves aliases and returns what it did.
+Prefect flows (``flows/``) call them as tasks and add retries, events, alerts and logging;
+the steps themselves run (and are tested) without Prefect.
+
+Idempotence is part of each step, since a flow retried after a crash runs it again:
+a retrain for a champion that already has a challenger trained from it does nothing; a
+gate on a challenger that is no longer the challenger does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, TAG
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lifecycle.promotion import GateDecision, GuardrailDecision
+    from lifecycle.registry import Registry
+    from lifecycle.settings import Settings
+    from lifecycle.spec import SpecialistSpec
+    from lifecycle.store import TrafficStore
+
+logger = logging.getLogger(__name__)
+
+PROMOTED_AT = f"{TAG}promoted_at"
+GUARD_TAG = f"{TAG}guardrail"
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """``status``: registered, skipped (a challenger from this champion exists), or
+    needs_labels (``missing`` more labels would make it ready)."""
+
+    status: str
+    reason: str
+    champion_version: int | None = None
+    challenger_version: int | None = None
+    missing: int = 0
+    plan: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def retrain_from_traffic(
+    settings: Settings,
+    spec: SpecialistSpec,
+    *,
+    store: TrafficStore,
+    registry: Registry | None = None,
+    trigger: str = "drift",
+    since: datetime | None = None,
+    seed: int = 0,
+) -> RetrainOutcome:
+    """Train a challenger on the champion's labelled traffic plus a replay of its data.
+
+    People's labels come first, the fallback's where a person's is missing; the new rows
+    are split into training rows and a held-out slice, and the challenger and champion are
+    both scored on that slice and on held-out reference rows (forgetting). The candidate is
+    registered with lineage and aliased ``challenger``; the gateway then shadows it.
+    """
+    from lifecycle.pipeline import load_training_data, train_and_register
+    from lifecycle.registry import Registry
+    from lifecycle.retraining import plan_retraining
+
+    registry = registry or Registry(settings)
+    aliases = registry.aliases(spec.name)
+    champion = aliases.get(CHAMPION)
+    if champion is None:
+        return RetrainOutcome("skipped", f"{spec.name} has no champion; train one first")
+    existing = aliases.get(CHALLENGER)
+    if existing is not None:
+        parent = registry.get_version(spec.name, existing).lineage.get("parent_version")
+        if parent == str(champion):
+            return RetrainOutcome(
+                "skipped",
+                f"challenger v{existing} was already trained from champion v{champion}; "
+                "it is being shadowed",
+                champion_version=champion,
+                challenger_version=existing,
+            )
+
+    window = store.window(spec.name, since=since, model_version=champion, with_embeddings=False)
+    champion_info = registry.get_version(spec.name, champion)
+    labels_known = json.loads(champion_info.lineage.get("labels", "[]"))
+    plan = plan_retraining(
+        window,
+        reference=load_training_data(spec),
+        labels_known=labels_known,
+        min_labels=spec.monitoring.min_labels,
+        replay_ratio=spec.training.replay_ratio,
+        seed=seed,
+    )
+    if not plan.ready:
+        return RetrainOutcome(
+            "needs_labels",
+            plan.reason,
+            champion_version=champion,
+            missing=plan.missing,
+            plan=plan.summary(),
+        )
+    train = _drop_singletons(plan.train)
+    first, last = _span(window)
+    trained = train_and_register(
+        settings,
+        spec,
+        data=train[["text", "label"]],
+        trigger=trigger,
+        data_window=f"{first}..{last}",
+        alias=CHALLENGER,
+    )
+    evaluation = _compare_on_holdouts(
+        registry, spec, trained, champion, plan.holdout_new, plan.holdout_old
+    )
+    if evaluation:
+        registry.client.log_batch(
+            trained.version.run_id or "",
+            metrics=_metrics(evaluation),
+        )
+    logger.info(
+        "%s: challenger v%d registered from %d labelled requests (%s)",
+        spec.name,
+        trained.version.version,
+        plan.counts.usable,
+        ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items()),
+    )
+    return RetrainOutcome(
+        "registered",
+        f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback labels "
+        f"plus {int((plan.train['source'] == 'replay').sum())} replayed rows",
+        champion_version=champion,
+        challenger_version=trained.version.version,
+        plan=plan.summary(),
+        evaluation=evaluation,
+    )
+
+
+def _drop_singletons(train: pd.DataFrame) -> pd.DataFrame:
+    # Training needs two rows of a class (one for validation); one example teaches little.
+    counts = train["label"].value_counts()
+    return train[train["label"].isin(counts[counts >= 2].index)].reset_index(drop=True)
+
+
+def _span(window: pd.DataFrame) -> tuple[str, str]:
+    if window.empty:
+        return "", ""
+    return str(window["created_at"].iloc[0].isoformat()), str(
+        window["created_at"].iloc[-1].isoformat()
+    )
+
+
+def _compare_on_holdouts(
+    registry: Registry,
+    spec: SpecialistSpec,
+    trained: Any,
+    champion: int,
+    holdout_new: pd.DataFrame,
+    holdout_old: pd.DataFrame,
+) -> dict[str, float]:
+    host = trained.result.host
+    champion_id, _ = registry.load(host, spec.name, champion)
+    out: dict[str, float] = {}
+    try:
+        for tag, frame in (("new", holdout_new), ("old", holdout_old)):
+            if frame.empty:
+                continue
+            texts = frame["text"].tolist()
+            truth = frame["label"].tolist()
+            for who, adapter in (
+                ("challenger", trained.result.adapter_id),
+                ("champion", champion_id),
+            ):
+                preds = host.predict(texts, adapter)
+                correct = sum(p.label == t for p, t in zip(preds, truth, strict=True))
+                out[f"holdout_{tag}.{who}_accuracy"] = correct / len(texts)
+    finally:
+        host.remove_adapter(champion_id)
+    return out
+
+
+def _metrics(values: dict[str, float]) -> list[Any]:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, 0) for k, v in values.items()]
+
+
+# -- the gate ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """``action``: promoted, rejected, waiting, or none (no challenger)."""
+
+    action: str
+    decision: GateDecision | None
+    challenger_version: int | None = None
+    champion_version: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "challenger_version": self.challenger_version,
+            "champion_version": self.champion_version,
+            "decision": None if self.decision is None else self.decision.as_dict(),
+        }
+
+
+def gate_challenger(
+    settings: Settings,
+    spec: SpecialistSpec,
+    *,
+    store: TrafficStore,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+) -> GateOutcome:
+    """Compare the shadowed challenger with the champion on the same requests and act.
+
+    Promotion moves ``champion`` to the challenger and ``previous`` to the old champion (and
+    stamps the time, which starts the guardrail); rejection removes the ``challenger`` alias
+    and records why on the version. ``auto_promote: false`` stops at the decision.
+    """
+    from lifecycle.promotion import gate
+    from lifecycle.registry import Registry
+
+    registry = registry or Registry(settings)
+    aliases = registry.aliases(spec.name)
+    challenger, champion = aliases.get(CHALLENGER), aliases.get(CHAMPION)
+    if challenger is None:
+        return GateOutcome("none", None, champion_version=champion)
+    pairs = store.shadow_pairs(spec.name, challenger_version=challenger)
+    if champion is not None:
+        pairs = pairs[pairs["champion_version"] == champion]
+    decision = gate(pairs, spec.promotion)
+    common = {"challenger_version": challenger, "champion_version": champion}
+    if decision.decision == "promote":
+        if not spec.promotion.auto_promote:
+            return GateOutcome("waiting", decision, **common)
+        registry.promote(spec.name, reason="gate")
+        stamp = (now or datetime.now(timezone.utc)).isoformat()
+        registry.client.set_model_version_tag(spec.name, str(challenger), PROMOTED_AT, stamp)
+        registry.client.set_model_version_tag(
+            spec.name, str(challenger), f"{TAG}gate", "; ".join(decision.reasons)[:5000]
+        )
+        return GateOutcome("promoted", decision, **common)
+    if decision.decision == "reject":
+        registry.client.delete_registered_model_alias(spec.name, CHALLENGER)
+        registry.client.set_model_version_tag(
+            spec.name, str(challenger), f"{TAG}rejected", "; ".join(decision.reasons)[:5000]
+        )
+        return GateOutcome("rejected", decision, **common)
+    return GateOutcome("waiting", decision, **common)
+
+
+# -- the guardrail -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    """``action``: rolled_back, kept, waiting, or none (no fresh promotion to guard)."""
+
+    action: str
+    decision: GuardrailDecision | None
+    champion_version: int | None = None
+    previous_version: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "champion_version": self.champion_version,
+            "previous_version": self.previous_version,
+            "decision": None if self.decision is None else self.decision.as_dict(),
+        }
+
+
+def guard_promotion(
+    settings: Settings,
+    spec: SpecialistSpec,
+    *,
+    store: TrafficStore,
+    registry: Registry | None = None,
+    min_samples: int = 50,
+) -> GuardOutcome:
+    """After a promotion, compare the new champion's labelled accuracy with the previous
+    champion's and roll back a significant drop (beyond the promotion margin).
+
+    Guards until it decides: a kept champion is tagged, and not guarded again.
+    """
+    from lifecycle.promotion import guardrail
+    from lifecycle.registry import Registry
+
+    registry = registry or Registry(settings)
+    aliases = registry.aliases(spec.name)
+    champion, previous = aliases.get(CHAMPION), aliases.get(PREVIOUS)
+    if champion is None or previous is None:
+        return GuardOutcome("none", None, champion, previous)
+    info = registry.get_version(spec.name, champion)
+    if PROMOTED_AT not in info.tags or GUARD_TAG in info.tags:
+        return GuardOutcome("none", None, champion, previous)
+    promoted_at = datetime.fromisoformat(info.tags[PROMOTED_AT])
+    # The old champion's own answers before the promotion, the new one's after it.
+    before = _correctness(
+        store.window(spec.name, model_version=previous, until=promoted_at, with_embeddings=False)
+    )
+    after = _correctness(
+        store.window(spec.name, model_version=champion, since=promoted_at, with_embeddings=False)
+    )
+    decision = guardrail(
+        before,
+        after,
+        alpha=spec.promotion.alpha,
+        margin=spec.promotion.margin,
+        min_samples=min_samples,
+    )
+    if decision.rollback:
+        registry.rollback(spec.name, reason="guardrail: " + "; ".join(decision.reasons)[:4000])
+        return GuardOutcome("rolled_back", decision, champion, previous)
+    if decision.action == "keep":
+        registry.client.set_model_version_tag(spec.name, str(champion), GUARD_TAG, "kept")
+        return GuardOutcome("kept", decision, champion, previous)
+    return GuardOutcome("waiting", decision, champion, previous)
+
+
+def _correctness(window: pd.DataFrame) -> pd.Series:
+    """Per request with a person's label: was the served answer right."""
+    human = window[window["true_label_source"] == "human"]
+    return human["label"] == human["true_label"]

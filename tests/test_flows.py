@@ -1,0 +1,224 @@
+"""The closed loop's flows as real Prefect flow runs, on the real registry and store.
+
+A tiny specialist is trained once; each test sets the registry and the traffic up the
+way the gateway would leave them (requests, shadow predictions, people's labels) and runs
+the flows under ``prefect_test_harness`` (a temporary Prefect server).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lifecycle.scenarios import generate_tickets
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "looped",
+    "data": {"kind": "generator", "n": 360, "seed": 13},
+    "training": {"epochs": 1, "batch_size": 16, "max_length": 32, "evals_per_epoch": 1},
+    "monitoring": {"window_size": 150, "min_window": 50, "min_labels": 60},
+    "promotion": {"min_samples": 60, "alpha": 0.05},
+}
+
+
+@pytest.fixture(scope="module")
+def prefect() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def loop_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect: None) -> Iterator[Any]:
+    """A home with the champion v1 of ``looped`` and an empty traffic store."""
+    from lifecycle.pipeline import train_and_register
+    from lifecycle.settings import load_settings
+    from lifecycle.spec import load_specialists
+    from lifecycle.store import TrafficStore
+
+    specialists_file = tmp_path / "specialists.yaml"
+    specialists_file.write_text(yaml.safe_dump({"specialists": [SPEC]}))
+    monkeypatch.setenv("LIFECYCLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LIFECYCLE_SPECIALISTS_FILE", str(specialists_file))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LIFECYCLE_TRAFFIC_DB_URL", raising=False)
+    settings = load_settings()
+    spec = load_specialists(specialists_file).get("looped")
+    trained = train_and_register(settings, spec)
+    store = TrafficStore(settings.traffic_url)
+    store.upgrade()
+
+    class Env:
+        pass
+
+    env = Env()
+    env.settings, env.spec, env.store, env.trained = settings, spec, store, trained  # type: ignore[attr-defined]
+    yield env
+    store.dispose()
+
+
+def _bad_challenger(env: Any) -> Any:
+    """A challenger trained on shuffled labels: it answers at random."""
+    from lifecycle.pipeline import load_training_data, train_and_register
+
+    data = load_training_data(env.spec)
+    data["label"] = data["label"].sample(frac=1.0, random_state=0).to_numpy()
+    return train_and_register(env.settings, env.spec, data=data, alias="challenger")
+
+
+def _traffic(
+    env: Any, host: Any, adapter: str, version: int, n: int, *, seed: int, start: datetime
+) -> Any:
+    from lifecycle.replay import record_traffic
+
+    return record_traffic(
+        env.store,
+        host,
+        adapter,
+        specialist="looped",
+        model_version=version,
+        frame=generate_tickets(n, seed=seed),
+        label_share=1.0,
+        start=start,
+    )
+
+
+def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
+    from flows.promote import promote_flow
+    from lifecycle.registry import Registry
+    from lifecycle.replay import record_shadow
+
+    env = loop_env
+    bad = _bad_challenger(env)
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    challenger_id, _ = registry.load(host, "looped", "challenger")
+    rows = generate_tickets(200, seed=41)
+    rec = _traffic(
+        env,
+        host,
+        champion_id,
+        1,
+        200,
+        seed=41,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+    record_shadow(
+        env.store,
+        host,
+        challenger_id,
+        specialist="looped",
+        model_version=bad.version.version,
+        request_ids=rec.request_ids,
+        texts=rows["text"].tolist(),
+    )
+    outcome = promote_flow("looped")
+    assert outcome["action"] == "rejected", outcome
+    aliases = registry.aliases("looped")
+    assert aliases["champion"] == 1 and "challenger" not in aliases
+    version = registry.get_version("looped", bad.version.version)
+    assert "lifecycle.rejected" in version.tags
+    alerts = env.store.alerts("looped")
+    assert "REJECTED" in alerts["verdict"].tolist()
+
+
+def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any) -> None:
+    from flows.monitor import monitor_flow
+    from lifecycle.loop import PROMOTED_AT
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    bad = _bad_challenger(env)
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", 1)
+    bad_id, _ = registry.load(host, "looped", bad.version.version)
+    promoted_at = datetime.now(timezone.utc) - timedelta(minutes=30)
+    # Before the promotion the old champion answered; after it, the bad one (forced through).
+    _traffic(env, host, champion_id, 1, 120, seed=51, start=promoted_at - timedelta(minutes=20))
+    registry.promote("looped", reason="manual --force")
+    registry.client.set_model_version_tag(
+        "looped", str(bad.version.version), PROMOTED_AT, promoted_at.isoformat()
+    )
+    _traffic(
+        env,
+        host,
+        bad_id,
+        bad.version.version,
+        120,
+        seed=52,
+        start=promoted_at + timedelta(minutes=1),
+    )
+
+    result = monitor_flow("looped")
+    assert result["guardrail"]["action"] == "rolled_back", result["guardrail"]
+    aliases = registry.aliases("looped")
+    assert aliases["champion"] == 1 and "previous" not in aliases
+    assert "lifecycle.rolled_back" in registry.get_version("looped", bad.version.version).tags
+    assert "ROLLED_BACK" in env.store.alerts("looped")["verdict"].tolist()
+
+
+def test_a_duplicate_trigger_starts_one_retrain(loop_env: Any) -> None:
+    from flows.retrain import retrain_flow
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    _traffic(
+        env,
+        host,
+        champion_id,
+        1,
+        160,
+        seed=61,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+
+    first = retrain_flow("looped", trigger="drift")
+    second = retrain_flow("looped", trigger="drift")
+    assert first["status"] == "registered", first
+    assert second["status"] == "skipped" and "already trained" in second["reason"]
+    versions = registry.versions("looped")
+    assert [v.version for v in versions] == [1, 2]
+    assert registry.aliases("looped")["challenger"] == 2
+    lineage = versions[1].lineage
+    assert lineage["trigger"] == "drift" and lineage["parent_version"] == "1"
+    assert first["evaluation"]["holdout_new.challenger_accuracy"] > 0.5
+
+
+def test_too_few_labels_start_no_training_and_say_how_many_are_missing(loop_env: Any) -> None:
+    from flows.retrain import retrain_flow
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    _traffic(
+        env,
+        host,
+        champion_id,
+        1,
+        20,
+        seed=71,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+    outcome = retrain_flow("looped")
+    assert outcome["status"] == "needs_labels" and outcome["missing"] == 40
+    assert [v.version for v in registry.versions("looped")] == [1]
+    alerts = env.store.alerts("looped")
+    assert alerts["verdict"].tolist() == ["NEEDS_LABELS"]
+    assert "40 more labels" in alerts["payload"].iloc[0]["summary"]
+    assert os.environ["LIFECYCLE_HOME"]  # the flow read the same environment as the test
