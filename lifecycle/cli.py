@@ -408,6 +408,134 @@ def monitor(
         typer.echo(f"alert: {result.alert.status} ({result.alert.delivered} webhook(s) accepted)")
 
 
+def _prefect_env(settings: Any) -> None:
+    """Prefect reads its settings at import: point it at our home before the first import."""
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@app.command()
+@_friendly
+def retrain(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to retrain."),
+    trigger: str = typer.Option(
+        "manual", help="Recorded on the version: manual, drift or schedule."
+    ),
+    specialists_file: Path | None = SpecialistsFileOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Retrain a specialist now from its labelled traffic, as a Prefect flow run.
+
+    People's labels first, the fallback's where a person's is missing, plus a replay
+    of the champion's training data. The candidate is registered as `challenger`
+    (the gateway then shadows it). Too few labels: no training, and an alert says
+    how many are missing. Uses PREFECT_API_URL, or a temporary local Prefect server.
+    """
+    _setup_logging(verbose)
+    settings, specs = _context(specialists_file)
+    specs.get(specialist)
+    from lifecycle.registry import TRIGGERS
+
+    if trigger not in TRIGGERS:
+        raise typer.BadParameter(f"must be one of {', '.join(TRIGGERS)}", param_hint="--trigger")
+    os.environ["LIFECYCLE_SPECIALISTS_FILE"] = str(settings.specialists_file)
+    _prefect_env(settings)
+    from flows.retrain import retrain_flow
+
+    outcome = retrain_flow(specialist, trigger=trigger)
+    typer.echo(json.dumps(outcome, indent=2, default=str))
+    if outcome["status"] == "needs_labels":
+        raise typer.Exit(3)
+
+
+@app.command()
+@_friendly
+def demo(
+    scenario: str = typer.Option(
+        "new_intent", help="The drift: new_intent, vocabulary_shift (or prior_shift, stationary)."
+    ),
+    data: Path | None = typer.Option(
+        None, help="A real labelled table (text, label): some intents are released late."
+    ),
+    home: Path | None = typer.Option(
+        None, help="Where the demo keeps its state (default: LIFECYCLE_HOME/demo)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the closed loop end to end on embedded defaults and print its timeline.
+
+    Trains a first champion, serves it from an in-process gateway, replays traffic with
+    a drift while labels arrive late, and lets the flows monitor, retrain, shadow, gate
+    and promote (MLflow on sqlite, Prefect on a temporary local server). Ends with the
+    accuracy before the drift, during it and after the promotion, and how to open the
+    MLflow and Prefect UIs on what it produced.
+    """
+    _setup_logging(verbose)
+    if not verbose:
+        for noisy in ("lifecycle", "monitors", "flows", "prefect"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    from lifecycle.scenarios import SCENARIOS
+    from lifecycle.settings import load_settings
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"must be one of {', '.join(SCENARIOS)}", param_hint="--scenario")
+    base = load_settings()
+    folder = (home or base.home / "demo").expanduser().resolve()
+    if (folder / "mlflow.db").exists():
+        raise typer.BadParameter(
+            f"{folder} holds an earlier demo; remove it or pass another --home",
+            param_hint="--home",
+        )
+    os.environ["LIFECYCLE_HOME"] = str(folder)
+    os.environ["LIFECYCLE_SPECIALISTS_FILE"] = str(folder / "demo-specialists.yaml")
+    os.environ.pop("LIFECYCLE_TRAFFIC_DB_URL", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    settings = load_settings(home=folder)
+    _prefect_env(settings)
+    from flows.demo import run_demo, summary
+
+    typer.echo(f"demo state in {folder}")
+    result = run_demo(folder, scenario=scenario, data=data)
+    typer.echo(summary(result, folder, settings.tracking_uri))
+
+
+@app.command()
+@_friendly
+def deploy(
+    retrain_pool: str | None = typer.Option(
+        None,
+        help="Send retraining to this Prefect work pool (e.g. workers with GPUs) instead of "
+        "running it here; its workers need this code and the same LIFECYCLE_ settings.",
+    ),
+    specialists_file: Path | None = SpecialistsFileOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Register the loop's flows as Prefect deployments and serve them until stopped.
+
+    Per specialist: monitor-NAME on the spec's monitoring.schedule; retrain-NAME,
+    triggered by the lifecycle.drift.detected event (one run at a time); promote-NAME,
+    on the schedule and triggered by lifecycle.candidate.registered. Set
+    PREFECT_API_URL to a Prefect server (`prefect server start`) to see them, their
+    runs and the events in its UI.
+    """
+    _setup_logging(verbose)
+    settings, specs = _context(specialists_file)
+    os.environ["LIFECYCLE_SPECIALISTS_FILE"] = str(settings.specialists_file)
+    _prefect_env(settings)
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.secho(
+            "PREFECT_API_URL is not set: the deployments live on a temporary local server "
+            "that stops with this command.",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    from flows.deploy import serve_all
+
+    serve_all(specs, retrain_pool=retrain_pool)
+
+
 def _parse_time(text: str | None, option: str) -> Any:
     if text is None:
         return None
@@ -422,30 +550,6 @@ def _parse_time(text: str | None, option: str) -> Any:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _not_ready(command: str, issue: str) -> Callable[..., None]:
-    def run() -> None:
-        typer.secho(
-            f"`lifecycle {command}` is not ready yet: it lands with the {issue} work. "
-            "Available now: train, status, serve, monitor, simulate, promote --force, rollback.",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
-        raise typer.Exit(2)
-
-    run.__doc__ = f"(not ready yet: lands with the {issue} work)"
-    return run
-
-
-for _command, _issue in (
-    ("demo", "closed-loop flows"),
-    ("retrain", "closed-loop flows"),
-    ("deploy", "closed-loop flows"),
-):
-    app.command(
-        _command, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-    )(_not_ready(_command, _issue))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,10 +63,14 @@ def test_cli_starts_without_heavy_imports() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_verbs_not_ready_say_so() -> None:
-    result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 2
-    assert "not ready yet" in result.output
+def test_loop_verbs_check_their_arguments_before_starting_anything() -> None:
+    bad_scenario = runner.invoke(app, ["demo", "--scenario", "nonsense"])
+    assert bad_scenario.exit_code == 2 and "new_intent" in bad_scenario.output
+    no_name = runner.invoke(app, ["retrain"])
+    assert no_name.exit_code == 2 and "--specialist" in no_name.output
+    for verb in ("demo", "retrain", "deploy"):
+        shown = runner.invoke(app, [verb, "--help"])
+        assert shown.exit_code == 0 and "not ready" not in shown.output
 
 
 @pytest.mark.parametrize(

@@ -222,3 +222,26 @@ def test_too_few_labels_start_no_training_and_say_how_many_are_missing(loop_env:
     assert alerts["verdict"].tolist() == ["NEEDS_LABELS"]
     assert "40 more labels" in alerts["payload"].iloc[0]["summary"]
     assert os.environ["LIFECYCLE_HOME"]  # the flow read the same environment as the test
+
+
+def test_deploy_registers_schedules_and_event_triggers(prefect: None) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.deploy import build_deployments
+    from lifecycle.spec import SpecialistsFile
+
+    specs = SpecialistsFile.model_validate({"specialists": [SPEC]})
+    deployments = build_deployments(specs)
+    assert [d.name for d in deployments] == ["monitor-looped", "retrain-looped", "promote-looped"]
+    ids = [d.apply() for d in deployments]
+    with get_client(sync_client=True) as client:
+        monitor = client.read_deployment(ids[0])
+        assert [s.schedule.cron for s in monitor.schedules] == ["*/10 * * * *"]
+        retrain = client.read_deployment(ids[1])
+        assert retrain.schedules == [] and retrain.parameters["specialist"] == "looped"
+        automations = {a.name: a for a in client.read_automations()}
+    drift = automations["lifecycle.drift.detected -> looped"]
+    assert drift.trigger.expect == {"lifecycle.drift.detected"}
+    assert drift.actions[0].deployment_id == ids[1]
+    assert drift.actions[0].parameters == {"specialist": "looped", "trigger": "drift"}
+    assert "lifecycle.candidate.registered -> looped" in automations

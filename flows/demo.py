@@ -1,0 +1,285 @@
+"""``lifecycle demo``: the whole loop on embedded defaults, with a timeline at the end.
+
+Trains a first champion, serves it from a real gateway (uvicorn, in-process), replays
+generated traffic with a drift while people's labels arrive late, and lets the flows run
+the loop: monitor (real Prefect flow runs on an ephemeral server), retrain on the drift,
+shadow the challenger in the gateway, gate it, promote it. Accuracy is measured on what
+the gateway answered: before the drift, during it, and after the promotion.
+
+The steps call the same flows that ``lifecycle deploy`` schedules and triggers; here the
+demo starts each one at the moment its schedule or trigger would, so a run takes minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lifecycle.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+NAME = "support-router"
+CHUNK = 200
+
+
+@dataclass
+class Timeline:
+    started: float = field(default_factory=time.perf_counter)
+    events: list[tuple[float, int | None, str, str]] = field(default_factory=list)
+
+    def add(self, request: int | None, what: str, detail: str = "") -> None:
+        at = time.perf_counter() - self.started
+        self.events.append((at, request, what, detail))
+        where = f"request {request:>5}" if request is not None else " " * 13
+        print(f"  {at:6.0f} s  {where}  {what:<22} {detail}", flush=True)
+
+
+@dataclass
+class Accuracy:
+    correct: int = 0
+    total: int = 0
+
+    def add(self, correct: int, total: int) -> None:
+        self.correct += correct
+        self.total += total
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+
+@dataclass
+class DemoResult:
+    before: Accuracy
+    during: Accuracy
+    after: Accuracy
+    promoted_version: int | None
+    timeline: Timeline
+    detection_delay: int | None
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.after.value / self.before.value if self.before.total else float("nan")
+
+
+def write_demo_spec(home: Path, reference: pd.DataFrame, labels: list[str]) -> Path:
+    """The demo's specialists file: its data is the scenario's reference set."""
+    import yaml
+
+    home.mkdir(parents=True, exist_ok=True)
+    data = home / "demo-reference.csv"
+    reference[["text", "label"]].to_csv(data, index=False)
+    spec = {
+        "name": NAME,
+        "description": "Demo: routes support tickets; learns a drift through the loop.",
+        "labels": labels,
+        "data": {"kind": "file", "path": str(data)},
+        "training": {"epochs": 3, "batch_size": 32, "max_length": 64},
+        "monitoring": {"window_size": 400, "min_window": 100, "min_labels": 100},
+        "escalation": {"confidence_threshold": 0.5, "fallback": "none"},
+        "promotion": {"min_samples": 100, "margin": 0.0, "alpha": 0.05},
+    }
+    path = home / "demo-specialists.yaml"
+    path.write_text(yaml.safe_dump({"specialists": [spec]}, sort_keys=False))
+    return path
+
+
+def scenario_stream(
+    scenario: str, data: Path | None, *, n_before: int, n_after: int, seed: int
+) -> Any:
+    from lifecycle.scenarios import build_scenario, holdout_scenario
+
+    if data is None:
+        return build_scenario(scenario, n_before=n_before, n_after=n_after, seed=seed)
+    from lifecycle.data import load_table
+
+    table = load_table(data)
+    return holdout_scenario(
+        table, n_holdout=3, n_before=n_before, n_after=n_after, release_share=0.3, seed=seed
+    )
+
+
+def run_demo(
+    home: Path,
+    *,
+    scenario: str = "new_intent",
+    data: Path | None = None,
+    n_before: int = 800,
+    n_after: int = 2400,
+    seed: int = 0,
+) -> DemoResult:
+    from flows.monitor import monitor_flow
+    from flows.promote import promote_flow
+    from flows.retrain import retrain_flow
+    from lifecycle.pipeline import train_and_register
+    from lifecycle.settings import load_settings
+    from lifecycle.spec import load_specialists
+
+    timeline = Timeline()
+    sc = scenario_stream(scenario, data, n_before=n_before, n_after=n_after, seed=seed)
+    print(f"scenario {sc.name}: {sc.description}", flush=True)
+    labels = sorted(set(sc.labels_before) | set(sc.labels_after))
+    specialists_file = write_demo_spec(home, sc.reference, labels)
+    token = secrets.token_urlsafe(16)
+    settings = load_settings(
+        home=home,
+        specialists_file=specialists_file,
+        admin_token=token,
+        registry_poll_s=2.0,
+        progress=False,
+    )
+    specs = load_specialists(specialists_file)
+    spec = specs.get(NAME)
+
+    timeline.add(None, "train champion", f"{len(sc.reference)} reference tickets")
+    first = train_and_register(settings, spec, alias="champion")
+    timeline.add(
+        None,
+        "champion registered",
+        f"v{first.version.version}, val accuracy {first.result.evaluation.accuracy:.3f}",
+    )
+    stream = sc.stream
+    result = _loop(
+        settings,
+        specs,
+        first.result.host,
+        stream,
+        sc.onset,
+        timeline,
+        token,
+        monitor_flow=monitor_flow,
+        retrain_flow=retrain_flow,
+        promote_flow=promote_flow,
+    )
+    result.seconds = time.perf_counter() - timeline.started
+    return result
+
+
+def _loop(
+    settings: Settings,
+    specs: Any,
+    host: Any,
+    stream: pd.DataFrame,
+    onset: int,
+    timeline: Timeline,
+    token: str,
+    *,
+    monitor_flow: Any,
+    retrain_flow: Any,
+    promote_flow: Any,
+) -> DemoResult:
+    import httpx
+
+    from lifecycle.serving.app import create_app
+    from lifecycle.serving.background import serve_in_background
+    from lifecycle.simulate import simulate
+
+    before, during, after = Accuracy(), Accuracy(), Accuracy()
+    app = create_app(settings, specs, host=host)
+    state = "watching"  # -> shadowing -> promoted
+    promoted: int | None = None
+    detected: int | None = None
+    headers = {"Authorization": f"Bearer {token}"}
+    with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        timeline.add(0, "gateway serving", url)
+        for start in range(0, len(stream), CHUNK):
+            chunk = stream.iloc[start : start + CHUNK]
+            if start <= onset < start + CHUNK:
+                timeline.add(onset, "drift onset", "traffic changes from here")
+            report = simulate(
+                url,
+                NAME,
+                chunk,
+                feedback_share=0.5,
+                feedback_delay=20,
+                seed=start,
+                token=token,
+                client=client,
+            )
+            for phase, stats in report.phases.items():
+                target = before if phase == "before" else (after if state == "promoted" else during)
+                target.add(stats.correct, stats.requests)
+            app.state.gw.writer.flush()  # this chunk's requests and labels are in the store
+            sent = start + len(chunk)
+            if state == "watching" and sent > onset:
+                verdict = monitor_flow(NAME)["verdict"]
+                if verdict["status"] != "OK":
+                    timeline.add(
+                        sent, f"monitor: {verdict['status']}", ", ".join(verdict.get("drifted", []))
+                    )
+                if verdict["retrain"]:
+                    detected = detected or sent - onset
+                    timeline.add(sent, "alert sent", "stored in the traffic store and webhooks")
+                    outcome = retrain_flow(NAME, trigger="drift")
+                    timeline.add(
+                        sent, f"retrain: {outcome['status']}", outcome.get("reason", "")[:80]
+                    )
+                    if outcome["status"] == "registered":
+                        ev = outcome.get("evaluation", {})
+                        timeline.add(
+                            sent,
+                            "challenger registered",
+                            f"v{outcome['challenger_version']}: held-out new traffic "
+                            f"{ev.get('holdout_new.challenger_accuracy', float('nan')):.3f} vs "
+                            f"champion {ev.get('holdout_new.champion_accuracy', float('nan')):.3f}",
+                        )
+                        client.post("/v1/admin/reload", headers=headers)
+                        timeline.add(sent, "shadow starts", "the gateway scores the challenger too")
+                        state = "shadowing"
+            elif state == "shadowing":
+                gate = promote_flow(NAME)
+                decision = gate.get("decision") or {}
+                if gate["action"] in ("promoted", "rejected"):
+                    timeline.add(
+                        sent,
+                        f"gate: {gate['action']}",
+                        f"{decision.get('challenger_accuracy') or 0.0:.3f} vs "
+                        f"{decision.get('champion_accuracy') or 0.0:.3f} on "
+                        f"{decision.get('n_labelled')} labelled pairs, "
+                        f"p={decision.get('p_value') or 1.0:.2g}",
+                    )
+                if gate["action"] == "promoted":
+                    client.post("/v1/admin/reload", headers=headers)
+                    promoted = gate["challenger_version"]
+                    timeline.add(sent, "promoted", f"champion is v{promoted}")
+                    state = "promoted"
+                elif gate["action"] == "rejected":
+                    state = "watching"
+    return DemoResult(before, during, after, promoted, timeline, detected, 0.0)
+
+
+def summary(result: DemoResult, settings_home: Path, tracking_uri: str) -> str:
+    lines = [
+        "",
+        f"accuracy before the drift (champion v1): {result.before.value:.3f} "
+        f"on {result.before.total} requests",
+        f"accuracy during the drift (champion v1): {result.during.value:.3f} "
+        f"on {result.during.total} requests",
+    ]
+    if result.promoted_version is not None:
+        lines.append(
+            f"accuracy after the promotion (v{result.promoted_version}, drifted traffic): "
+            f"{result.after.value:.3f} on {result.after.total} requests "
+            f"({result.ratio:.1%} of before the drift)"
+        )
+    else:
+        lines.append("no challenger was promoted in this run")
+    if result.detection_delay is not None:
+        lines.append(f"detected {result.detection_delay} requests after the onset")
+    lines += [
+        f"done in {result.seconds / 60:.1f} min",
+        "",
+        "Look at what it produced:",
+        f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}",
+        f"  Prefect UI: PREFECT_HOME={settings_home / 'prefect'} .venv/bin/prefect server start",
+    ]
+    return "\n".join(lines)
