@@ -65,13 +65,21 @@ class DemoResult:
     timeline: Timeline
     detection_delay: int | None
     seconds: float
+    #: Requests served before the promotion took effect (the stream index it happened at).
+    promoted_at: int | None = None
+
+    def seconds_at(self, what: str) -> float | None:
+        """When the timeline first recorded ``what`` (seconds from the start)."""
+        return next((at for at, _, name, _ in self.timeline.events if name == what), None)
 
     @property
     def ratio(self) -> float:
         return self.after.value / self.before.value if self.before.total else float("nan")
 
 
-def write_demo_spec(home: Path, reference: pd.DataFrame, labels: list[str]) -> Path:
+def write_demo_spec(
+    home: Path, reference: pd.DataFrame, labels: list[str], *, epochs: int = 3
+) -> Path:
     """The demo's specialists file: its data is the scenario's reference set."""
     import yaml
 
@@ -83,7 +91,7 @@ def write_demo_spec(home: Path, reference: pd.DataFrame, labels: list[str]) -> P
         "description": "Demo: routes support tickets; learns a drift through the loop.",
         "labels": labels,
         "data": {"kind": "file", "path": str(data)},
-        "training": {"epochs": 3, "batch_size": 32, "max_length": 64},
+        "training": {"epochs": epochs, "batch_size": 32, "max_length": 64},
         "monitoring": {"window_size": 400, "min_window": 100, "min_labels": 100},
         "escalation": {"confidence_threshold": 0.5, "fallback": "none"},
         "promotion": {"min_samples": 100, "margin": 0.0, "alpha": 0.05},
@@ -117,6 +125,24 @@ def run_demo(
     n_after: int = 2400,
     seed: int = 0,
 ) -> DemoResult:
+    """The demo on a generated scenario, or on ``data`` with intents released late."""
+    sc = scenario_stream(scenario, data, n_before=n_before, n_after=n_after, seed=seed)
+    print(f"scenario {sc.name}: {sc.description}", flush=True)
+    labels = sorted(set(sc.labels_before) | set(sc.labels_after))
+    return run_loop(home, reference=sc.reference, stream=sc.stream, onset=sc.onset, labels=labels)
+
+
+def run_loop(
+    home: Path,
+    *,
+    reference: pd.DataFrame,
+    stream: pd.DataFrame,
+    onset: int,
+    labels: list[str],
+    epochs: int = 3,
+) -> DemoResult:
+    """Train a champion on ``reference``, then serve ``stream`` (text, label, phase) through
+    a gateway while the flows run the loop."""
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.retrain import retrain_flow
@@ -125,10 +151,7 @@ def run_demo(
     from lifecycle.spec import load_specialists
 
     timeline = Timeline()
-    sc = scenario_stream(scenario, data, n_before=n_before, n_after=n_after, seed=seed)
-    print(f"scenario {sc.name}: {sc.description}", flush=True)
-    labels = sorted(set(sc.labels_before) | set(sc.labels_after))
-    specialists_file = write_demo_spec(home, sc.reference, labels)
+    specialists_file = write_demo_spec(home, reference, labels, epochs=epochs)
     token = secrets.token_urlsafe(16)
     settings = load_settings(
         home=home,
@@ -140,20 +163,19 @@ def run_demo(
     specs = load_specialists(specialists_file)
     spec = specs.get(NAME)
 
-    timeline.add(None, "train champion", f"{len(sc.reference)} reference tickets")
+    timeline.add(None, "train champion", f"{len(reference)} reference rows")
     first = train_and_register(settings, spec, alias="champion")
     timeline.add(
         None,
         "champion registered",
         f"v{first.version.version}, val accuracy {first.result.evaluation.accuracy:.3f}",
     )
-    stream = sc.stream
     result = _loop(
         settings,
         specs,
         first.result.host,
         stream,
-        sc.onset,
+        onset,
         timeline,
         token,
         monitor_flow=monitor_flow,
@@ -187,6 +209,7 @@ def _loop(
     app = create_app(settings, specs, host=host)
     state = "watching"  # -> shadowing -> promoted
     promoted: int | None = None
+    promoted_at: int | None = None
     detected: int | None = None
     headers = {"Authorization": f"Bearer {token}"}
     with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=60) as client:
@@ -250,11 +273,12 @@ def _loop(
                 if gate["action"] == "promoted":
                     client.post("/v1/admin/reload", headers=headers)
                     promoted = gate["challenger_version"]
+                    promoted_at = sent
                     timeline.add(sent, "promoted", f"champion is v{promoted}")
                     state = "promoted"
                 elif gate["action"] == "rejected":
                     state = "watching"
-    return DemoResult(before, during, after, promoted, timeline, detected, 0.0)
+    return DemoResult(before, during, after, promoted, timeline, detected, 0.0, promoted_at)
 
 
 def summary(result: DemoResult, settings_home: Path, tracking_uri: str) -> str:

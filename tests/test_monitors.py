@@ -140,8 +140,10 @@ def test_report_html_is_written(tmp_path, vocabulary: frozenset[str]) -> None:  
         escalation_threshold=0.5,
     )
     scores = drift_scores(ref, cur, html=tmp_path / "r.html")
-    assert scores.reports == (tmp_path / "r.html",)
-    assert "<html" in (tmp_path / "r.html").read_text()[:2000].lower()
+    assert scores.reports == (tmp_path / "r.html", tmp_path / "r-embeddings.html")
+    for path in scores.reports:
+        assert "<html" in path.read_text()[:2000].lower()
+    assert "sample_of_100_rows_per_side" in scores.reports[1].read_text()
     # Without a report, Evidently's stattests run directly: the same scores, no figures.
     direct = drift_scores(ref, cur)
     assert direct.reports == ()
