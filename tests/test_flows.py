@@ -245,3 +245,109 @@ def test_deploy_registers_schedules_and_event_triggers(prefect: None) -> None:
     assert drift.actions[0].deployment_id == ids[1]
     assert drift.actions[0].parameters == {"specialist": "looped", "trigger": "drift"}
     assert "lifecycle.candidate.registered -> looped" in automations
+
+
+def test_a_retrain_that_dies_midway_leaves_aliases_and_alerts(
+    loop_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lifecycle.train
+    from flows.retrain import retrain_flow
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    _traffic(
+        env,
+        host,
+        champion_id,
+        1,
+        160,
+        seed=81,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("worker lost mid-training (out of memory)")
+
+    monkeypatch.setattr(lifecycle.train, "train_specialist", killed)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        retrain_flow("looped")
+    assert registry.aliases("looped") == {"champion": 1}
+    assert [v.version for v in registry.versions("looped")] == [1]
+    alerts = env.store.alerts("looped")
+    assert alerts["verdict"].tolist() == ["RETRAIN_FAILED"]
+    assert "worker lost" in alerts["payload"].iloc[0]["summary"]
+
+
+@pytest.mark.integration
+def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
+    loop_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The traffic store on the real PostgreSQL refuses connections for a few seconds."""
+    import threading
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from flows.monitor import monitor_flow
+    from lifecycle.registry import Registry
+    from lifecycle.store import TrafficStore
+    from tests.test_store_postgres import ADMIN_URL, refused_connections
+
+    env = loop_env
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"lifecycle_flows_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        store = TrafficStore(url)
+        store.upgrade()
+        env.store = store
+        registry = Registry(env.settings)
+        host = env.trained.result.host
+        champion_id, _ = registry.load(host, "looped", "champion")
+        from lifecycle.replay import record_traffic
+
+        record_traffic(
+            store,
+            host,
+            champion_id,
+            specialist="looped",
+            model_version=1,
+            frame=generate_tickets(150, seed=91),
+            start=datetime.now(timezone.utc) - timedelta(hours=1),
+        )
+        store.dispose()
+        monkeypatch.setenv("LIFECYCLE_TRAFFIC_DB_URL", url)
+        with refused_connections(admin, name):
+            # The outage ends while the flow waits to retry its first failed attempt.
+            ends = threading.Event()
+
+            def end_outage() -> None:
+                ends.wait(3.0)
+                with admin.connect() as conn:
+                    conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+            threading.Thread(target=end_outage, daemon=True).start()
+            result = monitor_flow("looped", return_state=True)
+        assert result.is_completed(), result
+        verdict = result.result()["verdict"]
+        assert verdict["status"] == "OK" and verdict["window"]["rows"] == 150
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs()
+        checks = [
+            r
+            for r in runs
+            if r.flow_run_id == result.state_details.flow_run_id and r.name.startswith("check")
+        ]
+        assert checks and checks[0].run_count >= 2  # failed while refused, then succeeded
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
