@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/loop.py [--data ../shared/data/banking77] [--holdout 5]
 
-Five intents are held out of the first champion's training data and make up 30% of the
+Five intents are held out of the first champion's training data and make up 20% of the
 traffic after the onset. The loop runs as in ``lifecycle demo`` (real gateway, real
 Prefect flow runs, labels for half of the requests arriving late). Printed side by side:
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-N_BEFORE, N_AFTER, RELEASE = 600, 1000, 0.3
+N_BEFORE, N_AFTER, RELEASE = 600, 1500, 0.2
 
 
 def build(table: Any, holdout: int, seed: int) -> dict[str, Any]:

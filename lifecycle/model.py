@@ -156,11 +156,15 @@ class AdapterHost:
         max_length: int,
         seed: int = 0,
         parent_head: tuple[Sequence[str], np.ndarray, np.ndarray] | None = None,
+        parent_adapter: Path | None = None,
     ) -> None:
         """Add a fresh, trainable adapter and head.
 
         ``parent_head`` (labels, weight, bias) warm-starts the rows of labels the
         parent already knew; a label new to this version gets a fresh row.
+        ``parent_adapter`` (a version's artifact folder) starts the LoRA weights from the
+        parent's when its LoRA shape matches: a retrain on a few hundred new labels then
+        refines what the parent learned instead of relearning it from scratch.
         """
         import torch
         from peft import LoraConfig
@@ -173,6 +177,8 @@ class AdapterHost:
             target_modules=list(lora.target_modules),
         )
         self._attach(adapter_id, config)
+        if parent_adapter is not None:
+            self._warm_start(adapter_id, parent_adapter, lora)
         head = torch.nn.Linear(self.hidden_size, len(labels)).to(self.placement.device)
         if parent_head is not None:
             parent_labels, weight, bias = parent_head
@@ -190,6 +196,23 @@ class AdapterHost:
             lora=lora,
         )
         self._adapters[adapter_id] = _Adapter(meta=meta, head=head)
+
+    def _warm_start(self, adapter_id: str, folder: Path, lora: LoraSpec) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        parent = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        same = (
+            parent.get("r") == lora.r
+            and parent.get("lora_alpha") == lora.alpha
+            and sorted(parent.get("target_modules") or []) == sorted(lora.target_modules)
+        )
+        if not same:
+            logger.info("LoRA shape changed since the parent: %s starts fresh", adapter_id)
+            return
+        set_peft_model_state_dict(
+            self._peft, load_file(str(folder / ADAPTER_WEIGHTS)), adapter_name=adapter_id
+        )
 
     def trainable_parameters(self, adapter_id: str) -> tuple[list[Any], list[Any]]:
         """(LoRA parameters, head parameters) of one adapter, marked trainable."""

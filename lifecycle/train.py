@@ -115,6 +115,7 @@ def train_specialist(
         max_length=cfg.max_length,
         seed=cfg.seed,
         parent_head=parent_head,
+        parent_adapter=parent,
     )
     lora_params, head_params = host.trainable_parameters(CANDIDATE)
     optimizer = torch.optim.AdamW(

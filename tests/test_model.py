@@ -152,3 +152,35 @@ def test_cuda_placement_uses_bf16_where_supported() -> None:
     placement = pick_placement("auto")
     assert placement.device == "cuda"
     assert placement.autocast_bf16 == torch.cuda.is_bf16_supported()
+
+
+def test_a_retrain_starts_from_the_parents_lora_weights_when_the_shape_matches(
+    trained, host: AdapterHost, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    folder = trained.host.save_adapter(trained.adapter_id, tmp_path / "parent")
+    lora = trained.meta.lora
+    host.new_adapter(
+        "warm", name="warm", labels=["a", "b"], lora=lora, max_length=16, parent_adapter=folder
+    )
+    host.new_adapter("cold", name="cold", labels=["a", "b"], lora=lora, max_length=16)
+    changed = lora.model_copy(update={"r": lora.r * 2})
+    host.new_adapter(
+        "reshaped", name="r", labels=["a", "b"], lora=changed, max_length=16, parent_adapter=folder
+    )
+    try:
+
+        def weights(adapter_id: str, h: AdapterHost) -> list[torch.Tensor]:
+            h.trainable_parameters(adapter_id)
+            return [p.detach().clone() for p in h.trainable_parameters(adapter_id)[0]]
+
+        parent = weights(trained.adapter_id, trained.host)
+        warm, cold = weights("warm", host), weights("cold", host)
+        assert len(parent) == len(warm) > 0
+        assert all(torch.equal(a, b) for a, b in zip(parent, warm, strict=True))
+        assert not all(torch.equal(a, b) for a, b in zip(parent, cold, strict=True))
+        assert weights("reshaped", host)[0].shape != parent[0].shape  # fresh, not copied
+    finally:
+        for adapter_id in ("warm", "cold", "reshaped"):
+            host.remove_adapter(adapter_id)
