@@ -12,8 +12,10 @@ Prefect flow runs, labels for half of the requests arriving late). Printed side 
   oracle is a specialist trained up front on the reference plus other rows of the held-out
   intents (the best the loop could hope to reach).
 
-The held-out intents' rows are split in two: one half feeds the traffic, the other only
-the oracle, so no request the loop is scored on was trained on by the oracle.
+The held-out intents' train rows are split in two: one half (with their test rows) feeds
+the traffic, the other only the oracle, so no request the loop is scored on was trained on
+by the oracle. Accuracy after the promotion is that of the last promoted champion on the
+drifted traffic it answered (the loop keeps retraining on a schedule after a promotion).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-N_BEFORE, N_AFTER, RELEASE = 600, 1500, 0.2
+N_BEFORE, N_AFTER, RELEASE = 600, 2600, 0.2
 
 
-def build(table: Any, holdout: int, seed: int) -> dict[str, Any]:
+def build(table: Any, test: Any, holdout: int, seed: int) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
@@ -41,7 +43,10 @@ def build(table: Any, holdout: int, seed: int) -> dict[str, Any]:
     kept_rows = table[~table["label"].isin(held)]
     held_rows = table[table["label"].isin(held)]
     reference, kept_pool = stratified_split(kept_rows, fraction=0.3, seed=seed)
+    # Half the held-out intents' train rows (and their test rows) feed the traffic; the
+    # other half only the oracle.
     held_stream, held_oracle = stratified_split(held_rows, fraction=0.5, seed=seed)
+    held_stream = pd.concat([held_stream, test[test["label"].isin(held)]])
     rng = np.random.default_rng(seed)
     n_release = round(RELEASE * N_AFTER)
     kept_pool = kept_pool.sample(frac=1.0, random_state=seed)
@@ -101,7 +106,8 @@ def main() -> None:
     from lifecycle.data import load_table
 
     table = load_table(args.data / "train.csv", label_column="category")
-    parts = build(table, args.holdout, args.seed)
+    test = load_table(args.data / "test.csv", label_column="category")
+    parts = build(table, test, args.holdout, args.seed)
     print(
         f"held out {parts['held']}; reference {len(parts['reference'])} rows; "
         f"stream {len(parts['stream'])} requests, onset at {parts['onset']}",
@@ -114,6 +120,7 @@ def main() -> None:
         onset=parts["onset"],
         labels=parts["labels"],
         epochs=args.epochs,
+        retrain_every=400,
     )
     out: dict[str, Any] = {
         "held_out": parts["held"],

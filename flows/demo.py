@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 NAME = "support-router"
 CHUNK = 200
+#: After a promotion, retrain on the labels that kept arriving every this many requests.
+RETRAIN_EVERY = 800
 
 
 @dataclass
@@ -140,6 +142,7 @@ def run_loop(
     onset: int,
     labels: list[str],
     epochs: int = 3,
+    retrain_every: int = RETRAIN_EVERY,
 ) -> DemoResult:
     """Train a champion on ``reference``, then serve ``stream`` (text, label, phase) through
     a gateway while the flows run the loop."""
@@ -181,6 +184,7 @@ def run_loop(
         monitor_flow=monitor_flow,
         retrain_flow=retrain_flow,
         promote_flow=promote_flow,
+        retrain_every=retrain_every,
     )
     result.seconds = time.perf_counter() - timeline.started
     return result
@@ -198,6 +202,7 @@ def _loop(
     monitor_flow: Any,
     retrain_flow: Any,
     promote_flow: Any,
+    retrain_every: int,
 ) -> DemoResult:
     import httpx
 
@@ -205,13 +210,33 @@ def _loop(
     from lifecycle.serving.background import serve_in_background
     from lifecycle.simulate import simulate
 
-    before, during, after = Accuracy(), Accuracy(), Accuracy()
+    before, during = Accuracy(), Accuracy()
+    served: dict[int, Accuracy] = {}  # drifted traffic answered by each promoted champion
     app = create_app(settings, specs, host=host)
-    state = "watching"  # -> shadowing -> promoted
+    state = "watching"  # -> shadowing -> watching (a promoted champion is watched too)
     promoted: int | None = None
     promoted_at: int | None = None
+    schedule_from: int | None = None  # scheduled retrains start after a first promotion
     detected: int | None = None
     headers = {"Authorization": f"Bearer {token}"}
+
+    def train(sent: int, trigger: str) -> bool:
+        outcome = retrain_flow(NAME, trigger=trigger)
+        timeline.add(sent, f"retrain: {outcome['status']}", outcome.get("reason", "")[:80])
+        if outcome["status"] != "registered":
+            return False
+        ev = outcome.get("evaluation", {})
+        timeline.add(
+            sent,
+            "challenger registered",
+            f"v{outcome['challenger_version']} ({trigger}): held-out new traffic "
+            f"{ev.get('holdout_new.challenger_accuracy', float('nan')):.3f} vs "
+            f"champion {ev.get('holdout_new.champion_accuracy', float('nan')):.3f}",
+        )
+        client.post("/v1/admin/reload", headers=headers)
+        timeline.add(sent, "shadow starts", "the gateway scores the challenger too")
+        return True
+
     with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         timeline.add(0, "gateway serving", url)
         for start in range(0, len(stream), CHUNK):
@@ -229,35 +254,30 @@ def _loop(
                 client=client,
             )
             for phase, stats in report.phases.items():
-                target = before if phase == "before" else (after if state == "promoted" else during)
-                target.add(stats.correct, stats.requests)
+                if phase == "before":
+                    before.add(stats.correct, stats.requests)
+                elif promoted is None:
+                    during.add(stats.correct, stats.requests)
+                else:
+                    served.setdefault(promoted, Accuracy()).add(stats.correct, stats.requests)
             app.state.gw.writer.flush()  # this chunk's requests and labels are in the store
             sent = start + len(chunk)
             if state == "watching" and sent > onset:
                 verdict = monitor_flow(NAME)["verdict"]
                 if verdict["status"] != "OK":
-                    timeline.add(
-                        sent, f"monitor: {verdict['status']}", ", ".join(verdict.get("drifted", []))
-                    )
+                    drifted = ", ".join(verdict.get("drifted", []))
+                    timeline.add(sent, f"monitor: {verdict['status']}", drifted)
                 if verdict["retrain"]:
                     detected = detected or sent - onset
                     timeline.add(sent, "alert sent", "stored in the traffic store and webhooks")
-                    outcome = retrain_flow(NAME, trigger="drift")
-                    timeline.add(
-                        sent, f"retrain: {outcome['status']}", outcome.get("reason", "")[:80]
-                    )
-                    if outcome["status"] == "registered":
-                        ev = outcome.get("evaluation", {})
-                        timeline.add(
-                            sent,
-                            "challenger registered",
-                            f"v{outcome['challenger_version']}: held-out new traffic "
-                            f"{ev.get('holdout_new.challenger_accuracy', float('nan')):.3f} vs "
-                            f"champion {ev.get('holdout_new.champion_accuracy', float('nan')):.3f}",
-                        )
-                        client.post("/v1/admin/reload", headers=headers)
-                        timeline.add(sent, "shadow starts", "the gateway scores the challenger too")
+                    if train(sent, "drift"):
                         state = "shadowing"
+                elif (
+                    schedule_from is not None
+                    and sent - schedule_from >= retrain_every
+                    and train(sent, "schedule")  # labels kept arriving since the promotion
+                ):
+                    state = "shadowing"
             elif state == "shadowing":
                 gate = promote_flow(NAME)
                 decision = gate.get("decision") or {}
@@ -273,11 +293,13 @@ def _loop(
                 if gate["action"] == "promoted":
                     client.post("/v1/admin/reload", headers=headers)
                     promoted = gate["challenger_version"]
-                    promoted_at = sent
+                    promoted_at = schedule_from = sent
                     timeline.add(sent, "promoted", f"champion is v{promoted}")
-                    state = "promoted"
-                elif gate["action"] == "rejected":
                     state = "watching"
+                elif gate["action"] == "rejected":
+                    schedule_from = sent if schedule_from is not None else None
+                    state = "watching"
+    after = served.get(promoted, Accuracy()) if promoted is not None else Accuracy()
     return DemoResult(before, during, after, promoted, timeline, detected, 0.0, promoted_at)
 
 

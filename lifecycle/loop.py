@@ -91,7 +91,9 @@ def retrain_from_traffic(
                 challenger_version=existing,
             )
 
-    window = store.window(spec.name, since=since, model_version=champion, with_embeddings=False)
+    # Every labelled request counts, whichever version answered it: a label is about the
+    # text, and the traffic of earlier champions holds most of what people labelled.
+    window = store.window(spec.name, since=since, with_embeddings=False)
     champion_info = registry.get_version(spec.name, champion)
     labels_known = json.loads(champion_info.lineage.get("labels", "[]"))
     plan = plan_retraining(
