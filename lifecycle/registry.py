@@ -59,13 +59,12 @@ class Registry:
     """A thin layer over ``MlflowClient`` with the project's names and checks."""
 
     def __init__(self, settings: Settings) -> None:
-        import mlflow
         from mlflow import MlflowClient
 
         self.settings = settings
         if settings.tracking_uri.startswith("sqlite:"):
             settings.ensure_home()
-        mlflow.set_tracking_uri(settings.tracking_uri)
+        _set_fluent_tracking_uri(settings.tracking_uri)
         self.client = MlflowClient(
             tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
         )
@@ -394,6 +393,25 @@ def _confusion_figure(result: TrainResult) -> Any:
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def _set_fluent_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API (``mlflow.start_run``) at ``uri`` without touching the env.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ``, and
+    our settings read that variable: every ``load_settings()`` later in the process would then
+    follow the first registry opened instead of its own ``LIFECYCLE_HOME``.
+    """
+    import os
+
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def _write_reference(result: TrainResult, folder: Path) -> Path:

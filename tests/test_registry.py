@@ -114,3 +114,19 @@ def test_artifacts_stay_under_home(home: Path, trained, tiny_spec) -> None:  # t
     run = registry.client.get_run(info.run_id)
     assert run.info.artifact_uri.startswith((home / "mlartifacts").resolve().as_uri())
     assert not (Path.cwd() / "mlruns").exists()
+
+
+def test_opening_a_registry_leaves_mlflow_tracking_uri_in_the_environment_alone(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from lifecycle.registry import Registry
+    from lifecycle.settings import load_settings
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Registry(load_settings())
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # later settings keep their own home
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    Registry(load_settings(mlflow_tracking_uri=f"sqlite:///{home / 'other.db'}"))
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////elsewhere/mlflow.db"
