@@ -220,12 +220,7 @@ def _stattest_score(
     except Exception as exc:  # a library failure must not end the check
         skipped[d.name] = f"Evidently failed: {_oneline(exc)}"
         return
-    value = _number(score)
-    if value is None:
-        skipped[d.name] = f"Evidently gave no finite score ({score!r})"
-        return
-    values[d.name] = value
-    sizes[d.name] = (len(ref_rows), len(cur_rows))
+    _keep(item, score, values, sizes, skipped)
 
 
 def _embedding_score(
@@ -251,6 +246,18 @@ def _embedding_score(
     except Exception as exc:  # a library failure must not end the check
         skipped[d.name] = f"Evidently failed: {_oneline(exc)}"
         return
+    _keep(item, score, values, sizes, skipped)
+
+
+def _keep(
+    item: tuple[SignalDef, np.ndarray, np.ndarray],
+    score: Any,
+    values: dict[str, float],
+    sizes: dict[str, tuple[int, int]],
+    skipped: dict[str, str],
+) -> None:
+    """Record a signal's score and row counts, or why it has none."""
+    d, ref_rows, cur_rows = item
     value = _number(score)
     if value is None:
         skipped[d.name] = f"Evidently gave no finite score ({score!r})"

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
+from lifecycle.serving.background import free_port, serve_in_background
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["RunningGateway", "SharedHost", "free_port", "running_gateway"]
 
 
 class RunningGateway:
@@ -41,26 +36,9 @@ def running_gateway(
     app: Any, *, token: str | None = None, ready_timeout: float = 120.0
 ) -> Iterator[RunningGateway]:
     """Start ``app`` under a real uvicorn server; stop it (and its lifespan) on exit."""
-    import uvicorn
-
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + ready_timeout
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("gateway failed to start; see the log above")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError("gateway did not start in time")
-        time.sleep(0.05)
-    try:
+    with serve_in_background(app, port=port, ready_timeout=ready_timeout):
         yield RunningGateway(app, port, token)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 class SharedHost:

@@ -287,6 +287,7 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
 ) -> None:
     """The traffic store on the real PostgreSQL refuses connections for a few seconds."""
     import threading
+    import time
     import uuid
 
     from prefect.client.orchestration import get_client
@@ -326,10 +327,8 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
         monkeypatch.setenv("LIFECYCLE_TRAFFIC_DB_URL", url)
         with refused_connections(admin, name):
             # The outage ends while the flow waits to retry its first failed attempt.
-            ends = threading.Event()
-
             def end_outage() -> None:
-                ends.wait(3.0)
+                time.sleep(3.0)
                 with admin.connect() as conn:
                     conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
 
