@@ -30,22 +30,53 @@ def decide(specialist: str) -> dict[str, Any]:
                 "gate",
                 outcome.action.upper(),
                 f"challenger v{outcome.challenger_version} {verb} against champion "
-                f"v{outcome.champion_version}: accuracy {d.challenger_accuracy:.3f} vs "
-                f"{d.champion_accuracy:.3f} on {d.n_labelled} labelled shadowed requests",
-                reasons=[
-                    {
-                        "signal": "accuracy_difference",
-                        "value": d.difference,
-                        "threshold": -d.margin,
-                        "detail": "; ".join(d.reasons),
-                    }
-                ],
+                f"v{outcome.champion_version}: {_summary(d)}",
+                reasons=_reasons(d, ctx.spec.promotion),
                 champion_version=outcome.champion_version,
                 actions=[f"lifecycle rollback -s {specialist}"]
                 if verb == "promoted"
                 else [f"lifecycle promote -s {specialist} --force   # to override the gate"],
             )
     return outcome.as_dict()
+
+
+def _summary(d: Any) -> str:
+    if d.challenger_accuracy is None:  # rejected before any label: it kept failing
+        return d.reasons[-1]
+    return (
+        f"accuracy {d.challenger_accuracy:.3f} vs {d.champion_accuracy:.3f} on "
+        f"{d.n_labelled} labelled shadowed requests"
+    )
+
+
+def _reasons(d: Any, policy: Any) -> list[dict[str, Any]]:
+    """The alert's evidence: accuracy always, errors and latency where they were measured."""
+    out: list[dict[str, Any]] = [
+        {
+            "signal": "accuracy_difference",
+            "value": d.difference,
+            "threshold": -d.margin,
+            "detail": "; ".join(d.reasons),
+        }
+    ]
+    calls = d.n_pairs + d.shadow_errors
+    if d.shadow_errors:
+        out.append(
+            {
+                "signal": "shadow_error_rate",
+                "value": d.shadow_errors / calls,
+                "threshold": policy.max_error_rate,
+            }
+        )
+    if d.champion_latency_ms and d.challenger_latency_ms is not None:
+        out.append(
+            {
+                "signal": "latency_ratio",
+                "value": d.challenger_latency_ms / d.champion_latency_ms,
+                "threshold": policy.max_latency_ratio,
+            }
+        )
+    return out
 
 
 @flow(name="lifecycle-promote", log_prints=True)

@@ -13,6 +13,7 @@ gate on a challenger that is no longer the challenger does nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, TAG
 if TYPE_CHECKING:
     import pandas as pd
 
+    from lifecycle.latency import LatencyComparison
+    from lifecycle.model import AdapterHost
     from lifecycle.promotion import GateDecision, GuardrailDecision
     from lifecycle.registry import Registry
     from lifecycle.settings import Settings
@@ -228,8 +231,15 @@ def gate_challenger(
     store: TrafficStore,
     registry: Registry | None = None,
     now: datetime | None = None,
+    host: AdapterHost | None = None,
 ) -> GateOutcome:
     """Compare the shadowed challenger with the champion on the same requests and act.
+
+    Accuracy is the paired test on labelled shadowed requests; errors are the challenger's
+    shadow calls that raised; latency is both models timed side by side on recent texts
+    (``lifecycle.latency``), measured only when everything else says promote, since it
+    loads both adapters (into ``host``, or a fresh one on the spec's base model). A
+    challenger that cannot be loaded or cannot answer there is rejected.
 
     Promotion moves ``champion`` to the challenger and ``previous`` to the old champion (and
     stamps the time, which starts the guardrail); rejection removes the ``challenger`` alias
@@ -246,7 +256,31 @@ def gate_challenger(
     pairs = store.shadow_pairs(spec.name, challenger_version=challenger)
     if champion is not None:
         pairs = pairs[pairs["champion_version"] == champion]
-    decision = gate(pairs, spec.promotion)
+    errors = store.shadow_failure_count(spec.name, challenger_version=challenger)
+    decision = gate(pairs, spec.promotion, shadow_errors=errors)
+    if decision.decision == "promote" and champion is not None:
+        try:
+            timing = _time_side_by_side(
+                settings, spec, registry, store, champion, challenger, host=host
+            )
+        except Exception as exc:
+            logger.warning("%s: timing challenger v%s failed: %s", spec.name, challenger, exc)
+            decision = dataclasses.replace(
+                decision,
+                decision="reject",
+                reasons=[
+                    *decision.reasons,
+                    f"vetoed: the challenger could not be loaded or run beside the champion "
+                    f"({type(exc).__name__}: {str(exc)[:300]})",
+                ],
+            )
+        else:
+            decision = gate(
+                pairs,
+                spec.promotion,
+                shadow_errors=errors,
+                latency_ms=(timing.champion_ms, timing.challenger_ms),
+            )
     common = {"challenger_version": challenger, "champion_version": champion}
     if decision.decision == "promote":
         if not spec.promotion.auto_promote:
@@ -265,6 +299,49 @@ def gate_challenger(
         )
         return GateOutcome("rejected", decision, **common)
     return GateOutcome("waiting", decision, **common)
+
+
+def _time_side_by_side(
+    settings: Settings,
+    spec: SpecialistSpec,
+    registry: Registry,
+    store: TrafficStore,
+    champion: int,
+    challenger: int,
+    *,
+    host: AdapterHost | None,
+    n_texts: int = 128,
+) -> LatencyComparison:
+    """Both versions timed on the champion's latest texts (its reference where none are
+    stored, e.g. with ``store_text`` off), in a host of their own or the one given."""
+    from lifecycle.latency import compare_latency
+    from lifecycle.model import AdapterHost
+
+    recent = store.window(spec.name, model_version=champion, last=n_texts, with_embeddings=False)
+    texts = [t for t in recent["text"].tolist() if isinstance(t, str) and t.strip()]
+    if len(texts) < 16:
+        texts = registry.reference(spec.name, champion)[0]["text"].head(n_texts).tolist()
+    host = host or AdapterHost(spec.base_model, device=settings.device)
+    ids = [f"{spec.name}@v{champion}_timing", f"{spec.name}@v{challenger}_timing"]
+    loaded: list[str] = []
+    try:
+        for version, adapter_id in zip((champion, challenger), ids, strict=True):
+            registry.load(host, spec.name, version, adapter_id=adapter_id)
+            loaded.append(adapter_id)
+        timing = compare_latency(host, texts, ids[0], ids[1])
+    finally:
+        for adapter_id in loaded:
+            host.remove_adapter(adapter_id)
+    logger.info(
+        "%s: v%s %.1f ms vs v%s %.1f ms per batch (ratio %.2f)",
+        spec.name,
+        challenger,
+        timing.challenger_ms,
+        champion,
+        timing.champion_ms,
+        timing.ratio,
+    )
+    return timing
 
 
 # -- the guardrail -------------------------------------------------------------------------------

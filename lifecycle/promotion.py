@@ -82,6 +82,11 @@ class GateDecision:
     fallback_labelled: int = 0
     alpha: float = 0.05
     margin: float = 0.0
+    #: Health: shadow calls that raised, and the side-by-side model time per batch (ms)
+    #: when it was measured (only before a promotion: it loads both models).
+    shadow_errors: int = 0
+    champion_latency_ms: float | None = None
+    challenger_latency_ms: float | None = None
 
     @property
     def promote(self) -> bool:
@@ -105,6 +110,9 @@ class GateDecision:
             "gate_ci_high": self.ci[1] if self.ci else None,
             "gate_p_value": self.p_value,
             "gate_agreement": self.agreement,
+            "gate_shadow_errors": float(self.shadow_errors),
+            "gate_champion_latency_ms": self.champion_latency_ms,
+            "gate_challenger_latency_ms": self.challenger_latency_ms,
         }
         return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
 
@@ -148,9 +156,7 @@ def gate(
     policy: PromotionSpec,
     *,
     latency_ms: tuple[float, float] | None = None,
-    max_latency_ratio: float = 1.5,
     shadow_errors: int = 0,
-    max_error_rate: float = 0.01,
 ) -> GateDecision:
     """Decide on a challenger from its shadow pairs (``TrafficStore.shadow_pairs``).
 
@@ -169,11 +175,14 @@ def gate(
       pairs, then "reject" (no evidence of improvement; with margin 0 this is also the fate
       of a challenger identical to the champion).
 
-    Optional health vetoes turn a "promote" into "reject": ``latency_ms`` as (champion,
-    challenger), e.g. their p95 latencies, with the challenger's above ``max_latency_ratio``
-    times the champion's; or ``shadow_errors`` (shadow calls that failed, absent from
-    ``pairs``) above ``max_error_rate`` of all shadow calls. ``policy.auto_promote`` and
-    ``shadow_sample_rate`` are the caller's and the gateway's business, not the gate's.
+    Health vetoes turn a "promote" into "reject": ``latency_ms`` as (champion, challenger),
+    model time on the same texts and batches, with the challenger's above
+    ``policy.max_latency_ratio`` times the champion's; or ``shadow_errors`` (shadow calls
+    that raised, absent from ``pairs``) above ``policy.max_error_rate`` of all shadow calls.
+    Failures above that rate also reject a challenger still waiting for labels once
+    ``policy.min_samples`` shadow calls were made: no label count makes a broken model
+    worth serving. ``policy.auto_promote`` and ``shadow_sample_rate`` are the caller's and
+    the gateway's business, not the gate's.
     """
     alpha, margin = policy.alpha, policy.margin
     n_pairs = len(pairs)
@@ -186,6 +195,9 @@ def gate(
         "fallback_labelled": fallback_only,
         "alpha": alpha,
         "margin": margin,
+        "shadow_errors": shadow_errors,
+        "champion_latency_ms": latency_ms[0] if latency_ms else None,
+        "challenger_latency_ms": latency_ms[1] if latency_ms else None,
     }
     reasons: list[str] = []
     if fallback_only:
@@ -198,6 +210,9 @@ def gate(
             0,
             f"no pair has a person's label yet ({n_pairs} shadow pairs); need {policy.min_samples}",
         )
+        broken = _error_veto(n_pairs, shadow_errors, policy)
+        if broken and n_pairs + shadow_errors >= policy.min_samples:
+            return GateDecision(decision="reject", reasons=reasons + broken, **common)
         return GateDecision(decision="wait", reasons=reasons, **common)
 
     champ_ok = (labelled["champion_label"] == labelled["true_label"]).to_numpy()
@@ -265,17 +280,19 @@ def gate(
             f"more labels, rejecting at {INCONCLUSIVE_FACTOR * policy.min_samples}"
         )
 
-    if decision == "promote":
-        veto = _health_veto(
-            n_pairs,
-            latency_ms=latency_ms,
-            max_latency_ratio=max_latency_ratio,
-            shadow_errors=shadow_errors,
-            max_error_rate=max_error_rate,
+    broken = _error_veto(n_pairs, shadow_errors, policy)
+    slow = _latency_veto(latency_ms, policy)
+    if decision == "promote" and (broken or slow):
+        decision = "reject"
+        reasons.extend(broken + slow)
+    elif decision == "wait" and broken and n_pairs + shadow_errors >= policy.min_samples:
+        decision = "reject"
+        reasons.extend(broken)
+    elif latency_ms is not None and not slow:
+        reasons.append(
+            f"latency: challenger {latency_ms[1]:.1f} ms vs champion {latency_ms[0]:.1f} ms "
+            f"per batch, within {policy.max_latency_ratio}x"
         )
-        if veto:
-            decision = "reject"
-            reasons.extend(veto)
     return GateDecision(decision=decision, reasons=reasons, **common, **numbers)
 
 
@@ -417,29 +434,26 @@ def _agreement(pairs: pd.DataFrame) -> float | None:
     )
 
 
-def _health_veto(
-    n_pairs: int,
-    *,
-    latency_ms: tuple[float, float] | None,
-    max_latency_ratio: float,
-    shadow_errors: int,
-    max_error_rate: float,
-) -> list[str]:
-    reasons: list[str] = []
-    if latency_ms is not None:
-        champion, challenger = latency_ms
-        if champion > 0 and challenger > max_latency_ratio * champion:
-            reasons.append(
-                f"vetoed: challenger latency {challenger:.1f} ms > {max_latency_ratio}x the "
-                f"champion's {champion:.1f} ms"
-            )
+def _latency_veto(latency_ms: tuple[float, float] | None, policy: PromotionSpec) -> list[str]:
+    if latency_ms is None:
+        return []
+    champion, challenger = latency_ms
+    if champion > 0 and challenger > policy.max_latency_ratio * champion:
+        return [
+            f"vetoed: challenger latency {challenger:.1f} ms > {policy.max_latency_ratio}x the "
+            f"champion's {champion:.1f} ms on the same texts"
+        ]
+    return []
+
+
+def _error_veto(n_pairs: int, shadow_errors: int, policy: PromotionSpec) -> list[str]:
     calls = n_pairs + shadow_errors
-    if shadow_errors > 0 and calls > 0 and shadow_errors / calls > max_error_rate:
-        reasons.append(
+    if shadow_errors > 0 and calls > 0 and shadow_errors / calls > policy.max_error_rate:
+        return [
             f"vetoed: {shadow_errors} of {calls} shadow calls failed "
-            f"({shadow_errors / calls:.1%} > {max_error_rate:.1%})"
-        )
-    return reasons
+            f"({shadow_errors / calls:.1%} > {policy.max_error_rate:.1%})"
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- the guardrail

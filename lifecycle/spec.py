@@ -102,6 +102,18 @@ class PromotionSpec(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance of the gate.")
     shadow_sample_rate: float = Field(default=1.0, gt=0, le=1)
     auto_promote: bool = True
+    max_latency_ratio: float = Field(
+        default=1.5,
+        ge=1,
+        description="Veto a challenger slower than this times the champion (same texts, same "
+        "batches, timed side by side before promoting).",
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="Veto a challenger whose shadow calls failed more often than this.",
+    )
 
 
 class SpecialistSpec(_Strict):

@@ -7,7 +7,9 @@ the flows under ``prefect_test_harness`` (a temporary Prefect server).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -186,10 +188,22 @@ def test_a_duplicate_trigger_starts_one_retrain(loop_env: Any) -> None:
         start=datetime.now(timezone.utc) - timedelta(hours=1),
     )
 
-    first = retrain_flow("looped", trigger="drift")
-    second = retrain_flow("looped", trigger="drift")
-    assert first["status"] == "registered", first
-    assert second["status"] == "skipped" and "already trained" in second["reason"]
+    # Two triggers for the same drift at the same moment: the one-slot concurrency limit
+    # lets one train; the other gives up at once instead of queueing a second retrain.
+    gate = threading.Barrier(2)
+
+    def trigger() -> dict[str, Any]:
+        gate.wait()
+        return retrain_flow("looped", trigger="drift")
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [f.result() for f in [pool.submit(trigger), pool.submit(trigger)]]
+    first = next(r for r in runs if r["status"] == "registered")
+    raced = next(r for r in runs if r is not first)
+    assert raced["status"] == "skipped" and "another retrain" in raced["reason"], raced
+    # A later trigger for the same drift finds the challenger already trained from v1.
+    later = retrain_flow("looped", trigger="drift")
+    assert later["status"] == "skipped" and "already trained" in later["reason"]
     versions = registry.versions("looped")
     assert [v.version for v in versions] == [1, 2]
     assert registry.aliases("looped")["challenger"] == 2

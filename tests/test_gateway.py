@@ -135,6 +135,44 @@ def test_shadow_predictions_are_stored_beside_requests(gateway: RunningGateway) 
     assert (rows["challenger_label"] == rows["champion_label"]).all()
 
 
+class BrokenChallenger(SharedHost):
+    """Fault injection: every forward pass that includes the challenger (v2) raises."""
+
+    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+        if any(a.endswith("tiny@v2") for a in adapter_ids):
+            raise RuntimeError("challenger weights went missing")
+        return super().predict(texts, adapter_ids, **kwargs)
+
+
+@pytest.mark.parametrize("piggyback", [False, True], ids=["own-batches", "piggyback"])
+def test_a_failing_shadow_costs_no_answer_and_is_stored_for_the_gate(
+    served_home: Path, host: Any, piggyback: bool
+) -> None:
+    from lifecycle.serving.app import create_app
+
+    settings = _settings(served_home, shadow_piggyback=piggyback, shadow_max_delay_s=0.05)
+    with BrokenChallenger(host) as broken:
+        app = create_app(settings, _specs(), host=broken)
+        with running_gateway(app, token=TOKEN) as gw, gw.client() as client:
+            store = gw.gw.writer.store
+            store.upgrade()  # a reader may come before the gateway's first write
+            before = store.shadow_failure_count("tiny", challenger_version=2)
+            answers = [
+                client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS}) for _ in range(6)
+            ]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                gw.gw.writer.flush(timeout=30)
+                failed = store.shadow_failure_count("tiny", challenger_version=2) - before
+                if failed >= 6 * len(TEXTS):
+                    break
+                time.sleep(0.1)
+            metrics = client.get("/metrics").text
+    assert [a.status_code for a in answers] == [200] * 6
+    assert failed == 6 * len(TEXTS)
+    assert 'lifecycle_shadow_errors_total{specialist="tiny",version="2"} 18.0' in metrics
+
+
 def test_feedback(gateway: RunningGateway) -> None:
     with gateway.client() as client:
         pred = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:1]}).json()

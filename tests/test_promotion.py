@@ -201,6 +201,35 @@ def test_health_vetoes_turn_a_promotion_into_a_rejection() -> None:
     assert failing.decision == "reject"
     fine = gate(pairs, POLICY, latency_ms=(10.0, 11.0), shadow_errors=1)
     assert fine.decision == "promote"
+    assert any(r.startswith("latency:") for r in fine.reasons)
+    assert (fine.champion_latency_ms, fine.challenger_latency_ms, fine.shadow_errors) == (
+        10.0,
+        11.0,
+        1,
+    )
+    metrics = fine.metrics()
+    assert metrics["gate_challenger_latency_ms"] == 11.0 and metrics["gate_shadow_errors"] == 1
+
+
+def test_the_policy_sets_the_health_limits() -> None:
+    pairs = _pairs(400, 0.75, 0.90, seed=1)
+    lenient = POLICY.model_copy(update={"max_latency_ratio": 4.0, "max_error_rate": 0.2})
+    assert gate(pairs, lenient, latency_ms=(10.0, 30.0), shadow_errors=40).decision == "promote"
+    with pytest.raises(ValueError):
+        PromotionSpec(max_latency_ratio=0.5)
+
+
+def test_a_challenger_that_keeps_failing_is_rejected_without_waiting_for_labels() -> None:
+    unlabelled = _pairs(300, 0.75, 0.90, seed=2).assign(true_label=None, true_label_source=None)
+    broken = gate(unlabelled, POLICY, shadow_errors=100)
+    assert broken.decision == "reject"
+    assert any("shadow calls failed" in r for r in broken.reasons)
+    # A few early failures are not a verdict: fewer calls than min_samples.
+    early = gate(unlabelled.head(20), POLICY, shadow_errors=5)
+    assert early.decision == "wait"
+    # Labelled but still inconclusive, and failing: rejected too.
+    few = _pairs(120, 0.80, 0.82, seed=3)
+    assert gate(few, POLICY, shadow_errors=100).decision == "reject"
 
 
 def test_as_dict_and_metrics() -> None:

@@ -30,6 +30,7 @@ from lifecycle.store import (
     FeedbackRecord,
     Record,
     RequestRecord,
+    ShadowFailureRecord,
     ShadowRecord,
     TrafficStore,
     TrafficWriter,
@@ -214,6 +215,12 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
         latency_ms=4.5,
         created_at=T0 + timedelta(seconds=5),
     )
+    failure = ShadowFailureRecord(
+        request_id=redacted.id,
+        specialist=specialist,
+        model_version=2,
+        error="RuntimeError: " + "x" * 400,  # cut to the column's 256 characters
+    )
     label = FeedbackRecord(
         request_id=full.id, specialist=specialist, label="refund", source="fallback"
     )
@@ -224,8 +231,11 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
         payload={"share": 0.4, "columns": ["text", "embedding"]},
         created_at=T0 + timedelta(hours=1, microseconds=123),
     )
-    batch: list[Record] = [full, redacted, shadow, label, alert]
-    assert store.write(batch) == 5
+    batch: list[Record] = [full, redacted, shadow, failure, label, alert]
+    assert store.write(batch) == 6
+    assert len(failure.error) == 256
+    assert store.shadow_failure_count(specialist, challenger_version=2) == 1
+    assert store.shadow_failure_count(specialist, challenger_version=3) == 0
 
     frame = store.window(specialist)
     assert list(frame["id"]) == [full.id, redacted.id]
@@ -253,6 +263,8 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
     assert pair["request_id"] == full.id and pair["challenger_label"] == "invoice"
     assert pair["champion_label"] == full.label and pair["champion_version"] == 1
     assert pair["challenger_confidence"] == pytest.approx(0.61)
+    assert pair["challenger_latency_ms"] == pytest.approx(4.5)
+    assert pair["champion_latency_ms"] == pytest.approx(full.latency_ms)
 
     alerts = store.alerts(specialist)
     assert list(alerts["id"]) == [alert.id]
@@ -263,7 +275,14 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
 
     assert store.request_specialist(full.id) == specialist
     assert store.request_specialist("no-such-id") is None
-    expected = {"requests": 2, "escalations": 1, "flagged": 1, "feedback": 1, "shadow": 1}
+    expected = {
+        "requests": 2,
+        "escalations": 1,
+        "flagged": 1,
+        "feedback": 1,
+        "shadow": 1,
+        "shadow_failures": 1,
+    }
     assert store.counts(specialist) == expected
 
     # Replaying the same records (a journal replayed twice) adds nothing and does not fail.

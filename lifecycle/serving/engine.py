@@ -51,6 +51,7 @@ class _Job:
     adapter_ids: list[str]
     future: asyncio.Future[list[Prediction]] | None
     on_done: Callable[[list[Prediction]], None] | None = None  # shadow: bound to an offset
+    on_error: Callable[[BaseException], None] | None = None  # shadow: bound to an offset
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -123,20 +124,28 @@ class ModelEngine:
         texts: Sequence[str],
         adapter_id: str,
         on_done: Callable[[int, list[Prediction]], None],
+        on_error: Callable[[int, int, BaseException], None] | None = None,
     ) -> bool:
         """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed.
 
         The texts are cut into chunks of ``shadow_batch_size``; chunks wait until a full batch
         of shadow work is there (a batch costs far less per text than single rows) or the
         oldest has waited ``shadow_max_delay_s``, and run only when no champion waits.
-        ``on_done`` gets each chunk's offset into ``texts`` and its predictions.
+        ``on_done`` gets each chunk's offset into ``texts`` and its predictions; ``on_error``
+        a failed chunk's offset, its size and the exception.
         """
         assert self._shadow is not None and self._wakeup is not None, "engine not started"
         step = self.shadow_batch_size
         queued_all = True
         for offset in range(0, len(texts), step):
             chunk = list(texts[offset : offset + step])
-            job = _Job(chunk, [adapter_id] * len(chunk), None, functools.partial(on_done, offset))
+            job = _Job(
+                chunk,
+                [adapter_id] * len(chunk),
+                None,
+                functools.partial(on_done, offset),
+                None if on_error is None else functools.partial(on_error, offset, len(chunk)),
+            )
             try:
                 self._shadow.put_nowait(job)
             except asyncio.QueueFull:
@@ -166,19 +175,10 @@ class ModelEngine:
             jobs = await self._gather()
             if not jobs:
                 continue
-            texts = [t for job in jobs for t in job.texts]
-            ids = [a for job in jobs for a in job.adapter_ids]
-            started = time.perf_counter()
-            try:
-                predictions = await self.run_on_model_thread(self._run, texts, ids)
-            except Exception as exc:  # one bad batch must not stop the gateway
-                logger.exception("batch of %d failed", len(texts))
-                for job in jobs:
-                    if job.future is not None and not job.future.done():
-                        job.future.set_exception(exc)
+            ran = await self._run_jobs(jobs)
+            if ran is None:
                 continue
-            if self._on_batch is not None:
-                self._on_batch(len(texts), time.perf_counter() - started)
+            jobs, predictions = ran
             offset = 0
             for job in jobs:
                 part = predictions[offset : offset + len(job.texts)]
@@ -191,6 +191,44 @@ class ModelEngine:
                         job.on_done(part)
                     except Exception:
                         logger.exception("shadow callback failed")
+
+    async def _run_jobs(self, jobs: list[_Job]) -> tuple[list[_Job], list[Prediction]] | None:
+        """Run one batch; on failure, tell every job, and answer the champions without shadow.
+
+        A batch that mixes shadow and champion work (piggybacking) and fails is run again
+        with the champion jobs only: a broken challenger must never cost a client an answer.
+        """
+        texts = [t for job in jobs for t in job.texts]
+        ids = [a for job in jobs for a in job.adapter_ids]
+        started = time.perf_counter()
+        try:
+            predictions = await self.run_on_model_thread(self._run, texts, ids)
+        except Exception as exc:  # one bad batch must not stop the gateway
+            shadows = [job for job in jobs if job.future is None]
+            champions = [job for job in jobs if job.future is not None]
+            logger.warning(
+                "batch of %d texts failed (%d shadow jobs): %s",
+                len(texts),
+                len(shadows),
+                exc,
+                exc_info=bool(champions),
+            )
+            for job in shadows:
+                if job.on_error is not None:
+                    try:
+                        job.on_error(exc)
+                    except Exception:
+                        logger.exception("shadow error callback failed")
+            if shadows and champions:
+                return await self._run_jobs(champions)
+            for job in champions:
+                assert job.future is not None
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return None
+        if self._on_batch is not None:
+            self._on_batch(len(texts), time.perf_counter() - started)
+        return jobs, predictions
 
     async def _gather(self) -> list[_Job]:
         """Champion jobs up to the batch size, waiting at most max_wait for more.

@@ -60,6 +60,12 @@ class GatewayMetrics:
             ["specialist", "version"],
             registry=r,
         )
+        self.shadow_errors = Counter(
+            "lifecycle_shadow_errors",
+            "Shadow texts whose challenger call raised (stored for the promotion gate).",
+            ["specialist", "version"],
+            registry=r,
+        )
         self.shadow_dropped = Counter(
             "lifecycle_shadow_dropped",
             "Shadow work dropped because its queue was full.",

@@ -295,7 +295,7 @@ def _shadow(
     request_ids: list[str],
     champion: list[Prediction],
 ) -> None:
-    from lifecycle.store import ShadowRecord
+    from lifecycle.store import ShadowFailureRecord, ShadowRecord
 
     challenger = route.challenger
     assert challenger is not None
@@ -323,7 +323,20 @@ def _shadow(
         gw.metrics.shadow_predictions.labels(name, version).inc(len(preds))
         gw.metrics.shadow_agreement.labels(name, version).inc(agree)
 
-    if not gw.engine.shadow(texts, challenger.adapter_id, done):
+    def failed(offset: int, count: int, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        for request_id in request_ids[offset : offset + count]:
+            gw.writer.submit(
+                ShadowFailureRecord(
+                    request_id=request_id,
+                    specialist=name,
+                    model_version=challenger.version,
+                    error=error,
+                )
+            )
+        gw.metrics.shadow_errors.labels(name, str(challenger.version)).inc(count)
+
+    if not gw.engine.shadow(texts, challenger.adapter_id, done, failed):
         gw.metrics.shadow_dropped.labels(name).inc()  # a request with some shadow work dropped
 
 

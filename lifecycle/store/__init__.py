@@ -4,8 +4,8 @@
   reads (``window``, ``shadow_pairs``, ``alerts``) as pandas frames.
 - ``TrafficWriter(store, journal_dir=...)``: the gateway's non-blocking, batched, loss-free
   writer (memory, then a local journal, while the database is away).
-- Records (``RequestRecord``, ``ShadowRecord``, ``FeedbackRecord``, ``AlertRecord``) and the
-  float16 embedding codec.
+- Records (``RequestRecord``, ``ShadowRecord``, ``ShadowFailureRecord``, ``FeedbackRecord``,
+  ``AlertRecord``) and the float16 embedding codec.
 
 SQLite (the default, a file under ``LIFECYCLE_HOME``) and PostgreSQL are supported.
 """
@@ -18,6 +18,7 @@ from lifecycle.store.records import (
     FeedbackSource,
     Record,
     RequestRecord,
+    ShadowFailureRecord,
     ShadowRecord,
     decode_embedding,
     encode_embedding,
@@ -33,6 +34,7 @@ __all__ = [
     "FlushResult",
     "Record",
     "RequestRecord",
+    "ShadowFailureRecord",
     "ShadowRecord",
     "TrafficStore",
     "TrafficWriter",

@@ -188,6 +188,38 @@ class ShadowRecord:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ShadowFailureRecord:
+    """A challenger call that raised for a request: the gate counts these as errors."""
+
+    table: ClassVar[str] = "shadow_failures"
+
+    request_id: str
+    specialist: str
+    model_version: int
+    error: str
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        _require(self.request_id, "request_id")
+        _require(self.specialist, "specialist")
+        _require(self.error, "error")
+        _coerce(self, int, "model_version")
+        # The column is bounded; the message is for people, its head is enough.
+        object.__setattr__(self, "error", self.error[:256])
+        object.__setattr__(self, "created_at", as_utc(self.created_at))
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``shadow_failures`` row."""
+        return {
+            "request_id": self.request_id,
+            "specialist": self.specialist,
+            "model_version": int(self.model_version),
+            "error": self.error,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FeedbackRecord:
     """A true label for an earlier request; every one is kept, the effective one is chosen later.
 
@@ -263,8 +295,16 @@ def _dump_payload(payload: dict[str, Any]) -> str:
 
 
 #: Any record the writer accepts (usable in ``isinstance`` too).
-Record: TypeAlias = RequestRecord | ShadowRecord | FeedbackRecord | AlertRecord
-RECORD_TYPES: tuple[type, ...] = (RequestRecord, ShadowRecord, FeedbackRecord, AlertRecord)
+Record: TypeAlias = (
+    RequestRecord | ShadowRecord | ShadowFailureRecord | FeedbackRecord | AlertRecord
+)
+RECORD_TYPES: tuple[type, ...] = (
+    RequestRecord,
+    ShadowRecord,
+    ShadowFailureRecord,
+    FeedbackRecord,
+    AlertRecord,
+)
 _BY_TABLE: dict[str, type] = {cls.table: cls for cls in RECORD_TYPES}  # type: ignore[attr-defined]
 
 

@@ -47,7 +47,7 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 #: and a failed attempt is what marks the store unhealthy.
 DEFAULT_LOCK_TIMEOUT_MS = 500
 #: Order of tables inside one write transaction.
-_WRITE_ORDER = ("requests", "shadow_predictions", "feedback", "alerts")
+_WRITE_ORDER = ("requests", "shadow_predictions", "shadow_failures", "feedback", "alerts")
 
 
 def create_store_engine(
@@ -253,8 +253,10 @@ class TrafficStore:
         return None if value is None else str(value)
 
     def counts(self, specialist: str) -> dict[str, int]:
-        """Rows stored for a specialist: requests, escalations, flagged, feedback, shadow."""
+        """Rows stored for a specialist: requests, escalations, flagged, feedback, shadow and
+        shadow failures."""
         r, f, s = schema.requests, schema.feedback, schema.shadow_predictions
+        sf = schema.shadow_failures
 
         def count(table: Any, *where: Any) -> Any:
             return select(func.count()).select_from(table).where(*where).scalar_subquery()
@@ -265,6 +267,7 @@ class TrafficStore:
             count(r, r.c.specialist == specialist, r.c.flagged.is_(True)).label("flagged"),
             count(f, f.c.specialist == specialist).label("feedback"),
             count(s, s.c.specialist == specialist).label("shadow"),
+            count(sf, sf.c.specialist == specialist).label("shadow_failures"),
         )
         with self._reading() as conn:
             row = conn.execute(stmt).one()
@@ -350,9 +353,11 @@ class TrafficStore:
         """Champion and challenger answers side by side, one row per shadowed request.
 
         Columns: request_id, created_at (the request's), champion_version, champion_label,
-        champion_confidence, challenger_version, challenger_label, challenger_confidence,
-        escalated, true_label, true_label_source (NaN without feedback). Oldest first. A shadow
-        prediction whose request row is not stored yet is left out.
+        champion_confidence, champion_latency_ms (the request's, end to end),
+        challenger_version, challenger_label, challenger_confidence, challenger_latency_ms
+        (queueing included: shadow work waits for idle turns), escalated, true_label,
+        true_label_source (NaN without feedback). Oldest first. A shadow prediction whose
+        request row is not stored yet is left out.
         """
         r, s = schema.requests, schema.shadow_predictions
         truth, best = _effective_feedback(r.c.id)
@@ -363,9 +368,11 @@ class TrafficStore:
                 r.c.model_version.label("champion_version"),
                 r.c.label.label("champion_label"),
                 r.c.confidence.label("champion_confidence"),
+                r.c.latency_ms.label("champion_latency_ms"),
                 s.c.model_version.label("challenger_version"),
                 s.c.label.label("challenger_label"),
                 s.c.confidence.label("challenger_confidence"),
+                s.c.latency_ms.label("challenger_latency_ms"),
                 r.c.escalated,
                 truth.c.label.label("true_label"),
                 truth.c.source.label("true_label_source"),
@@ -378,9 +385,37 @@ class TrafficStore:
         frame = self._frame(stmt)
         _cast(frame, bool, ("escalated",))
         _cast(frame, "int64", ("champion_version", "challenger_version"))
-        _cast(frame, float, ("champion_confidence", "challenger_confidence"))
+        _cast(
+            frame,
+            float,
+            (
+                "champion_confidence",
+                "challenger_confidence",
+                "champion_latency_ms",
+                "challenger_latency_ms",
+            ),
+        )
         _nan_for_missing(frame, ("true_label", "true_label_source"))
         return frame
+
+    def shadow_failure_count(
+        self,
+        specialist: str,
+        *,
+        challenger_version: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many shadow calls of this challenger raised (each request counted once)."""
+        sf = schema.shadow_failures
+        stmt = (
+            select(func.count())
+            .select_from(sf)
+            .where(sf.c.specialist == specialist, sf.c.model_version == challenger_version)
+        )
+        stmt = _time_filter(stmt, sf.c.created_at, since=since, until=until)
+        with self._reading() as conn:
+            return int(conn.execute(stmt).scalar() or 0)
 
     def alerts(
         self,

@@ -118,6 +118,19 @@ shadow_predictions = Table(
     Index(None, "specialist", "model_version"),
 )
 
+shadow_failures = Table(
+    "shadow_failures",
+    metadata,
+    # A challenger call that raised: the gate counts these against the challenger.
+    Column("request_id", String(ID_LEN), nullable=False),
+    Column("specialist", String(NAME_LEN), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("error", String(LABEL_LEN), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("request_id", "model_version"),
+    Index(None, "specialist", "model_version"),
+)
+
 feedback = Table(
     "feedback",
     metadata,
@@ -146,4 +159,6 @@ alerts = Table(
 )
 
 #: Each record table by name, as ``Record.table`` names them.
-TABLES: dict[str, Table] = {t.name: t for t in (requests, shadow_predictions, feedback, alerts)}
+TABLES: dict[str, Table] = {
+    t.name: t for t in (requests, shadow_predictions, shadow_failures, feedback, alerts)
+}
