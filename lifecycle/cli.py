@@ -476,6 +476,9 @@ def demo(
     if not verbose:
         for noisy in ("lifecycle", "monitors", "flows", "prefect"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # MLflow sets up its own log handler and download bars, which would bury the timeline.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from lifecycle.scenarios import SCENARIOS
     from lifecycle.settings import load_settings
 
@@ -504,15 +507,21 @@ def demo(
 @app.command()
 @_friendly
 def deploy(
+    pool: str | None = typer.Option(
+        None,
+        help="Put every deployment on this Prefect work pool and exit: workers started with "
+        "`prefect worker start --pool NAME` run the flows (created as a process pool if "
+        "missing). Without it, the flows are served by this command until it is stopped.",
+    ),
     retrain_pool: str | None = typer.Option(
         None,
-        help="Send retraining to this Prefect work pool (e.g. workers with GPUs) instead of "
-        "running it here; its workers need this code and the same LIFECYCLE_ settings.",
+        help="Send retraining to this Prefect work pool (e.g. workers with GPUs) instead; "
+        "its workers need this code and the same LIFECYCLE_ settings.",
     ),
     specialists_file: Path | None = SpecialistsFileOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Register the loop's flows as Prefect deployments and serve them until stopped.
+    """Register the loop's flows as Prefect deployments, and serve them or leave them to workers.
 
     Per specialist: monitor-NAME on the spec's monitoring.schedule; retrain-NAME,
     triggered by the lifecycle.drift.detected event (one run at a time); promote-NAME,
@@ -525,12 +534,23 @@ def deploy(
     os.environ["LIFECYCLE_SPECIALISTS_FILE"] = str(settings.specialists_file)
     _prefect_env(settings)
     if not os.environ.get("PREFECT_API_URL"):
+        if pool:
+            raise typer.BadParameter(
+                "--pool needs a Prefect server: set PREFECT_API_URL", param_hint="--pool"
+            )
         typer.secho(
             "PREFECT_API_URL is not set: the deployments live on a temporary local server "
             "that stops with this command.",
             err=True,
             fg=typer.colors.YELLOW,
         )
+    if pool:
+        from flows.deploy import deploy_to_pools
+
+        ids = deploy_to_pools(specs, pool=pool, retrain_pool=retrain_pool)
+        for name, deployment_id in ids.items():
+            typer.echo(f"{name}\t{deployment_id}")
+        return
     from flows.deploy import serve_all
 
     serve_all(specs, retrain_pool=retrain_pool)
