@@ -16,6 +16,19 @@ from flows import events
 from flows.context import context
 from flows.monitor import RETRY_DELAYS
 
+#: What each gate outcome tells on-call: the verb and the commands to act.
+ACTIONS: dict[str, tuple[str, list[str]]] = {
+    "promoted": ("promoted", ["lifecycle rollback -s {name}"]),
+    "rejected": (
+        "rejected",
+        ["lifecycle promote -s {name} --version {version} --force   # to override the gate"],
+    ),
+    "ready": (
+        "passed the gate (auto_promote is off)",
+        ["lifecycle promote -s {name} --force   # to promote it"],
+    ),
+}
+
 
 @task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS)
 def decide(specialist: str) -> dict[str, Any]:
@@ -24,8 +37,8 @@ def decide(specialist: str) -> dict[str, Any]:
     with context(specialist) as ctx:
         outcome = gate_challenger(ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry)
         d = outcome.decision
-        if outcome.action in ("promoted", "rejected") and d is not None:
-            verb = "promoted" if outcome.action == "promoted" else "rejected"
+        if outcome.action in ACTIONS and d is not None:
+            verb, actions = ACTIONS[outcome.action]
             ctx.alert(
                 "gate",
                 outcome.action.upper(),
@@ -33,9 +46,9 @@ def decide(specialist: str) -> dict[str, Any]:
                 f"v{outcome.champion_version}: {_summary(d)}",
                 reasons=_reasons(d, ctx.spec.promotion),
                 champion_version=outcome.champion_version,
-                actions=[f"lifecycle rollback -s {specialist}"]
-                if verb == "promoted"
-                else [f"lifecycle promote -s {specialist} --force   # to override the gate"],
+                actions=[
+                    a.format(name=specialist, version=outcome.challenger_version) for a in actions
+                ],
             )
     return outcome.as_dict()
 

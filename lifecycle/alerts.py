@@ -101,9 +101,16 @@ class AlertMessage(BaseModel):
 
     @property
     def fingerprint(self) -> str:
-        """Identity of the problem, not of its numbers: a value that creeps does not re-alert."""
+        """Identity of the problem, not of its numbers: a value that creeps does not re-alert.
+
+        The champion's version is part of it: the same verdict about a new champion (a second
+        promotion, a drift that outlived a retrain) is news, whatever the cooldown says.
+        """
         signals = sorted({reason.signal for reason in self.reasons})
-        key = json.dumps([self.specialist, self.kind, self.verdict, signals], ensure_ascii=False)
+        key = json.dumps(
+            [self.specialist, self.kind, self.verdict, signals, self.champion_version],
+            ensure_ascii=False,
+        )
         return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
     @property

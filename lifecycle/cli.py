@@ -232,25 +232,40 @@ def serve(
 def promote(
     specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to promote."),
     force: bool = typer.Option(
-        False, "--force", help="Promote the challenger now, without the statistical gate."
+        False, "--force", help="Promote now, without the statistical gate (recorded)."
+    ),
+    version: int | None = typer.Option(
+        None,
+        min=1,
+        help="With --force: promote this version instead of the challenger (e.g. one the "
+        "gate rejected).",
     ),
     reason: str = typer.Option("manual override", help="Recorded on the promoted version."),
     specialists_file: Path | None = SpecialistsFileOption,
 ) -> None:
-    """Make the challenger the champion (the old champion becomes 'previous')."""
+    """Run the promotion gate on the challenger now, or force a promotion past it.
+
+    Without --force: the promote flow once (the paired test on labelled shadowed requests,
+    then errors and latency); it promotes, rejects or waits, alerts and prints the decision.
+    With --force: the challenger (or --version) becomes the champion, the old champion
+    'previous'; the guardrail then watches it like any promotion.
+    """
     settings, specs = _context(specialists_file)
     specs.get(specialist)
     if not force:
-        typer.secho(
-            "the statistical promotion gate lands with the closed-loop flows; "
-            "use --force to promote without it (recorded on the version)",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
-        raise typer.Exit(2)
+        if version is not None:
+            raise typer.BadParameter(
+                "the gate judges the challenger; --version needs --force", param_hint="--version"
+            )
+        os.environ["LIFECYCLE_SPECIALISTS_FILE"] = str(settings.specialists_file)
+        _prefect_env(settings)
+        from flows.promote import promote_flow
+
+        typer.echo(json.dumps(promote_flow(specialist), indent=2, default=str))
+        return
     from lifecycle.registry import Registry
 
-    aliases = Registry(settings).promote(specialist, reason=f"forced: {reason}")
+    aliases = Registry(settings).promote(specialist, reason=f"forced: {reason}", version=version)
     typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
 
 

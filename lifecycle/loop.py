@@ -17,10 +17,10 @@ import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, TAG
+from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, PROMOTED_AT, TAG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROMOTED_AT = f"{TAG}promoted_at"
 GUARD_TAG = f"{TAG}guardrail"
 
 
@@ -208,7 +207,8 @@ def _metrics(values: dict[str, float]) -> list[Any]:
 
 @dataclass(frozen=True)
 class GateOutcome:
-    """``action``: promoted, rejected, waiting, or none (no challenger)."""
+    """``action``: promoted, rejected, ready (the gate says promote, ``auto_promote`` is off),
+    waiting, or none (no challenger)."""
 
     action: str
     decision: GateDecision | None
@@ -243,7 +243,8 @@ def gate_challenger(
 
     Promotion moves ``champion`` to the challenger and ``previous`` to the old champion (and
     stamps the time, which starts the guardrail); rejection removes the ``challenger`` alias
-    and records why on the version. ``auto_promote: false`` stops at the decision.
+    and records why on the version. ``auto_promote: false`` stops at the decision: "ready",
+    for a person to promote.
     """
     from lifecycle.promotion import gate
     from lifecycle.registry import Registry
@@ -284,10 +285,8 @@ def gate_challenger(
     common = {"challenger_version": challenger, "champion_version": champion}
     if decision.decision == "promote":
         if not spec.promotion.auto_promote:
-            return GateOutcome("waiting", decision, **common)
-        registry.promote(spec.name, reason="gate")
-        stamp = (now or datetime.now(timezone.utc)).isoformat()
-        registry.client.set_model_version_tag(spec.name, str(challenger), PROMOTED_AT, stamp)
+            return GateOutcome("ready", decision, **common)
+        registry.promote(spec.name, reason="gate", at=now)
         registry.client.set_model_version_tag(
             spec.name, str(challenger), f"{TAG}gate", "; ".join(decision.reasons)[:5000]
         )

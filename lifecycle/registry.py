@@ -13,6 +13,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ TRIGGERS = ("initial", "drift", "schedule", "manual")
 ADAPTER_PATH = "specialist"
 REFERENCE_PATH = "reference"
 TAG = "lifecycle."
+#: When a version became champion (ISO time): where the guardrail's "after" begins.
+PROMOTED_AT = f"{TAG}promoted_at"
 
 
 @dataclass(frozen=True)
@@ -159,21 +162,38 @@ class Registry:
         if self.alias_version(name, alias) is not None:
             self.client.delete_registered_model_alias(name, alias)
 
-    def promote(self, name: str, *, reason: str = "manual") -> dict[str, int]:
-        """Challenger becomes champion, the old champion becomes previous.
+    def promote(
+        self,
+        name: str,
+        *,
+        reason: str = "manual",
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> dict[str, int]:
+        """Challenger (or ``version``, e.g. one the gate rejected) becomes champion, the old
+        champion becomes previous.
 
-        The aliases move in the order that leaves a champion in place at every
-        instant, so a gateway polling mid-move never finds none.
+        The aliases move in the order that leaves a champion in place at every instant, so a
+        gateway polling mid-move never finds none. The time is stamped on the version
+        (``lifecycle.promoted_at``): the guardrail watches every promotion from then on,
+        forced ones included.
         """
         aliases = self.aliases(name)
-        if CHALLENGER not in aliases:
+        if version is None and CHALLENGER not in aliases:
             raise RegistryError(f"{name} has no challenger to promote ({_alias_text(aliases)})")
-        new, old = aliases[CHALLENGER], aliases.get(CHAMPION)
+        new, old = (version or aliases[CHALLENGER]), aliases.get(CHAMPION)
+        if version is not None:
+            self.get_version(name, version)  # a clear error for a version that does not exist
+        if new == old:
+            raise RegistryError(f"{name} v{new} is the champion already")
+        stamp = (at or datetime.now(timezone.utc)).isoformat()
+        self.client.set_model_version_tag(name, str(new), PROMOTED_AT, stamp)
+        self.client.set_model_version_tag(name, str(new), f"{TAG}promoted", reason)
         if old is not None:
             self.client.set_registered_model_alias(name, PREVIOUS, str(old))
         self.client.set_registered_model_alias(name, CHAMPION, str(new))
-        self.client.delete_registered_model_alias(name, CHALLENGER)
-        self.client.set_model_version_tag(name, str(new), f"{TAG}promoted", reason)
+        if aliases.get(CHALLENGER) == new:
+            self.client.delete_registered_model_alias(name, CHALLENGER)
         return self.aliases(name)
 
     def rollback(self, name: str, *, reason: str = "manual") -> dict[str, int]:

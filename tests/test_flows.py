@@ -8,6 +8,7 @@ the flows under ``prefect_test_harness`` (a temporary Prefect server).
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from lifecycle.cli import app
 from lifecycle.scenarios import generate_tickets
 
 pytestmark = pytest.mark.slow
@@ -124,7 +127,10 @@ def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
         request_ids=rec.request_ids,
         texts=rows["text"].tolist(),
     )
-    outcome = promote_flow("looped")
+    # `lifecycle promote` without --force runs the gate once, as the promote flow.
+    result = CliRunner().invoke(app, ["promote", "-s", "looped"])
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.output)
     assert outcome["action"] == "rejected", outcome
     aliases = registry.aliases("looped")
     assert aliases["champion"] == 1 and "challenger" not in aliases
@@ -132,12 +138,15 @@ def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
     assert "lifecycle.rejected" in version.tags
     alerts = env.store.alerts("looped")
     assert "REJECTED" in alerts["verdict"].tolist()
+    # The alert's override names the version: the rejected one has no alias left.
+    action = alerts.iloc[-1]["payload"]["actions"][0]
+    assert f"--version {bad.version.version} --force" in action
+    assert promote_flow("looped")["action"] == "none"  # nothing left to gate
 
 
 def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any) -> None:
     from flows.monitor import monitor_flow
-    from lifecycle.loop import PROMOTED_AT
-    from lifecycle.registry import Registry
+    from lifecycle.registry import PROMOTED_AT, Registry
 
     env = loop_env
     bad = _bad_challenger(env)

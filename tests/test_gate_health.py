@@ -131,3 +131,14 @@ def test_a_challenger_with_a_corrupt_artifact_is_rejected(env: Env, shared_host:
     assert "could not be loaded" in env.rejected_because()
     assert env.registry.aliases("tiny")[CHAMPION] == 1
     assert shared_host.adapter_ids == []
+
+
+def test_with_auto_promote_off_a_passing_challenger_waits_for_a_person(
+    env: Env, shared_host: Any
+) -> None:
+    env.spec = env.spec.model_copy(
+        update={"promotion": env.spec.promotion.model_copy(update={"auto_promote": False})}
+    )
+    outcome = env.gate(shared_host)
+    assert outcome.action == "ready" and outcome.decision.promote
+    assert env.registry.aliases("tiny") == {CHAMPION: 1, CHALLENGER: 2}

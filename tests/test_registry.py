@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from lifecycle.errors import RegistryError
 from lifecycle.model import AdapterHost
-from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, Registry
 from lifecycle.settings import load_settings
 
 TEXTS = ["my card was stolen at the station", "I want my money back for order 1234", "hello?"]
@@ -95,6 +96,17 @@ def test_aliases_move_and_missing_ones_say_so(home: Path, trained, tiny_spec) ->
         registry.promote("tiny")
     with pytest.raises(RegistryError, match="no previous"):
         registry.rollback("tiny")
+    # A forced promotion of a named version (one the gate rejected has no alias left); the
+    # stamp is what the guardrail watches from.
+    assert registry.promote("tiny", version=1, reason="forced") == {CHAMPION: 1, PREVIOUS: 2}
+    stamped = registry.get_version("tiny", 1).tags[f"{TAG}promoted_at"]
+    assert datetime.fromisoformat(stamped).tzinfo is not None
+    with pytest.raises(RegistryError, match="champion already"):
+        registry.promote("tiny", version=1)
+    with pytest.raises(RegistryError):
+        registry.promote("tiny", version=99)
+    assert registry.aliases("tiny") == {CHAMPION: 1, PREVIOUS: 2}
+    registry.rollback("tiny", reason="back")
 
     with pytest.raises(RegistryError, match="no version with alias 'challenger'"):
         registry.resolve("tiny", CHALLENGER)
