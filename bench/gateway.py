@@ -453,7 +453,17 @@ def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]
         )
     best_bs = max(out["sorted"], key=lambda k: out["sorted"][k])
     out["best_batch_size"] = int(best_bs)
-    out["best"] = out["sorted"][best_bs]
+    out["one_worker_best"] = out["sorted"][best_bs]
+    # The gateway may run two model workers (a copy of the model each, one torch thread
+    # each): the limit is the better of the two ways to spend the cores, so that the
+    # ratios below never credit the gateway with a configuration the limit did not try.
+    out["two_workers"] = step(
+        "two_workers",
+        lambda: _two_workers(st, sample, int(best_bs)),
+        len(sample),
+        f"two model workers, one thread each, sorted, batch {best_bs}",
+    )
+    out["best"] = max(out["one_worker_best"], out["two_workers"])
     # The full predict() (Prediction objects, embedding and probabilities as lists): what
     # the gateway's model thread runs per batch.
     out["predict_sorted_best"] = step(
@@ -496,6 +506,48 @@ def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]
         "batch_1", lambda: batches(1, 1, ones), len(ones), f"batch of one ({len(ones)} texts)"
     )
     return out
+
+
+def _two_workers(st: Setup, texts: list[str], batch_size: int) -> None:
+    """Sorted batches dealt out to two hosts, each on its own thread with one torch thread."""
+    import threading
+
+    import torch
+
+    from lifecycle.model import AdapterHost
+    from lifecycle.registry import Registry
+    from lifecycle.settings import Settings
+
+    global _HOSTS
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if _HOSTS is None:
+            registry = Registry(Settings(home=st.home))
+            _HOSTS = []
+            for _ in range(2):
+                host = AdapterHost("minilm")
+                adapter_id, _ = registry.load(host, SOLO, "champion")
+                host.logits_and_embeddings(texts[:64], adapter_id, batch_size=batch_size)
+                _HOSTS.append((host, adapter_id))
+        ordered = sorted(texts, key=len)
+        batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+        def run(k: int) -> None:
+            host, adapter_id = _HOSTS[k]  # type: ignore[index]
+            for batch in batches[k::2]:
+                host.logits_and_embeddings(batch, adapter_id, batch_size=batch_size)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        torch.set_num_threads(before)
+
+
+_HOSTS: list[tuple[Any, str]] | None = None
 
 
 # -- load generation --
@@ -1002,7 +1054,13 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     results["gateway_settings"] = {
         **{
             name: fields[name].default
-            for name in ("max_batch_size", "max_wait_ms", "shadow_batch_size", "store_text")
+            for name in (
+                "max_batch_size",
+                "max_wait_ms",
+                "shadow_batch_size",
+                "store_text",
+                "model_workers",
+            )
             if name in fields
         },
         "torch_threads": fields["torch_threads"].default or "all cores",
@@ -1252,7 +1310,8 @@ def report(results: dict[str, Any]) -> None:
     limit = results.get("limit")
     if limit:
         print(
-            f"limit ({limit['texts']} texts, in process, seq/s): sorted by length "
+            f"limit ({limit['texts']} texts, in process, seq/s): two workers "
+            f"{limit.get('two_workers', 0):.0f}; one worker sorted by length "
             + ", ".join(f"b{k} {v:.0f}" for k, v in limit["sorted"].items())
             + f"; predict() b{limit['best_batch_size']} {limit['predict_sorted_best']:.0f}"
         )

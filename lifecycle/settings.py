@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=256, ge=1, le=1024, description="Most texts gathered for one turn of the model."
     )
+    model_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Copies of the base model, each on its own thread; default: 2 on a CPU "
+        "with 2+ cores (one torch thread each, see torch_threads), 1 on a GPU.",
+    )
     forward_batch_size: int = Field(
         default=16, ge=1, le=1024, description="Texts per forward pass, sorted by length."
     )

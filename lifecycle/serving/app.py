@@ -82,6 +82,21 @@ def create_app(
     return app
 
 
+def _model_workers(settings: Settings, specs: dict[str, SpecialistSpec]) -> tuple[Any, list[Any]]:
+    """The base model once per model worker, and torch's threads shared out between them."""
+    import os
+
+    from lifecycle.model import AdapterHost, pick_placement
+
+    cores = os.cpu_count() or 1
+    on_gpu = pick_placement(settings.device).device != "cpu"
+    workers = settings.model_workers or (1 if on_gpu or cores < 2 else 2)
+    threads = settings.torch_threads or max(1, cores // workers)
+    base = next(iter(specs.values())).base_model
+    hosts = [AdapterHost(base, device=settings.device, threads=threads) for _ in range(workers)]
+    return hosts[0], hosts[1:]
+
+
 async def _start(
     settings: Settings,
     specs: dict[str, SpecialistSpec],
@@ -92,18 +107,15 @@ async def _start(
 ) -> Gateway:
     from lifecycle.registry import Registry
 
+    replicas: list[Any] = []
     if host is None:
-        from lifecycle.model import AdapterHost
-
-        base = next(iter(specs.values())).base_model
-        host = await asyncio.to_thread(
-            AdapterHost, base, device=settings.device, threads=settings.torch_threads
-        )
+        host, replicas = await asyncio.to_thread(_model_workers, settings, specs)
     if writer is None:
         writer = await asyncio.to_thread(_default_writer, settings)
     metrics = GatewayMetrics()
     engine = ModelEngine(
         host,
+        replicas=replicas,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         shadow_queue_size=settings.shadow_queue_size,

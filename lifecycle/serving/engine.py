@@ -1,11 +1,14 @@
-"""The model side of the gateway: one model thread, a micro-batcher, a routing table.
+"""The model side of the gateway: model workers, a micro-batcher, a routing table.
 
-All model work (forward passes, loading and unloading adapters) runs on one
-dedicated thread, so that peft's adapter state is never touched by two threads
-at once and the event loop never waits on torch. Requests are gathered into
-batches that may mix specialists and adapters; shadow work rides in a bounded
-queue that the batcher serves only when no champion work waits, so shadowing
-never delays an answer.
+A model worker is one copy of the base model with every served adapter, and the one
+thread that runs it: all its model work (forward passes, loading and unloading adapters)
+happens there, so that peft's adapter state is never touched by two threads at once and
+the event loop never waits on torch. On a CPU, two workers with one torch thread each
+outrun one worker with two (no barrier between threads on every operation, and a busy
+event loop or writer stalls one pass, not both); they also let one worker answer while
+the other runs shadow work. Requests are gathered into batches that may mix specialists
+and adapters; shadow work rides in a bounded queue that a worker serves only when no
+champion work waits, so shadowing never delays an answer.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +66,7 @@ class ModelEngine:
         self,
         host: Any,
         *,
+        replicas: Sequence[Any] = (),
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         shadow_queue_size: int = 10_000,
@@ -71,22 +76,30 @@ class ModelEngine:
         piggyback_shadow: bool = False,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        #: The first worker's host: what is loaded is the same in every worker.
         self.host = host
+        self.hosts = [host, *replicas]
+        self.workers = len(self.hosts)
         self.forward_batch_size = forward_batch_size
         self.piggyback_shadow = piggyback_shadow
         self.shadow_max_delay_s = shadow_max_delay_s
         self._shadow_texts = 0
         self._shadow_since: float | None = None
+        self._shadow_busy = False
+        self._primary_texts = 0
         self.shadow_batch_size = shadow_batch_size
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.routes: dict[str, Route] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model{k}")
+            for k in range(len(self.hosts))
+        ]
         self._primary: asyncio.Queue[_Job] | None = None
         self._shadow: asyncio.Queue[_Job] | None = None
         self._shadow_size = shadow_queue_size
         self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._on_batch = on_batch
 
     # -- lifecycle ----------------------------------------------------------------
@@ -95,29 +108,85 @@ class ModelEngine:
         self._primary = asyncio.Queue()
         self._shadow = asyncio.Queue(maxsize=self._shadow_size)
         self._wakeup = asyncio.Event()
-        self._task = asyncio.create_task(self._loop(), name="batcher")
+        self._tasks = [
+            asyncio.create_task(self._loop(k), name=f"batcher{k}") for k in range(self.workers)
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=True, cancel_futures=True)
+                await task
+        for executor in self._executors:
+            executor.shutdown(wait=True, cancel_futures=True)
 
-    async def run_on_model_thread(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func`` on the model thread, between batches (adapter loads and unloads)."""
+    async def run_on_model_thread(self, func: Callable[..., T], *args: Any, worker: int = 0) -> T:
+        """Run ``func`` on a worker's model thread, between its batches."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, func, *args)
+        return await loop.run_in_executor(self._executors[worker], func, *args)
+
+    # -- adapters (every worker holds the same ones) ---------------------------------
+
+    def has_adapter(self, adapter_id: str) -> bool:
+        return adapter_id in self.host.adapter_ids
+
+    def meta(self, adapter_id: str) -> Any:
+        return self.host.meta(adapter_id)
+
+    async def load_adapter(self, adapter_id: str, folder: Any) -> Any:
+        """Load an adapter into every worker (each on its own thread); its metadata.
+
+        A worker that fails unloads it from the others again: all or none serve it.
+        """
+        results = await asyncio.gather(
+            *(
+                self.run_on_model_thread(h.load_adapter, adapter_id, folder, worker=k)
+                for k, h in enumerate(self.hosts)
+            ),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for k, (h, r) in enumerate(zip(self.hosts, results, strict=True)):
+                if not isinstance(r, BaseException):
+                    await self.run_on_model_thread(h.remove_adapter, adapter_id, worker=k)
+            raise failed[0]
+        return results[0]
+
+    async def remove_adapter(self, adapter_id: str) -> None:
+        await asyncio.gather(
+            *(
+                self.run_on_model_thread(h.remove_adapter, adapter_id, worker=k)
+                for k, h in enumerate(self.hosts)
+                if adapter_id in h.adapter_ids
+            )
+        )
 
     # -- work -----------------------------------------------------------------------
 
     async def predict(self, texts: Sequence[str], adapter_ids: Sequence[str]) -> list[Prediction]:
-        """Predictions for a request's texts, batched with whatever else is waiting."""
+        """Predictions for a request's texts, batched with whatever else is waiting.
+
+        With several workers a request of more than one forward pass of texts is cut into
+        one part per worker, so that a lone big request uses every worker rather than one.
+        """
         assert self._primary is not None and self._wakeup is not None, "engine not started"
-        future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        self._primary.put_nowait(_Job(list(texts), list(adapter_ids), future))
+        loop = asyncio.get_running_loop()
+        step = len(texts)
+        if self.workers > 1 and len(texts) > self.forward_batch_size:
+            step = max(self.forward_batch_size, math.ceil(len(texts) / self.workers))
+        futures: list[asyncio.Future[list[Prediction]]] = []
+        for start in range(0, len(texts), step):
+            future: asyncio.Future[list[Prediction]] = loop.create_future()
+            part = list(texts[start : start + step])
+            self._primary.put_nowait(_Job(part, list(adapter_ids[start : start + step]), future))
+            self._primary_texts += len(part)
+            futures.append(future)
         self._wakeup.set()
-        return await future
+        if len(futures) == 1:
+            return await futures[0]
+        return [p for part in await asyncio.gather(*futures) for p in part]
 
     def shadow(
         self,
@@ -164,10 +233,10 @@ class ModelEngine:
             "shadow": self._shadow.qsize() if self._shadow else 0,
         }
 
-    async def _loop(self) -> None:
+    async def _loop(self, worker: int) -> None:
         assert self._primary is not None and self._shadow is not None and self._wakeup is not None
         while True:
-            if self._primary.empty() and not self._shadow_ready():
+            if self._primary.empty() and not self._shadow_available():
                 self._wakeup.clear()
                 # A timeout means the oldest shadow work has waited long enough: run what there is.
                 with contextlib.suppress(TimeoutError):
@@ -175,24 +244,35 @@ class ModelEngine:
             jobs = await self._gather()
             if not jobs:
                 continue
-            ran = await self._run_jobs(jobs)
-            if ran is None:
-                continue
-            jobs, predictions = ran
-            offset = 0
-            for job in jobs:
-                part = predictions[offset : offset + len(job.texts)]
-                offset += len(job.texts)
-                if job.future is not None:
-                    if not job.future.done():
-                        job.future.set_result(part)
-                elif job.on_done is not None:
-                    try:
-                        job.on_done(part)
-                    except Exception:
-                        logger.exception("shadow callback failed")
+            shadow_only = all(job.future is None for job in jobs)
+            if shadow_only:
+                self._shadow_busy = True
+            try:
+                ran = await self._run_jobs(jobs, worker)
+            finally:
+                if shadow_only:
+                    self._shadow_busy = False
+                    self._wakeup.set()  # the shadow work left is free for any worker now
+            if ran is not None:
+                self._deliver(*ran)
 
-    async def _run_jobs(self, jobs: list[_Job]) -> tuple[list[_Job], list[Prediction]] | None:
+    def _deliver(self, jobs: list[_Job], predictions: list[Prediction]) -> None:
+        offset = 0
+        for job in jobs:
+            part = predictions[offset : offset + len(job.texts)]
+            offset += len(job.texts)
+            if job.future is not None:
+                if not job.future.done():
+                    job.future.set_result(part)
+            elif job.on_done is not None:
+                try:
+                    job.on_done(part)
+                except Exception:
+                    logger.exception("shadow callback failed")
+
+    async def _run_jobs(
+        self, jobs: list[_Job], worker: int
+    ) -> tuple[list[_Job], list[Prediction]] | None:
         """Run one batch; on failure, tell every job, and answer the champions without shadow.
 
         A batch that mixes shadow and champion work (piggybacking) and fails is run again
@@ -202,7 +282,9 @@ class ModelEngine:
         ids = [a for job in jobs for a in job.adapter_ids]
         started = time.perf_counter()
         try:
-            predictions = await self.run_on_model_thread(self._run, texts, ids)
+            predictions = await self.run_on_model_thread(
+                self._run, texts, ids, worker, worker=worker
+            )
         except Exception as exc:  # one bad batch must not stop the gateway
             shadows = [job for job in jobs if job.future is None]
             champions = [job for job in jobs if job.future is not None]
@@ -220,7 +302,7 @@ class ModelEngine:
                     except Exception:
                         logger.exception("shadow error callback failed")
             if shadows and champions:
-                return await self._run_jobs(champions)
+                return await self._run_jobs(champions, worker)
             for job in champions:
                 assert job.future is not None
                 if not job.future.done():
@@ -239,7 +321,13 @@ class ModelEngine:
         jobs: list[_Job] = []
         size = 0
         deadline = time.perf_counter() + self.max_wait_s
-        while size < self.max_batch_size:
+        # With several workers, one takes its share of what waits, so that the others get
+        # work too (taking it all would leave them idle until its answers bring new requests).
+        limit = self.max_batch_size
+        if self.workers > 1:
+            share = math.ceil(self._primary_texts / self.workers)
+            limit = min(limit, max(self.forward_batch_size, share))
+        while size < limit:
             if not self._primary.empty():
                 job = self._primary.get_nowait()
             elif jobs and time.perf_counter() < deadline and self.max_wait_s > 0:
@@ -249,17 +337,14 @@ class ModelEngine:
                     )
                 except TimeoutError:
                     break
-            elif not jobs and self._shadow_ready():
+            elif not jobs and self._shadow_available():
                 # A full (or old) shadow batch, never waiting: champions may come any moment.
-                while size < self.shadow_batch_size and not self._shadow.empty():
-                    job = self._take_shadow()
-                    jobs.append(job)
-                    size += len(job.texts)
-                break
+                return self._take_shadow_batch()
             else:
                 break
             jobs.append(job)
             size += len(job.texts)
+            self._primary_texts -= len(job.texts)
         if self.piggyback_shadow and jobs and jobs[0].future is not None:
             # Shadow work of requests already answered rides along in a small champion batch:
             # on a CPU a few more rows cost little, a batch of its own would block the model.
@@ -270,12 +355,27 @@ class ModelEngine:
                 room -= len(job.texts)
         return jobs
 
+    def _take_shadow_batch(self) -> list[_Job]:
+        assert self._shadow is not None
+        jobs: list[_Job] = []
+        size = 0
+        while size < self.shadow_batch_size and not self._shadow.empty():
+            job = self._take_shadow()
+            jobs.append(job)
+            size += len(job.texts)
+        return jobs
+
     def _take_shadow(self) -> _Job:
         assert self._shadow is not None
         job = self._shadow.get_nowait()
         self._shadow_texts -= len(job.texts)
         self._shadow_since = None if self._shadow.empty() else time.perf_counter()
         return job
+
+    def _shadow_available(self) -> bool:
+        """Shadow work ready, and no other worker on shadow already: with several workers
+        one always stays free for champions."""
+        return not (self._shadow_busy and self.workers > 1) and self._shadow_ready()
 
     def _shadow_ready(self) -> bool:
         """Shadow work runs in full batches (cheap per text), or once its oldest has waited."""
@@ -287,12 +387,13 @@ class ModelEngine:
         return time.perf_counter() - since >= self.shadow_max_delay_s
 
     def _shadow_wait(self) -> float | None:
-        if self._shadow is None or self._shadow.empty():
+        """How long a worker may sleep before old shadow work is due (None: until woken)."""
+        if self._shadow is None or self._shadow.empty() or self._shadow_busy:
             return None
         since = self._shadow_since or time.perf_counter()
         return max(0.001, self.shadow_max_delay_s - (time.perf_counter() - since))
 
-    def _run(self, texts: list[str], adapter_ids: list[str]) -> list[Prediction]:
+    def _run(self, texts: list[str], adapter_ids: list[str], worker: int) -> list[Prediction]:
         # The host sorts the batch by length and runs it in passes of forward_batch_size:
         # one padded pass over a mixed-length micro-batch wastes a third of the work.
-        return self.host.predict(texts, adapter_ids, batch_size=self.forward_batch_size)
+        return self.hosts[worker].predict(texts, adapter_ids, batch_size=self.forward_batch_size)

@@ -159,15 +159,13 @@ class RegistrySync:
                 if served is not None and served.version == version:
                     return served
         adapter_id = f"{name}@v{version}"
-        if adapter_id in self.engine.host.adapter_ids:
-            meta = self.engine.host.meta(adapter_id)
+        if self.engine.has_adapter(adapter_id):
+            meta = self.engine.meta(adapter_id)
             return Served(version=version, adapter_id=adapter_id, labels=meta.labels)
         registry = self._registry_client()
         # Download off the model thread (I/O), load on it (peft state).
         _, folder = await asyncio.to_thread(registry.download, name, version)
-        meta = await self.engine.run_on_model_thread(
-            self.engine.host.load_adapter, adapter_id, folder
-        )
+        meta = await self.engine.load_adapter(adapter_id, folder)
         return Served(version=version, adapter_id=adapter_id, labels=tuple(meta.labels))
 
     def _retire(self, adapter_id: str) -> None:
@@ -179,8 +177,8 @@ class RegistrySync:
                 for r in self.engine.routes.values()
             ):
                 return
-            if adapter_id in self.engine.host.adapter_ids:
-                await self.engine.run_on_model_thread(self.engine.host.remove_adapter, adapter_id)
+            if self.engine.has_adapter(adapter_id):
+                await self.engine.remove_adapter(adapter_id)
                 logger.info("unloaded retired adapter %s", adapter_id)
 
         task = asyncio.create_task(later())

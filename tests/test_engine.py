@@ -1,0 +1,97 @@
+"""The model engine with two model workers (two copies of the real base model)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifecycle.serving.engine import ModelEngine
+
+from .gateway_harness import SharedHost
+
+TEXTS = [
+    "I lost my card at the station",
+    "refund my last order please",
+    "the app keeps crashing when I log in",
+    "how do I change my address",
+]
+
+
+class Counting(SharedHost):
+    """The host as the engine sees it, counting the texts each worker ran."""
+
+    def __init__(self, host: Any, counts: Counter[str], name: str) -> None:
+        super().__init__(host)
+        self.counts, self.name = counts, name
+
+    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+        self.counts[self.name] += len(texts)
+        return super().predict(texts, adapter_ids, **kwargs)
+
+
+class BrokenLoad(SharedHost):
+    def load_adapter(self, adapter_id: str, folder: Any) -> Any:
+        raise RuntimeError("disk full")
+
+
+@pytest.fixture(scope="module")
+def second_base() -> Any:
+    from lifecycle.model import AdapterHost
+
+    return AdapterHost("minilm", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(trained.host.save_adapter(trained.adapter_id, tmp_path_factory.mktemp("a") / "a"))
+
+
+def test_two_workers_share_the_load_and_answer_alike(
+    host: Any, second_base: Any, folder: Path, trained: Any
+) -> None:
+    counts: Counter[str] = Counter()
+    expected = [p.label for p in trained.host.predict(TEXTS, trained.adapter_id)]
+
+    async def scenario() -> list[list[str]]:
+        with Counting(host, counts, "a") as a, Counting(second_base, counts, "b") as b:
+            engine = ModelEngine(a, replicas=[b], max_batch_size=8, max_wait_ms=5)
+            await engine.start()
+            try:
+                meta = await engine.load_adapter("tiny@v1", folder)
+                assert engine.workers == 2 and engine.has_adapter("tiny@v1")
+                assert a.adapter_ids == b.adapter_ids == ["tiny@v1"]
+                assert engine.meta("tiny@v1").labels == meta.labels
+                answers = await asyncio.gather(
+                    *(engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)) for _ in range(40))
+                )
+                await engine.remove_adapter("tiny@v1")
+                assert a.adapter_ids == b.adapter_ids == []
+            finally:
+                await engine.stop()
+        return [[p.label for p in answer] for answer in answers]
+
+    answers = asyncio.run(scenario())
+    assert all(labels == expected for labels in answers)
+    assert counts["a"] + counts["b"] == 40 * len(TEXTS)
+    assert counts["a"] > 0 and counts["b"] > 0, counts  # both workers answered
+
+
+def test_an_adapter_that_fails_to_load_in_one_worker_is_in_none(
+    host: Any, second_base: Any, folder: Path
+) -> None:
+    async def scenario() -> None:
+        with SharedHost(host) as a, BrokenLoad(second_base) as b:
+            engine = ModelEngine(a, replicas=[b])
+            await engine.start()
+            try:
+                with pytest.raises(RuntimeError, match="disk full"):
+                    await engine.load_adapter("tiny@v1", folder)
+                assert not engine.has_adapter("tiny@v1") and a.adapter_ids == []
+            finally:
+                await engine.stop()
+
+    asyncio.run(scenario())
