@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default=False,
         description="Let shadow work of answered requests ride along in small champion batches.",
     )
+    traffic_durability: Literal["memory", "write", "fsync"] = Field(
+        default="write",
+        description="What an answer waits for: 'write' puts the request's records in a log on "
+        "disk first, so a killed gateway loses no answered request; 'fsync' also survives a "
+        "power cut (slower); 'memory' answers first (a crash loses the last ~50 ms).",
+    )
     store_text: Literal["full", "hash", "none"] = Field(
         default="full", description="What the traffic store keeps of each text (privacy)."
     )

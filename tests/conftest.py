@@ -76,3 +76,18 @@ def shared_host(host):  # type: ignore[no-untyped-def]
 
     with SharedHost(host) as shared:
         yield shared
+
+
+@pytest.fixture(scope="module")
+def served_home(tmp_path_factory: pytest.TempPathFactory, trained, tiny_spec) -> Path:  # type: ignore[no-untyped-def]
+    """A registry holding the tiny specialist twice: v1 champion, v2 challenger."""
+    home = tmp_path_factory.mktemp("gateway") / "home"
+    from lifecycle.registry import CHALLENGER, CHAMPION, Registry
+    from lifecycle.settings import Settings
+
+    registry = Registry(Settings(home=home))
+    first = registry.log_training(tiny_spec, trained, trigger="initial")
+    registry.set_alias("tiny", CHAMPION, first.version)
+    second = registry.log_training(tiny_spec, trained, trigger="manual", parent_version=1)
+    registry.set_alias("tiny", CHALLENGER, second.version)
+    return home

@@ -26,18 +26,6 @@ TOKEN = "s3cret-admin-token-for-tests"
 TEXTS = ["I lost my card at the station", "refund my last order please", "the app keeps crashing"]
 
 
-@pytest.fixture(scope="module")
-def served_home(tmp_path_factory: pytest.TempPathFactory, trained, tiny_spec) -> Path:  # type: ignore[no-untyped-def]
-    """A registry holding the tiny specialist twice: v1 champion, v2 challenger."""
-    home = tmp_path_factory.mktemp("gateway") / "home"
-    registry = Registry(Settings(home=home))
-    first = registry.log_training(tiny_spec, trained, trigger="initial")
-    registry.set_alias("tiny", CHAMPION, first.version)
-    second = registry.log_training(tiny_spec, trained, trigger="manual", parent_version=1)
-    registry.set_alias("tiny", CHALLENGER, second.version)
-    return home
-
-
 def _settings(home: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "home": home,

@@ -701,6 +701,103 @@ def test_journal_of_a_crashed_process_is_replayed_at_start(tmp_path: Path) -> No
     store.dispose()
 
 
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from lifecycle.store import FeedbackRecord, RequestRecord, TrafficStore, TrafficWriter
+    store = TrafficStore(sys.argv[1])
+    # The database is up, but the batch never fills nor times out before the kill.
+    writer = TrafficWriter(store, journal_dir=sys.argv[2], batch_size=10_000, max_wait_s=60,
+                           durability=sys.argv[3])
+    ids = []
+    for i in range(200):
+        record = RequestRecord(specialist="killed", model_version=1, text=f"t{i}", label="a",
+                               confidence=0.5, latency_ms=1.0)
+        seq = writer.submit(record)
+        if i % 3 == 0:
+            seq = writer.submit(FeedbackRecord(request_id=record.id, specialist="killed",
+                                               label="b"))
+        writer.commit(seq)  # what the gateway does before it answers
+        ids.append(record.id)
+    print(",".join(ids), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+@pytest.mark.parametrize("durability", ["write", "fsync", "memory"])
+def test_acknowledged_records_survive_sigkill_with_a_write_ahead_log(
+    tmp_path: Path, durability: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'traffic.db'}"
+    store = TrafficStore(url)
+    store.upgrade()
+    journal = tmp_path / "journal"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, url, str(journal), durability],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr
+    ids = set(proc.stdout.split()[0].split(","))
+    assert len(ids) == 200
+
+    writer = fast_writer(store, journal)
+    assert writer.flush(timeout=30) == "database"
+    stored = set(store.window("killed", with_embeddings=False)["id"])
+    labels = table_rows(store)["feedback"]
+    writer.close()
+    store.dispose()
+    if durability == "memory":
+        # The control: without the log, answered records die with the process.
+        assert stored == set() and labels == 0
+    else:
+        assert stored == ids and labels == 67
+        assert writer.adopted >= 267
+        assert sorted(p.name for p in journal.iterdir()) == [".adopt.lock"]
+
+
+def test_the_write_ahead_log_is_emptied_as_the_database_catches_up(
+    store: TrafficStore, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    writer = TrafficWriter(store, journal_dir=journal, durability="write", segment_records=50)
+    records = mixed_records(400)
+    for start in range(0, 400, 40):
+        writer.commit(writer.submit_many(records[start : start + 40]))
+    assert writer.flush(timeout=30) == "database"
+    wait_for(lambda: not list(journal.glob("*/wal-*.jsonl")), what="log segments deleted")
+    assert table_rows(store) == expected_rows(records)
+    writer.close()
+    assert sorted(p.name for p in journal.iterdir()) == [".adopt.lock"]
+
+
+def test_a_log_that_cannot_be_written_refuses_the_acknowledgement(
+    store: TrafficStore, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    writer = TrafficWriter(
+        store, journal_dir=journal, durability="write", max_wait_s=60, batch_size=10_000
+    )
+    folder = next(p for p in journal.iterdir() if p.is_dir())
+    aside = folder.with_name("aside")
+    folder.rename(aside)
+    folder.write_text("a file where the folder was")  # works as root too, unlike chmod
+    try:
+        record = request(1)
+        seq = writer.submit(record)
+        with pytest.raises(StoreError, match="cannot be written"):
+            writer.commit(seq)
+    finally:
+        folder.unlink()
+        aside.rename(folder)
+    writer.commit(seq)  # writable again: the same records are logged now
+    assert writer.close() == "database"
+    assert table_rows(store)["requests"] == 1
+
+
 def test_rows_the_database_refuses_are_set_aside_not_retried(
     store: TrafficStore, tmp_path: Path
 ) -> None:

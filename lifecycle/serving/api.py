@@ -121,3 +121,18 @@ class AdminResult(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' while the process runs.")
+
+
+class Readiness(BaseModel):
+    """Readiness; 503 with the same body while a specialist is not serving."""
+
+    ready: bool
+    serving: list[str] = Field(description="Specialists with a champion loaded.")
+    unavailable: dict[str, str] = Field(description="Specialists not serving, with why.")
+    registry_up: bool
+    registry_error: str | None = None
+    traffic_store_up: bool

@@ -172,7 +172,11 @@ def _default_writer(settings: Settings) -> Any:
     from lifecycle.store import TrafficStore, TrafficWriter
 
     # The writer migrates the database to the current schema before its first write.
-    return TrafficWriter(TrafficStore(settings.traffic_url), journal_dir=settings.home / "journal")
+    return TrafficWriter(
+        TrafficStore(settings.traffic_url),
+        journal_dir=settings.home / "journal",
+        durability=settings.traffic_durability,
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 
+from lifecycle.errors import StoreError
 from lifecycle.schemas import Prediction
 from lifecycle.serving.api import (
     FeedbackRequest,
@@ -60,11 +61,11 @@ async def predict(
         records.append(
             _request_record(gw, name, champion.version, text, pred, out, fallback_answer, elapsed)
         )
-    for record in records:
-        gw.writer.submit(record)
+    seq = gw.writer.submit_many(records)
     for out, (_, answer) in zip([o for o, _ in outs], outs, strict=True):
         if answer is not None and answer.ok and answer.label is not None:
-            gw.writer.submit(_fallback_feedback(name, out.request_id, answer.label))
+            seq = gw.writer.submit(_fallback_feedback(name, out.request_id, answer.label))
+    await _commit(gw, seq)
     counters = gw.counters[name]
     counters.requests += 1
     counters.escalations += sum(1 for o, _ in outs if o.escalated)
@@ -111,15 +112,13 @@ async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackRes
         owner = await _request_owner(gw, item.request_id)
         if owner != name:
             raise HTTPException(404, f"no request {item.request_id} for specialist {name!r}")
-    for item in items:
-        gw.writer.submit(
-            FeedbackRecord(
-                request_id=item.request_id,
-                specialist=name,
-                label=item.label,
-                source=body.source,
-            )
+    seq = gw.writer.submit_many(
+        FeedbackRecord(
+            request_id=item.request_id, specialist=name, label=item.label, source=body.source
         )
+        for item in items
+    )
+    await _commit(gw, seq)
     return FeedbackResponse(accepted=len(items), specialist=name)
 
 
@@ -338,6 +337,17 @@ def _shadow(
 
     if not gw.engine.shadow(texts, challenger.adapter_id, done, failed):
         gw.metrics.shadow_dropped.labels(name).inc()  # a request with some shadow work dropped
+
+
+async def _commit(gw: Gateway, seq: int) -> None:
+    """Wait until what was just accepted is on disk (traffic_durability), before answering."""
+    if gw.settings.traffic_durability == "memory":
+        return
+    try:
+        await asyncio.to_thread(gw.writer.commit, seq)
+    except StoreError as exc:
+        # The records stay queued for the database, but the client is not told "stored".
+        raise HTTPException(503, f"the traffic log cannot be written: {exc}") from exc
 
 
 async def _request_owner(gw: Gateway, request_id: str) -> str | None:

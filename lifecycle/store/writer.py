@@ -15,6 +15,10 @@ When the database is down or locked, nothing accepted is lost:
    replayed first, then memory: the database receives records in submission order;
 4. a journal left by a crashed process is adopted at start and replayed before anything new.
 
+What memory holds is lost if the process dies. With ``durability`` set to ``"write"`` or
+``"fsync"`` the caller also calls ``commit`` before it acknowledges: the records are then in a
+write-ahead log on disk (see ``lifecycle.store.wal``), which the next writer adopts and replays.
+
 A row the database refuses as invalid (a constraint, a value too long) is not retried forever:
 its batch is retried row by row and the bad row is kept in ``<journal_dir>/rejected.jsonl``.
 
@@ -44,6 +48,7 @@ from lifecycle.errors import StoreError
 from lifecycle.store.journal import REJECTED_NAME, SEGMENT_SUFFIX, Journal
 from lifecycle.store.records import RECORD_TYPES, Record, RequestRecord
 from lifecycle.store.repository import TrafficStore
+from lifecycle.store.wal import Durability, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,7 @@ class TrafficWriter:
         segment_records: int = 4096,
         stall_after_s: float = 2.0,
         migrate: bool = True,
+        durability: Durability = "memory",
     ) -> None:
         if batch_size < 1 or memory_limit < 1:
             raise ValueError("batch_size and memory_limit must be >= 1")
@@ -119,6 +125,21 @@ class TrafficWriter:
             ) from exc
         #: Records adopted at start from the journal of a process that is gone.
         self.adopted = self._journal.adopted
+        self.durability: Durability = durability
+        self._wal = (
+            None
+            if durability == "memory"
+            else WriteAheadLog(
+                self._journal.folder,
+                fsync=durability == "fsync",
+                segment_records=segment_records,
+                start_seq=self.adopted,
+            )
+        )
+        # Records not yet in the log; the log is appended under its own lock so that request
+        # threads never wait on the writer thread's database work.
+        self._wal_lock = threading.Lock()
+        self._wal_buffer: deque[tuple[int, Record]] = deque()
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the thread waits for work here
@@ -154,12 +175,15 @@ class TrafficWriter:
 
     # -- the caller's side ---------------------------------------------------------------
 
-    def submit(self, record: Record) -> None:
-        """Accept a record; never blocks on the database. Raises ``StoreError`` once closed."""
-        self.submit_many((record,))
+    def submit(self, record: Record) -> int:
+        """Accept a record; never blocks on the database. Raises ``StoreError`` once closed.
 
-    def submit_many(self, records: Iterable[Record]) -> None:
-        """Accept several records at once, in order."""
+        Returns its sequence number, for ``commit``.
+        """
+        return self.submit_many((record,))
+
+    def submit_many(self, records: Iterable[Record]) -> int:
+        """Accept several records at once, in order; returns the last one's sequence number."""
         items = list(records)
         for record in items:
             if not isinstance(record, RECORD_TYPES):
@@ -170,12 +194,56 @@ class TrafficWriter:
             for record in items:
                 self._seq += 1
                 self._queue.append((self._seq, record))
+                if self._wal is not None:
+                    self._wal_buffer.append((self._seq, record))
                 if isinstance(record, RequestRecord):
                     self._inflight[record.id] = record.specialist
             self._submitted += len(items)
             size = len(self._queue)
             if size <= len(items) or size >= self._batch_size or size > self._memory_limit:
                 self._wake.notify()
+            return self._seq
+
+    def commit(self, seq: int | None = None) -> None:
+        """Return once every record numbered <= ``seq`` (default: all so far) is on disk.
+
+        On disk means in the database or in the write-ahead log (written to the OS, and
+        fsync'd in ``"fsync"`` mode), so it survives the process being killed. Concurrent
+        callers share one append (group commit). A no-op when ``durability`` is ``"memory"``.
+        It waits: call it from a worker thread, not the event loop. Raises ``StoreError`` when
+        the log cannot be written; the records then stay queued for the database.
+        """
+        if self._wal is None:
+            return
+        with self._wal_lock:
+            with self._lock:
+                target = self._seq if seq is None else seq
+                if target <= max(self._wal.durable_seq, self._db_seq):
+                    return
+                entries = list(self._wal_buffer)
+                self._wal_buffer.clear()
+                upto = self._seq
+            try:
+                self._wal.append(entries, upto)
+            except OSError as exc:
+                with self._lock:
+                    self._wal_buffer.extendleft(reversed(entries))
+                    self._failures += 1
+                log.error("traffic writer: the write-ahead log cannot be written: %s", exc)
+                raise StoreError(
+                    f"the traffic log in {self.journal_dir} cannot be written ({exc.strerror})"
+                ) from exc
+
+    def _release_wal(self) -> None:
+        """Forget log entries and segments that the database now holds (writer thread)."""
+        if self._wal is None:
+            return
+        with self._wal_lock:
+            with self._lock:
+                db_seq = self._db_seq
+                while self._wal_buffer and self._wal_buffer[0][0] <= db_seq:
+                    self._wal_buffer.popleft()
+            self._wal.release(db_seq)
 
     def known_request(self, request_id: str) -> str | None:
         """The specialist of a request accepted but not yet in the database (memory or journal).
@@ -392,6 +460,7 @@ class TrafficWriter:
             self._written += len(batch)
             self._forget(records)
             self._progress.notify_all()
+        self._release_wal()
 
     def _replay_journal(self) -> None:
         segment = self._journal.oldest()
@@ -415,6 +484,7 @@ class TrafficWriter:
             self._db_seq = max(self._db_seq, segment.last_seq)
             self._journal_pending = self._journal.pending
             self._progress.notify_all()
+        self._release_wal()
 
     def _spill(self, count: int) -> None:
         """Move the ``count`` oldest records from memory to the journal."""
@@ -525,6 +595,7 @@ class TrafficWriter:
     def _shutdown(self) -> None:
         with self._lock:
             entries = list(self._queue)
+        saved = True
         if entries:
             try:
                 rejected = self._journal.append(entries)
@@ -533,9 +604,19 @@ class TrafficWriter:
                     self._rejected += rejected
                     self._journal_pending = self._journal.pending
             except OSError as exc:
+                saved = False
                 log.error(
-                    "traffic writer: %d records lost: journal not writable (%s)", len(entries), exc
+                    "traffic writer: %d records not journaled (%s)%s",
+                    len(entries),
+                    exc,
+                    "; the write-ahead log keeps those that were acknowledged"
+                    if self._wal is not None
+                    else ": lost",
                 )
+        if self._wal is not None:
+            with self._wal_lock:
+                # Everything not in the database is in the journal now, unless that failed.
+                self._wal.close(keep=not saved)
         try:
             self._journal.close()
         except OSError as exc:  # pragma: no cover - the folder vanished under us
