@@ -10,12 +10,84 @@ starts nothing new and a flow retried after a crash does not register twice.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import os
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
 from flows import events
 from flows.context import context
+
+#: Seconds a retrain's slot outlives its holder. The holder renews its lease (Prefect) and its
+#: heartbeat (a Prefect variable) while it runs. A holder that was killed (OOM, node lost)
+#: stops both: a real Prefect server's repossessor then frees the slot after the lease, and
+#: where none runs (the temporary local server of the embedded default) the next trigger
+#: sees the stale heartbeat and frees it.
+RETRAIN_LEASE_S = 60.0  # the least a Prefect server accepts
+#: A heartbeat this old means its retrain is dead (it beats every quarter of this). Longer
+#: than the lease plus the repossessor's period, so that where a repossessor runs it frees
+#: the slot first and the two never both release it.
+HEARTBEAT_STALE_S = 120.0
+
+
+def heartbeat_variable(specialist: str) -> str:
+    return f"lifecycle-retrain-{specialist}-heartbeat".replace("_", "-")
+
+
+@contextlib.contextmanager
+def _heartbeat(specialist: str) -> Iterator[None]:
+    """Beat every quarter lease while the body runs; forget the beat when it ends."""
+    from prefect.variables import Variable
+
+    name = heartbeat_variable(specialist)
+    stop = threading.Event()
+
+    def beat() -> None:
+        Variable.set(name, {"at": time.time(), "pid": os.getpid()}, overwrite=True)
+
+    def loop() -> None:
+        while not stop.wait(HEARTBEAT_STALE_S / 4):
+            with contextlib.suppress(Exception):  # a missed beat only ages the heartbeat
+                beat()
+
+    beat()
+    # The thread runs in a copy of this context: Prefect's settings (the API URL) live there.
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(loop,),
+        name=f"retrain-heartbeat-{specialist}",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            Variable.unset(name)
+
+
+def _free_if_holder_died(specialist: str, limit: str) -> float | None:
+    """Release the slot when its holder's heartbeat is older than a lease; its age, or None."""
+    from prefect.client.orchestration import get_client
+    from prefect.variables import Variable
+
+    name = heartbeat_variable(specialist)
+    last = Variable.get(name, default=None)
+    if not isinstance(last, dict) or not isinstance(last.get("at"), int | float):
+        return None  # the holder has not beaten yet, or the slot was taken by hand
+    age = time.time() - float(last["at"])
+    if age <= HEARTBEAT_STALE_S:
+        return None
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots(names=[limit], slots=1, occupancy_seconds=age)
+    Variable.unset(name)
+    return age
 
 
 def retrain_limit(specialist: str) -> str:
@@ -85,9 +157,30 @@ def retrain_flow(specialist: str, trigger: str = "drift") -> dict[str, Any]:
     logger = get_run_logger()
     limit = retrain_limit(specialist)
     ensure_limit(limit)
+
+    def run() -> dict[str, Any]:
+        with (
+            concurrency(
+                limit, occupy=1, timeout_seconds=1, strict=True, lease_duration=RETRAIN_LEASE_S
+            ),
+            _heartbeat(specialist),
+        ):
+            return train_challenger(specialist, trigger)
+
     try:
-        with concurrency(limit, occupy=1, timeout_seconds=1, strict=True):
-            outcome = train_challenger(specialist, trigger)
+        try:
+            outcome = run()
+        except TimeoutError:
+            age = _free_if_holder_died(specialist, limit)
+            if age is None:
+                raise
+            logger.warning(
+                "%s: the retrain holding the slot stopped beating %.0f s ago (killed?); "
+                "its slot is freed and this run trains",
+                specialist,
+                age,
+            )
+            outcome = run()
     except TimeoutError:
         logger.info("%s: another retrain is running; this trigger starts nothing", specialist)
         return {"status": "skipped", "reason": "another retrain of this specialist is running"}

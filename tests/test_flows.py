@@ -304,6 +304,88 @@ def test_a_retrain_that_dies_midway_leaves_aliases_and_alerts(
     assert "worker lost" in alerts["payload"].iloc[0]["summary"]
 
 
+KILLED_RETRAIN = "from flows.retrain import retrain_flow; retrain_flow('looped', trigger='drift')"
+
+
+def test_a_retrain_killed_mid_training_changes_nothing_and_the_next_run_succeeds(
+    loop_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL of the process running the retrain flow while its training task runs.
+
+    The temporary Prefect server frees no expired lease (its repossessor does not run), so
+    the slot comes back only through the dead holder's stale heartbeat.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.retrain import retrain_flow
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    _traffic(
+        env,
+        host,
+        champion_id,
+        1,
+        160,
+        seed=91,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RETRAIN],
+        env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    name_filter = TaskRunFilter(name=TaskRunFilterName(like_="train_challenger"))
+    try:
+        deadline = time.monotonic() + 180
+        with get_client(sync_client=True) as client:
+            while True:
+                assert proc.poll() is None, "the retrain ended before it could be killed"
+                runs = client.read_task_runs(task_run_filter=name_filter)
+                if any(r.state and r.state.is_running() for r in runs):
+                    break
+                assert time.monotonic() < deadline, "training never started"
+                time.sleep(0.2)
+        time.sleep(1.0)  # well inside training: data is loaded, the model is learning
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    # Registration is the retrain's last write: nothing of the killed run is visible.
+    assert registry.aliases("looped") == {"champion": 1}
+    assert [v.version for v in registry.versions("looped")] == [1]
+
+    # Until the dead holder's heartbeat is a lease old, a trigger is skipped, never queued;
+    # then the next run frees the slot, trains and registers. (A shorter lease for the test.)
+    monkeypatch.setattr("flows.retrain.HEARTBEAT_STALE_S", 8.0)
+    skipped = 0
+    deadline = time.monotonic() + 180
+    while True:
+        outcome = retrain_flow("looped", trigger="drift")
+        if outcome["status"] != "skipped":
+            break
+        assert "another retrain" in outcome["reason"], outcome
+        assert time.monotonic() < deadline, "the killed run's slot was never freed"
+        skipped += 1
+        time.sleep(2)
+    assert outcome["status"] == "registered", outcome
+    assert registry.aliases("looped") == {"champion": 1, "challenger": 2}
+    assert skipped >= 1  # the slot really was held by the dead run at first
+
+
 @pytest.mark.integration
 def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
     loop_env: Any, monkeypatch: pytest.MonkeyPatch
