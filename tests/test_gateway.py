@@ -230,6 +230,11 @@ def test_hostile_requests(gateway: RunningGateway) -> None:
             content=b'{"texts": ["caf\xe9"]}',
             headers={"content-type": "application/json"},
         )
+        lone_surrogate = client.post(
+            "/v1/specialists/tiny/predict",
+            content=b'{"texts": ["fine", "half an emoji \\ud83d here"]}',
+            headers={"content-type": "application/json"},
+        )
         not_json = client.post(
             "/v1/specialists/tiny/predict",
             content=b"{texts:",
@@ -242,11 +247,13 @@ def test_hostile_requests(gateway: RunningGateway) -> None:
     assert huge.status_code == 413
     assert many.status_code == 413
     assert bad_utf8.status_code in (400, 422)
+    assert lone_surrogate.status_code == 422
+    assert "surrogates" in lone_surrogate.json()["detail"]
     assert not_json.status_code in (400, 422)
     assert unknown.status_code == 404 and "nobody" in unknown.json()["detail"]
     assert traversal.status_code in (404, 422)
     assert upper.status_code == 422
-    for response in (huge, many, bad_utf8, not_json, unknown, traversal, upper):
+    for response in (huge, many, bad_utf8, lone_surrogate, not_json, unknown, traversal, upper):
         assert "Traceback" not in response.text
     assert ok.status_code == 200
 
@@ -405,6 +412,63 @@ def test_traffic_db_outage_loses_nothing(served_home: Path, shared_host, tmp_pat
         stored = set(gw.gw.writer.store.window("tiny", with_embeddings=False)["id"])
     assert set(accepted) <= stored
     assert len(accepted) == 80
+
+
+@pytest.mark.parametrize("mode", ["hash", "none"])
+def test_redacted_traffic_keeps_no_text(
+    served_home: Path,
+    shared_host,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    """LIFECYCLE_STORE_TEXT=hash keeps a SHA-256 of each text, =none nothing; never the text."""
+    import hashlib
+
+    from lifecycle.serving.app import create_app
+
+    db = tmp_path / "traffic.db"
+    settings = _settings(served_home, traffic_db_url=f"sqlite:///{db}", store_text=mode)
+    secret = "my card number is 4111 1111 1111 1111"
+    app = create_app(settings, _specs(), host=shared_host)
+    with running_gateway(app, token=TOKEN) as gw:
+        with gw.client() as client:
+            r = client.post("/v1/specialists/tiny/predict", json={"texts": [secret, TEXTS[0]]})
+            assert r.status_code == 200
+        assert gw.gw.writer.flush(timeout=30) == "database"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT text, text_sha256, label FROM requests").fetchall()
+    assert len(rows) == 2 and all(label for _, _, label in rows)
+    assert all(text is None for text, _, _ in rows)
+    digests = {digest for _, digest, _ in rows}
+    if mode == "hash":
+        assert hashlib.sha256(secret.encode()).hexdigest() in digests
+    else:
+        assert digests == {None}
+    assert b"4111" not in db.read_bytes()
+    for journal_file in (served_home / "journal").rglob("*.jsonl"):
+        assert "4111" not in journal_file.read_text()
+
+
+def test_oversized_input_never_reaches_the_model(gateway: RunningGateway) -> None:
+    def batches(client: httpx.Client) -> float:
+        metrics = client.get("/metrics").text
+        line = next(x for x in metrics.splitlines() if x.startswith("lifecycle_batch_size_count"))
+        return float(line.split()[-1])
+
+    with gateway.client() as client:
+        before = batches(client)
+        refused = [
+            client.post("/v1/specialists/tiny/predict", json={"texts": ["x" * 3000]}),
+            client.post("/v1/specialists/tiny/predict", json={"texts": ["hi"] * 65}),
+            client.post(
+                "/v1/specialists/tiny/predict",
+                content=b'{"texts": ["' + b"a" * 300_000 + b'"]}',
+                headers={"content-type": "application/json"},
+            ),
+        ]
+        after = batches(client)
+    assert [r.status_code for r in refused] == [413, 413, 413]
+    assert after == before  # not one batch ran for them
 
 
 def test_openapi_documents_every_route(gateway: RunningGateway) -> None:

@@ -24,7 +24,19 @@ class PredictRequest(BaseModel):
         blank = [i for i, t in enumerate(texts) if not t.strip()]
         if blank:
             raise ValueError(f"texts at positions {blank[:10]} are empty or whitespace")
+        # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 store can hold.
+        broken = [i for i, t in enumerate(texts) if not _is_unicode(t)]
+        if broken:
+            raise ValueError(f"texts at positions {broken[:10]} hold unpaired surrogates")
         return texts
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class PredictionOut(BaseModel):
