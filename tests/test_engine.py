@@ -95,3 +95,57 @@ def test_an_adapter_that_fails_to_load_in_one_worker_is_in_none(
                 await engine.stop()
 
     asyncio.run(scenario())
+
+
+class HangingShadow(SharedHost):
+    """Fault injection: a forward pass that includes the challenger (v2) hangs until released."""
+
+    def __init__(self, host: Any, hung: Any, release: Any) -> None:
+        super().__init__(host)
+        self.hung, self.release = hung, release
+
+    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+        if any(a.endswith("tiny@v2") for a in adapter_ids):
+            self.hung.set()
+            assert self.release.wait(timeout=120), "never released"
+        return super().predict(texts, adapter_ids, **kwargs)
+
+
+def test_a_hanging_shadow_holds_up_no_answer(host: Any, second_base: Any, folder: Path) -> None:
+    """One worker stuck in a challenger's forward pass: the other answers every request."""
+    import threading
+
+    hung, release = threading.Event(), threading.Event()
+    finished: list[int] = []
+
+    async def scenario() -> tuple[int, bool]:
+        with (
+            HangingShadow(host, hung, release) as a,
+            HangingShadow(second_base, hung, release) as b,
+        ):
+            engine = ModelEngine(a, replicas=[b], shadow_batch_size=2, shadow_max_delay_s=0.01)
+            await engine.start()
+            try:
+                await engine.load_adapter("tiny@v1", folder)
+                await engine.load_adapter("tiny@v2", folder)
+                assert engine.shadow(TEXTS[:2], "tiny@v2", lambda o, p: finished.append(len(p)))
+                await asyncio.to_thread(hung.wait, 30)
+                assert hung.is_set(), "the shadow batch never started"
+                answers = await asyncio.gather(
+                    *(engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)) for _ in range(30))
+                )
+                still_hung = not release.is_set() and not finished
+                release.set()
+                for _ in range(100):
+                    if finished:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                release.set()
+                await engine.stop()
+        return sum(len(a) for a in answers), still_hung
+
+    answered, still_hung = asyncio.run(scenario())
+    assert answered == 30 * len(TEXTS)
+    assert still_hung  # every answer came while the shadow was stuck
+    assert finished == [2]  # and the shadow work completed once released

@@ -455,3 +455,84 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
             conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.mark.integration
+def test_a_registry_outage_makes_the_monitor_retry_not_give_up(
+    loop_env: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MLflow as a real `mlflow server` that is down when the flow starts and comes up later."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    from flows.monitor import monitor_flow
+    from lifecycle.registry import Registry
+    from tests.gateway_harness import free_port
+
+    env = loop_env
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    _traffic(
+        env,
+        host,
+        champion_id,
+        1,
+        150,
+        seed=93,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+    port = free_port()
+    # The flow reads the registry through the server (the same database behind it).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    server: list[subprocess.Popen[bytes]] = []
+
+    def registry_comes_back() -> None:
+        time.sleep(1.0)
+        server.append(
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    "--backend-store-uri",
+                    env.settings.tracking_uri,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=open(tmp_path / "mlflow.log", "wb"),  # noqa: SIM115 - closed with the process
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    try:
+        with httpx.Client() as probe, pytest.raises(httpx.ConnectError):
+            probe.get(f"http://127.0.0.1:{port}/health")  # down when the flow starts
+        threading.Thread(target=registry_comes_back, daemon=True).start()
+        result = monitor_flow("looped", return_state=True)
+    finally:
+        for proc in server:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert result.is_completed(), (result, (tmp_path / "mlflow.log").read_text()[-2000:])
+    verdict = result.result()["verdict"]
+    assert verdict["status"] == "OK" and verdict["window"]["rows"] == 150
+    assert verdict["champion_version"] == 1
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    checks = [
+        r
+        for r in runs
+        if r.flow_run_id == result.state_details.flow_run_id and r.name.startswith("check")
+    ]
+    assert checks and checks[0].run_count >= 2  # failed while the registry was down
+    assert registry.aliases("looped") == {"champion": 1}

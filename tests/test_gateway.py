@@ -471,6 +471,44 @@ def test_oversized_input_never_reaches_the_model(gateway: RunningGateway) -> Non
     assert after == before  # not one batch ran for them
 
 
+@pytest.mark.parametrize("fault", ["corrupt", "missing"])
+def test_a_challenger_that_cannot_be_loaded_costs_only_its_shadow(
+    fault: str,
+    tmp_path: Path,
+    shared_host,  # type: ignore[no-untyped-def]
+    trained,  # type: ignore[no-untyped-def]
+    tiny_spec,  # type: ignore[no-untyped-def]
+) -> None:
+    import shutil
+
+    from lifecycle.schemas import ADAPTER_WEIGHTS
+    from lifecycle.serving.app import create_app
+
+    home = tmp_path / "home"
+    registry = Registry(Settings(home=home))
+    registry.set_alias("tiny", CHAMPION, registry.log_training(tiny_spec, trained).version)
+    registry.set_alias("tiny", CHALLENGER, registry.log_training(tiny_spec, trained).version)
+    _, folder = registry.download("tiny", 2)
+    if fault == "corrupt":
+        (folder / ADAPTER_WEIGHTS).write_bytes(b"\x00not safetensors at all")
+    else:
+        (folder / ADAPTER_WEIGHTS).unlink()
+
+    app = create_app(_settings(home), _specs(), host=shared_host)
+    with running_gateway(app, token=TOKEN) as gw, gw.client() as client:
+        assert client.get("/readyz").status_code == 200
+        answer = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS})
+        served = client.get("/v1/specialists").json()["specialists"][0]
+        assert answer.status_code == 200
+        assert {p["model_version"] for p in answer.json()["predictions"]} == {1}
+        assert served["champion"]["version"] == 1 and served["challenger"] is None
+        shutil.rmtree(folder.parent)  # the cache is fixed: the registry's copy is intact
+        reloaded = client.post("/v1/admin/reload", headers=gw.admin_headers()).json()
+        served = client.get("/v1/specialists").json()["specialists"][0]
+    assert reloaded["ok"] is True and reloaded["detail"]["tiny"]["challenger"] == 2
+    assert served["challenger"]["version"] == 2
+
+
 def test_openapi_documents_every_route(gateway: RunningGateway) -> None:
     with gateway.client() as client:
         spec = client.get("/openapi.json").json()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine, make_url
 
 from tests.gateway_harness import running_gateway
-from tests.test_gateway import TOKEN, _settings, _specs, served_home  # noqa: F401
+from tests.test_gateway import TOKEN, _settings, _specs
 from tests.test_store_postgres import admin, pg_url, refused_connections  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -19,7 +23,7 @@ pytestmark = pytest.mark.integration
 def test_postgres_outage_under_load_loses_no_accepted_request(
     admin: Engine,  # noqa: F811
     pg_url: str,  # noqa: F811
-    served_home: Path,  # noqa: F811
+    served_home: Path,
     shared_host,  # type: ignore[no-untyped-def]
 ) -> None:
     from lifecycle.serving.app import create_app
@@ -68,3 +72,61 @@ def test_postgres_outage_under_load_loses_no_accepted_request(
     assert len(accepted) == 100 == len(set(accepted))
     assert set(accepted) <= set(window["id"])
     assert (window.set_index("id").loc[labelled, "true_label"] == labels[0]).all()
+
+
+def _cluster() -> list[str]:
+    """``pg_ctlcluster VERSION main`` for the local server (Debian's wrapper), or a failure."""
+    assert shutil.which("pg_ctlcluster"), "pg_ctlcluster is needed to stop the local server"
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main"]
+
+
+@contextmanager
+def stopped_server() -> Iterator[None]:
+    """The whole PostgreSQL server stopped (fast shutdown: sessions cut), then started again."""
+    subprocess.run([*_cluster(), "stop", "-m", "fast"], check=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run([*_cluster(), "start"], check=True, timeout=60)
+        for _ in range(60):
+            if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode == 0:
+                break
+            time.sleep(0.5)
+
+
+def test_postgres_stopped_under_load_loses_no_accepted_request(
+    pg_url: str,  # noqa: F811
+    served_home: Path,
+    shared_host,  # type: ignore[no-untyped-def]
+) -> None:
+    from lifecycle.serving.app import create_app
+
+    app = create_app(_settings(served_home, traffic_db_url=pg_url), _specs(), host=shared_host)
+    accepted: list[str] = []
+
+    def burst(client_id: int, n: int) -> list[str]:
+        ids = []
+        with gw.client() as client:
+            for i in range(n):
+                r = client.post(
+                    "/v1/specialists/tiny/predict", json={"texts": [f"stopped {client_id} {i}"]}
+                )
+                assert r.status_code == 200, r.text
+                ids.append(r.json()["predictions"][0]["request_id"])
+        return ids
+
+    with running_gateway(app, token=TOKEN) as gw:
+        accepted += burst(0, 10)
+        assert gw.gw.writer.flush(timeout=30) == "database"
+        with stopped_server():
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                for ids in pool.map(burst, range(1, 5), [20] * 4):
+                    accepted += ids
+            assert gw.gw.writer.flush(timeout=10) == "journal"  # durable, database still down
+            with gw.client() as client:
+                assert client.get("/readyz").json()["traffic_store_up"] is False
+        assert gw.gw.writer.flush(timeout=120) == "database"
+        window = gw.gw.writer.store.window("tiny", with_embeddings=False)
+    assert len(accepted) == 90 == len(set(accepted))
+    assert set(accepted) <= set(window["id"])

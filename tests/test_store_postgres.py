@@ -60,7 +60,10 @@ def refused_connections(admin: Engine, database: str | None) -> Iterator[None]:
 def admin() -> Iterator[Engine]:
     """An autocommit connection pool to the shared ``test`` database, for DDL on databases."""
     engine = create_engine(
-        ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+        ADMIN_URL,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 5},
+        pool_pre_ping=True,  # a test that restarts the server leaves dead pooled connections
     )
     with engine.connect() as conn:  # fails (not skips) when the server is down
         conn.execute(text("SELECT 1"))

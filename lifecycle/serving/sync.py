@@ -127,11 +127,25 @@ class RegistrySync:
         if champion_v == have_champion and challenger_v == have_challenger:
             return {}
         champion = await self._ensure_loaded(name, champion_v, current)
-        challenger = (
-            await self._ensure_loaded(name, challenger_v, current)
-            if challenger_v is not None
-            else None
-        )
+        challenger = None
+        challenger_error = None
+        if challenger_v is not None:
+            try:
+                challenger = await self._ensure_loaded(name, challenger_v, current)
+            except Exception as exc:
+                # A broken or unreachable challenger costs its shadow, never the champion's
+                # answers; the next sync tries it again (the artifact may be fixed or replaced).
+                challenger_error = (
+                    f"challenger v{challenger_v} not loaded: {type(exc).__name__}: {exc}"[:300]
+                )
+                logger.error("%s: %s", name, challenger_error)
+        if (
+            current is not None
+            and champion.version == have_champion
+            and challenger is None
+            and have_challenger is None
+        ):
+            return {"error": challenger_error} if challenger_error else {}
         self.engine.routes[name] = Route(specialist=name, champion=champion, challenger=challenger)
         self.state.unavailable.pop(name, None)
         self.state.swaps += 1
@@ -148,10 +162,13 @@ class RegistrySync:
             )
             for adapter_id in old - in_use:
                 self._retire(adapter_id)
-        return {
+        change: dict[str, Any] = {
             "champion": champion.version,
             "challenger": challenger.version if challenger else None,
         }
+        if challenger_error:
+            change["error"] = challenger_error
+        return change
 
     async def _ensure_loaded(self, name: str, version: int, current: Route | None) -> Served:
         if current is not None:
