@@ -203,7 +203,7 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     before = stored_rows(home, args.specialist) if (home / "traffic.db").exists() else None
     texts = texts_for_load(2000)
     log(f"starting the gateway on {home}")
-    gateway = Gateway(home, spec, tmp / "gateway.log")
+    gateway = Gateway(home, spec, Path(args.log) if args.log else tmp / "gateway.log")
     samples: list[tuple[int, int]] = []  # (requests done, rss)
     done = [0]
     warm_mark = max(1, args.requests // 10)
@@ -324,6 +324,7 @@ def main() -> int:
     parser.add_argument("--specialist", default=SPEC["name"])
     parser.add_argument("--home", help="a LIFECYCLE_HOME whose registry has the specialist")
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--log", help="keep the gateway's log here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lifecycle-soak-") as tmp:
         result = soak(args, Path(tmp))

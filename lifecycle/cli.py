@@ -224,7 +224,14 @@ def serve(
     from lifecycle.serving.app import create_app
 
     app_ = create_app(settings, specs)
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.run(
+        app_,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        timeout_keep_alive=int(settings.keep_alive_s),
+    )
 
 
 @app.command()

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(default=256, ge=1, le=10000)
     max_text_chars: int = Field(default=4000, ge=1, le=1_000_000)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    keep_alive_s: float = Field(
+        default=75.0,
+        gt=0,
+        le=3600,
+        description="Seconds an idle client connection is kept open. Longer than clients' and "
+        "load balancers' own idle timeouts (httpx 5 s, most 60 s), so that the client, never "
+        "the gateway, closes an idle connection: else a request sent as the gateway closes "
+        "it fails.",
+    )
     registry_poll_s: float = Field(
         default=10.0, ge=0, description="Seconds between alias checks; 0 turns polling off."
     )

@@ -155,12 +155,13 @@ def test_serve_bounds_mlflow_retries_unless_the_user_set_them(
 ) -> None:
     import uvicorn
 
-    seen: dict[str, str | None] = {}
+    seen: dict[str, object] = {}
 
     def fake_run(app: object, **kwargs: object) -> None:
         seen["retries"] = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
         seen["timeout"] = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
         seen["title"] = getattr(app, "title", None)
+        seen["keep_alive"] = kwargs.get("timeout_keep_alive")
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
     # setenv first, so that monkeypatch also removes what `serve` sets there.
@@ -168,6 +169,7 @@ def test_serve_bounds_mlflow_retries_unless_the_user_set_them(
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     monkeypatch.setenv("LIFECYCLE_INSECURE_DEV", "true")
+    monkeypatch.setenv("LIFECYCLE_KEEP_ALIVE_S", "90")
     result = runner.invoke(app, ["serve", "-f", str(_spec_file(tmp_path))])
     assert result.exit_code == 0, result.output
-    assert seen == {"retries": "2", "timeout": "3", "title": "lifecycle gateway"}
+    assert seen == {"retries": "2", "timeout": "3", "title": "lifecycle gateway", "keep_alive": 90}
