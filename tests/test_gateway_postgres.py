@@ -13,11 +13,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine, make_url
 
-from tests.gateway_harness import running_gateway
+from tests.gateway_harness import RunningGateway, running_gateway
 from tests.test_gateway import TOKEN, _settings, _specs
 from tests.test_store_postgres import admin, pg_url, refused_connections  # noqa: F401
 
 pytestmark = pytest.mark.integration
+
+
+def _burst(gw: RunningGateway, prefix: str, n: int) -> list[str]:
+    """``n`` one-text predictions in a row; each must be answered 200. Their request ids."""
+    ids = []
+    with gw.client() as client:
+        for i in range(n):
+            r = client.post("/v1/specialists/tiny/predict", json={"texts": [f"{prefix} {i}"]})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["predictions"][0]["request_id"])
+    return ids
 
 
 def test_postgres_outage_under_load_loses_no_accepted_request(
@@ -34,15 +45,7 @@ def test_postgres_outage_under_load_loses_no_accepted_request(
     labelled: list[str] = []
 
     def burst(client_id: int, n: int) -> list[str]:
-        ids = []
-        with gw.client() as client:
-            for i in range(n):
-                r = client.post(
-                    "/v1/specialists/tiny/predict", json={"texts": [f"client {client_id} text {i}"]}
-                )
-                assert r.status_code == 200, r.text
-                ids.append(r.json()["predictions"][0]["request_id"])
-        return ids
+        return _burst(gw, f"client {client_id}", n)
 
     with running_gateway(app, token=TOKEN) as gw:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -106,15 +109,7 @@ def test_postgres_stopped_under_load_loses_no_accepted_request(
     accepted: list[str] = []
 
     def burst(client_id: int, n: int) -> list[str]:
-        ids = []
-        with gw.client() as client:
-            for i in range(n):
-                r = client.post(
-                    "/v1/specialists/tiny/predict", json={"texts": [f"stopped {client_id} {i}"]}
-                )
-                assert r.status_code == 200, r.text
-                ids.append(r.json()["predictions"][0]["request_id"])
-        return ids
+        return _burst(gw, f"stopped {client_id}", n)
 
     with running_gateway(app, token=TOKEN) as gw:
         accepted += burst(0, 10)
