@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +136,15 @@ class AdapterHost:
         self._peft: Any = None
         self._adapters: dict[str, _Adapter] = {}
         self.hidden_size = int(encoder.config.hidden_size)
+        self._pause: Callable[[], None] | None = None
+        # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
+        # without replacing, so they hold for every adapter loaded later.
+        for layer in _encoder_layers(encoder):
+            layer.register_forward_pre_hook(self._between_layers)
+
+    def _between_layers(self, module: Any, args: Any) -> None:
+        if self._pause is not None:
+            self._pause()
 
     # -- adapters -------------------------------------------------------------
 
@@ -376,15 +385,28 @@ class AdapterHost:
         return logits, pooled if train else pooled.detach()
 
     def predict(
-        self, texts: Sequence[str], adapter_id: str | Sequence[str], *, batch_size: int = 32
+        self,
+        texts: Sequence[str],
+        adapter_id: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        pause: Callable[[], None] | None = None,
     ) -> list[Prediction]:
         """Label, calibrated confidence and embedding per text.
 
         Texts are sorted by length before batching: padding dominates CPU cost on
         short texts, so this nearly doubles throughput; results come back in the
-        caller's order.
+        caller's order. ``pause`` is called before every encoder layer of every pass:
+        work that may wait (shadow scoring) blocks there to give the CPU to work that
+        may not.
         """
-        logits, embeddings = self.logits_and_embeddings(texts, adapter_id, batch_size=batch_size)
+        self._pause = pause
+        try:
+            logits, embeddings = self.logits_and_embeddings(
+                texts, adapter_id, batch_size=batch_size
+            )
+        finally:
+            self._pause = None
         ids = [adapter_id] * len(texts) if isinstance(adapter_id, str) else list(adapter_id)
         predictions = []
         for i, row in enumerate(logits):
@@ -456,6 +478,17 @@ class AdapterHost:
                 # peft cannot delete its last adapter: start over from the bare encoder.
                 self._encoder = self._peft.unload()
                 self._peft = None
+
+
+def _encoder_layers(encoder: Any) -> list[Any]:
+    """The encoder's stack of layers (BERT's ``encoder.layer``, DistilBERT's
+    ``transformer.layer``, ...): the longest module list in it, or none."""
+    import torch
+
+    stacks: list[list[Any]] = [
+        list(m) for m in encoder.modules() if isinstance(m, torch.nn.ModuleList)
+    ]
+    return max(stacks, key=len) if stacks else []
 
 
 def _quiet_libraries() -> None:

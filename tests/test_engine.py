@@ -149,3 +149,36 @@ def test_a_hanging_shadow_holds_up_no_answer(host: Any, second_base: Any, folder
     assert answered == 30 * len(TEXTS)
     assert still_hung  # every answer came while the shadow was stuck
     assert finished == [2]  # and the shadow work completed once released
+
+
+def test_shadow_passes_wait_between_layers_while_champions_run(
+    host: Any, second_base: Any, folder: Path, trained: Any
+) -> None:
+    """Two workers: one on shadow work, one answering. The shadow yields the CPU at layer
+    boundaries whenever a champion pass runs, and still completes."""
+    expected = [p.label for p in trained.host.predict(TEXTS, trained.adapter_id)]
+    shadowed: list[int] = []
+
+    async def scenario() -> tuple[list[list[str]], int]:
+        with SharedHost(host) as a, SharedHost(second_base) as b:
+            engine = ModelEngine(a, replicas=[b], shadow_batch_size=8, shadow_max_delay_s=0.01)
+            await engine.start()
+            try:
+                await engine.load_adapter("tiny@v1", folder)
+                await engine.load_adapter("tiny@v2", folder)
+                assert engine.shadow(TEXTS * 16, "tiny@v2", lambda o, p: shadowed.append(len(p)))
+                answers = []
+                while sum(shadowed) < 64 and len(answers) < 2000:
+                    answers.append(await engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)))
+                for _ in range(200):
+                    if sum(shadowed) == 64:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await engine.stop()
+        return [[p.label for p in answer] for answer in answers], engine.priority.pauses
+
+    answers, pauses = asyncio.run(scenario())
+    assert answers and all(labels == expected for labels in answers)
+    assert sum(shadowed) == 64  # every shadow text scored
+    assert pauses > 0  # and the shadow passes gave way to champion passes

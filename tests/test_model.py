@@ -42,6 +42,30 @@ def test_order_and_batching_do_not_change_answers(trained) -> None:  # type: ign
         np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
 
 
+def test_pause_is_called_before_every_layer_of_every_pass_and_changes_nothing(trained) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+    plain = trained.host.predict(TEXTS, trained.adapter_id, batch_size=2)
+    paused = trained.host.predict(
+        TEXTS, trained.adapter_id, batch_size=2, pause=lambda: calls.append(1)
+    )
+    layers = trained.host._encoder.config.num_hidden_layers
+    assert len(calls) == layers * 2  # two passes of two texts, MiniLM's six layers each
+    for a, b in zip(plain, paused, strict=True):
+        assert a.label == b.label
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    trained.host.predict(TEXTS, trained.adapter_id)
+    assert len(calls) == layers * 2  # the pause belongs to one call only
+
+
+def test_a_pause_that_raises_fails_that_call_only(trained) -> None:  # type: ignore[no-untyped-def]
+    def boom() -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        trained.host.predict(TEXTS, trained.adapter_id, pause=boom)
+    assert len(trained.host.predict(TEXTS, trained.adapter_id)) == len(TEXTS)
+
+
 def test_save_load_round_trip_and_mixed_batches(trained, host: AdapterHost, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = trained.host.save_adapter(trained.adapter_id, tmp_path / "a")
     assert sorted(p.name for p in folder.iterdir()) == [

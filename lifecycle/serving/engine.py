@@ -8,7 +8,9 @@ outrun one worker with two (no barrier between threads on every operation, and a
 event loop or writer stalls one pass, not both); they also let one worker answer while
 the other runs shadow work. Requests are gathered into batches that may mix specialists
 and adapters; shadow work rides in a bounded queue that a worker serves only when no
-champion work waits, so shadowing never delays an answer.
+champion work waits, so shadowing never delays an answer; and while a champion pass
+runs on another worker, a shadow pass waits between encoder layers (``priority``), so that
+it takes no CPU from that answer either.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lifecycle.schemas import Prediction
+from lifecycle.serving.priority import ChampionFirst
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class ModelEngine:
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._on_batch = on_batch
+        self.priority = ChampionFirst()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -282,8 +286,9 @@ class ModelEngine:
         ids = [a for job in jobs for a in job.adapter_ids]
         started = time.perf_counter()
         try:
+            shadow_only = all(job.future is None for job in jobs)
             predictions = await self.run_on_model_thread(
-                self._run, texts, ids, worker, worker=worker
+                self._run, texts, ids, worker, shadow_only, worker=worker
             )
         except Exception as exc:  # one bad batch must not stop the gateway
             shadows = [job for job in jobs if job.future is None]
@@ -393,7 +398,15 @@ class ModelEngine:
         since = self._shadow_since or time.perf_counter()
         return max(0.001, self.shadow_max_delay_s - (time.perf_counter() - since))
 
-    def _run(self, texts: list[str], adapter_ids: list[str], worker: int) -> list[Prediction]:
+    def _run(
+        self, texts: list[str], adapter_ids: list[str], worker: int, shadow_only: bool
+    ) -> list[Prediction]:
         # The host sorts the batch by length and runs it in passes of forward_batch_size:
         # one padded pass over a mixed-length micro-batch wastes a third of the work.
-        return self.hosts[worker].predict(texts, adapter_ids, batch_size=self.forward_batch_size)
+        host = self.hosts[worker]
+        if shadow_only:
+            return host.predict(
+                texts, adapter_ids, batch_size=self.forward_batch_size, pause=self.priority.pause
+            )
+        with self.priority.champion():
+            return host.predict(texts, adapter_ids, batch_size=self.forward_batch_size)

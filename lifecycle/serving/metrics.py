@@ -72,6 +72,11 @@ class GatewayMetrics:
             ["specialist"],
             registry=r,
         )
+        self.shadow_pauses = Gauge(
+            "lifecycle_shadow_pauses",
+            "Encoder layers at which a shadow pass waited for a champion pass, since start.",
+            registry=r,
+        )
         self.escalations = Counter(
             "lifecycle_escalations",
             "Texts sent to the fallback, by outcome.",

@@ -51,6 +51,7 @@ def refresh_gauges(gw: Gateway) -> None:
     m = gw.metrics
     for queue, depth in gw.engine.queue_depths.items():
         m.queue_depth.labels(queue).set(depth)
+    m.shadow_pauses.set(gw.engine.priority.pauses)
     m.registry_up.set(1 if gw.sync.state.registry_up else 0)
     m.store_up.set(1 if gw.writer.healthy else 0)
     m.store_pending.labels("memory").set(gw.writer.pending_memory)
