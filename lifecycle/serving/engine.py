@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lifecycle.schemas import Prediction
+from lifecycle.serving.batching import pick_similar
 from lifecycle.serving.priority import ChampionFirst
 
 logger = logging.getLogger(__name__)
@@ -318,7 +319,8 @@ class ModelEngine:
         return jobs, predictions
 
     async def _gather(self) -> list[_Job]:
-        """Champion jobs up to the batch size, waiting at most max_wait for more.
+        """Champion jobs up to the batch size, waiting at most max_wait for more; when more
+        waits than that, the oldest job and those nearest it in text length.
 
         Shadow jobs fill a batch only when no champion job is waiting.
         """
@@ -332,6 +334,10 @@ class ModelEngine:
         if self.workers > 1:
             share = math.ceil(self._primary_texts / self.workers)
             limit = min(limit, max(self.forward_batch_size, share))
+        if self._primary_texts > limit:
+            jobs = self._take_similar(limit)
+            size = sum(len(job.texts) for job in jobs)
+            self._primary_texts -= size
         while size < limit:
             if not self._primary.empty():
                 job = self._primary.get_nowait()
@@ -359,6 +365,22 @@ class ModelEngine:
                 jobs.append(job)
                 room -= len(job.texts)
         return jobs
+
+    def _take_similar(self, limit: int) -> list[_Job]:
+        """More waits than one batch takes: the oldest job and those nearest it in length
+        (``batching``); the rest goes back in arrival order."""
+        assert self._primary is not None
+        waiting = [self._primary.get_nowait() for _ in range(self._primary.qsize())]
+        chosen = pick_similar(
+            [sum(map(len, job.texts)) / max(1, len(job.texts)) for job in waiting],
+            [len(job.texts) for job in waiting],
+            limit,
+        )
+        taken = set(chosen)
+        for k, job in enumerate(waiting):
+            if k not in taken:
+                self._primary.put_nowait(job)
+        return [waiting[k] for k in chosen]
 
     def _take_shadow_batch(self) -> list[_Job]:
         assert self._shadow is not None
