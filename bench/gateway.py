@@ -1060,6 +1060,7 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
                 "shadow_batch_size",
                 "store_text",
                 "model_workers",
+                "shadow_worker",
             )
             if name in fields
         },

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     shadow_max_delay_s: float = Field(
         default=1.0, gt=0, le=3600, description="Longest shadow work waits for its batch to fill."
     )
+    shadow_worker: bool | None = Field(
+        default=None,
+        description="One more copy of the base model that runs only shadow work, so that "
+        "shadowing never takes a model worker from champions; default: on with 2+ model "
+        "workers (a CPU), off otherwise.",
+    )
     shadow_piggyback: bool = Field(
         default=False,
         description="Let shadow work of answered requests ride along in small champion batches.",

@@ -182,3 +182,37 @@ def test_shadow_passes_wait_between_layers_while_champions_run(
     assert answers and all(labels == expected for labels in answers)
     assert sum(shadowed) == 64  # every shadow text scored
     assert pauses > 0  # and the shadow passes gave way to champion passes
+
+
+def test_a_shadow_worker_takes_all_shadow_work_and_no_champion_work(
+    host: Any, second_base: Any, folder: Path, trained: Any
+) -> None:
+    counts: Counter[str] = Counter()
+    expected = [p.label for p in trained.host.predict(TEXTS, trained.adapter_id)]
+    shadowed: list[int] = []
+
+    async def scenario() -> list[list[str]]:
+        with Counting(host, counts, "champion") as a, Counting(second_base, counts, "shadow") as b:
+            engine = ModelEngine(a, shadow_hosts=[b], shadow_batch_size=4, shadow_max_delay_s=0.01)
+            assert engine.workers == 1 and engine.shadow_workers == 1
+            await engine.start()
+            try:
+                await engine.load_adapter("tiny@v1", folder)
+                await engine.load_adapter("tiny@v2", folder)
+                assert a.adapter_ids == b.adapter_ids == ["tiny@v1", "tiny@v2"]
+                answers = []
+                for _ in range(10):
+                    answers.append(await engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)))
+                    engine.shadow(TEXTS[:3], "tiny@v2", lambda o, p: shadowed.append(len(p)))
+                for _ in range(200):
+                    if sum(shadowed) == 30:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await engine.stop()
+        return [[p.label for p in answer] for answer in answers]
+
+    answers = asyncio.run(scenario())
+    assert all(labels == expected for labels in answers)
+    assert sum(shadowed) == 30
+    assert counts == {"champion": 40, "shadow": 30}  # each worker did only its own kind

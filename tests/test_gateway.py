@@ -687,3 +687,19 @@ def test_admin_promote_and_rollback(gateway: RunningGateway, served_home: Path) 
     registry.set_alias("tiny", CHALLENGER, 2)
     with gateway.client() as client:
         client.post("/v1/admin/reload", headers=gateway.admin_headers())
+
+
+@pytest.mark.parametrize(
+    ("workers", "shadow", "expected"),
+    [(1, None, (0, 0)), (2, None, (1, 1)), (2, False, (1, 0)), (1, True, (0, 1))],
+)
+def test_model_workers_and_the_shadow_worker(
+    served_home: Path, workers: int, shadow: bool | None, expected: tuple[int, int]
+) -> None:
+    """The shadow worker is on by default with several model workers, and can be set."""
+    from lifecycle.serving.app import _model_workers
+
+    settings = _settings(served_home, model_workers=workers, shadow_worker=shadow, device="cpu")
+    host, replicas, shadow_hosts = _model_workers(settings, {"tiny": _specs().get("tiny")})
+    assert (len(replicas), len(shadow_hosts)) == expected
+    assert len({id(h) for h in [host, *replicas, *shadow_hosts]}) == 1 + sum(expected)

@@ -82,8 +82,11 @@ def create_app(
     return app
 
 
-def _model_workers(settings: Settings, specs: dict[str, SpecialistSpec]) -> tuple[Any, list[Any]]:
-    """The base model once per model worker, and torch's threads shared out between them."""
+def _model_workers(
+    settings: Settings, specs: dict[str, SpecialistSpec]
+) -> tuple[Any, list[Any], list[Any]]:
+    """The base model once per model worker (and the shadow worker), and torch's threads
+    shared out between the champion workers: the shadow worker only runs when they idle."""
     import os
 
     from lifecycle.model import AdapterHost, pick_placement
@@ -93,8 +96,12 @@ def _model_workers(settings: Settings, specs: dict[str, SpecialistSpec]) -> tupl
     workers = settings.model_workers or (1 if on_gpu or cores < 2 else 2)
     threads = settings.torch_threads or max(1, cores // workers)
     base = next(iter(specs.values())).base_model
-    hosts = [AdapterHost(base, device=settings.device, threads=threads) for _ in range(workers)]
-    return hosts[0], hosts[1:]
+    shadow = settings.shadow_worker if settings.shadow_worker is not None else workers > 1
+    hosts = [
+        AdapterHost(base, device=settings.device, threads=threads)
+        for _ in range(workers + int(shadow))
+    ]
+    return hosts[0], hosts[1:workers], hosts[workers:]
 
 
 async def _start(
@@ -108,14 +115,16 @@ async def _start(
     from lifecycle.registry import Registry
 
     replicas: list[Any] = []
+    shadow_hosts: list[Any] = []
     if host is None:
-        host, replicas = await asyncio.to_thread(_model_workers, settings, specs)
+        host, replicas, shadow_hosts = await asyncio.to_thread(_model_workers, settings, specs)
     if writer is None:
         writer = await asyncio.to_thread(_default_writer, settings)
     metrics = GatewayMetrics()
     engine = ModelEngine(
         host,
         replicas=replicas,
+        shadow_hosts=shadow_hosts,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         shadow_queue_size=settings.shadow_queue_size,

@@ -5,12 +5,12 @@ thread that runs it: all its model work (forward passes, loading and unloading a
 happens there, so that peft's adapter state is never touched by two threads at once and
 the event loop never waits on torch. On a CPU, two workers with one torch thread each
 outrun one worker with two (no barrier between threads on every operation, and a busy
-event loop or writer stalls one pass, not both); they also let one worker answer while
-the other runs shadow work. Requests are gathered into batches that may mix specialists
-and adapters; shadow work rides in a bounded queue that a worker serves only when no
-champion work waits, so shadowing never delays an answer; and while a champion pass
-runs on another worker, a shadow pass waits between encoder layers (``priority``), so that
-it takes no CPU from that answer either.
+event loop or writer stalls one pass, not both). Requests are gathered into batches that
+may mix specialists and adapters; shadow work rides in a bounded queue. With a shadow
+worker (a copy of the base model for shadow work only) champions keep every other worker;
+without one, a worker serves shadow work only when no champion work waits. Either way,
+while a champion pass runs, a shadow pass waits between encoder layers (``priority``), so
+that it takes no CPU from that answer.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class ModelEngine:
         host: Any,
         *,
         replicas: Sequence[Any] = (),
+        shadow_hosts: Sequence[Any] = (),
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         shadow_queue_size: int = 10_000,
@@ -82,8 +83,9 @@ class ModelEngine:
     ) -> None:
         #: The first worker's host: what is loaded is the same in every worker.
         self.host = host
-        self.hosts = [host, *replicas]
-        self.workers = len(self.hosts)
+        self.hosts = [host, *replicas, *shadow_hosts]
+        #: Workers that answer champions (the shadow workers come after them in ``hosts``).
+        self.workers = 1 + len(replicas)
         self.forward_batch_size = forward_batch_size
         self.piggyback_shadow = piggyback_shadow
         self.shadow_max_delay_s = shadow_max_delay_s
@@ -115,6 +117,9 @@ class ModelEngine:
         self._wakeup = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._loop(k), name=f"batcher{k}") for k in range(self.workers)
+        ] + [
+            asyncio.create_task(self._shadow_loop(k), name=f"shadow{k}")
+            for k in range(self.workers, len(self.hosts))
         ]
 
     async def stop(self) -> None:
@@ -238,6 +243,24 @@ class ModelEngine:
             "shadow": self._shadow.qsize() if self._shadow else 0,
         }
 
+    @property
+    def shadow_workers(self) -> int:
+        return len(self.hosts) - self.workers
+
+    async def _shadow_loop(self, worker: int) -> None:
+        """A shadow worker: shadow batches only, as soon as one is ready."""
+        assert self._shadow is not None and self._wakeup is not None
+        while True:
+            if not self._shadow_ready():
+                self._wakeup.clear()
+                wait = None if self._shadow.empty() else self._shadow_wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+                continue
+            ran = await self._run_jobs(self._take_shadow_batch(), worker)
+            if ran is not None:
+                self._deliver(*ran)
+
     async def _loop(self, worker: int) -> None:
         assert self._primary is not None and self._shadow is not None and self._wakeup is not None
         while True:
@@ -245,7 +268,10 @@ class ModelEngine:
                 self._wakeup.clear()
                 # A timeout means the oldest shadow work has waited long enough: run what there is.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self._shadow_wait())
+                    await asyncio.wait_for(
+                        self._wakeup.wait(),
+                        timeout=None if self.shadow_workers else self._shadow_wait(),
+                    )
             jobs = await self._gather()
             if not jobs:
                 continue
@@ -356,7 +382,12 @@ class ModelEngine:
             jobs.append(job)
             size += len(job.texts)
             self._primary_texts -= len(job.texts)
-        if self.piggyback_shadow and jobs and jobs[0].future is not None:
+        if (
+            self.piggyback_shadow
+            and not self.shadow_workers
+            and jobs
+            and jobs[0].future is not None
+        ):
             # Shadow work of requests already answered rides along in a small champion batch:
             # on a CPU a few more rows cost little, a batch of its own would block the model.
             room = min(self.shadow_batch_size, self.forward_batch_size - size)
@@ -400,8 +431,10 @@ class ModelEngine:
         return job
 
     def _shadow_available(self) -> bool:
-        """Shadow work ready, and no other worker on shadow already: with several workers
-        one always stays free for champions."""
+        """Shadow work ready for a champion worker: none when shadow workers take it all,
+        and with several workers one always stays free for champions."""
+        if self.shadow_workers:
+            return False
         return not (self._shadow_busy and self.workers > 1) and self._shadow_ready()
 
     def _shadow_ready(self) -> bool:
