@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -113,8 +115,6 @@ class HangingShadow(SharedHost):
 
 def test_a_hanging_shadow_holds_up_no_answer(host: Any, second_base: Any, folder: Path) -> None:
     """One worker stuck in a challenger's forward pass: the other answers every request."""
-    import threading
-
     hung, release = threading.Event(), threading.Event()
     finished: list[int] = []
 
@@ -184,6 +184,10 @@ def test_shadow_passes_wait_between_layers_while_champions_run(
     assert pauses > 0  # and the shadow passes gave way to champion passes
 
 
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
 def test_a_shadow_worker_takes_all_shadow_work_and_no_champion_work(
     host: Any, second_base: Any, folder: Path, trained: Any
 ) -> None:
@@ -200,6 +204,10 @@ def test_a_shadow_worker_takes_all_shadow_work_and_no_champion_work(
                 await engine.load_adapter("tiny@v1", folder)
                 await engine.load_adapter("tiny@v2", folder)
                 assert a.adapter_ids == b.adapter_ids == ["tiny@v1", "tiny@v2"]
+                # the shadow worker's thread runs at the lowest CPU priority, champions' not
+                base = os.getpriority(os.PRIO_PROCESS, 0)
+                assert await engine.run_on_model_thread(_nice, worker=0) == base
+                assert await engine.run_on_model_thread(_nice, worker=1) == 19
                 answers = []
                 for _ in range(10):
                     answers.append(await engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)))

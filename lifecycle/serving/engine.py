@@ -98,7 +98,11 @@ class ModelEngine:
         self.max_wait_s = max_wait_ms / 1000.0
         self.routes: dict[str, Route] = {}
         self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model{k}")
+            ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"model{k}" if k < self.workers else f"shadow{k}",
+                initializer=None if k < self.workers else _lowest_cpu_priority,
+            )
             for k in range(len(self.hosts))
         ]
         self._primary: asyncio.Queue[_Job] | None = None
@@ -465,3 +469,13 @@ class ModelEngine:
             )
         with self.priority.champion():
             return host.predict(texts, adapter_ids, batch_size=self.forward_batch_size)
+
+
+def _lowest_cpu_priority() -> None:
+    """A shadow worker's thread yields every core to champions, the event loop and the
+    writer: its tokenising and post-processing too, which the layer pauses do not cover."""
+    import os
+    import threading
+
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
