@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ class Counting(SharedHost):
     def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
         self.counts[self.name] += len(texts)
         return super().predict(texts, adapter_ids, **kwargs)
+
+
+async def _until(done: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait for shadow work the engine runs in the background (the caller asserts after)."""
+    for _ in range(int(seconds / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
 
 
 class BrokenLoad(SharedHost):
@@ -136,10 +145,7 @@ def test_a_hanging_shadow_holds_up_no_answer(host: Any, second_base: Any, folder
                 )
                 still_hung = not release.is_set() and not finished
                 release.set()
-                for _ in range(100):
-                    if finished:
-                        break
-                    await asyncio.sleep(0.05)
+                await _until(lambda: bool(finished))
             finally:
                 release.set()
                 await engine.stop()
@@ -170,10 +176,7 @@ def test_shadow_passes_wait_between_layers_while_champions_run(
                 answers = []
                 while sum(shadowed) < 64 and len(answers) < 2000:
                     answers.append(await engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)))
-                for _ in range(200):
-                    if sum(shadowed) == 64:
-                        break
-                    await asyncio.sleep(0.05)
+                await _until(lambda: sum(shadowed) == 64)
             finally:
                 await engine.stop()
         return [[p.label for p in answer] for answer in answers], engine.priority.pauses
@@ -212,10 +215,7 @@ def test_a_shadow_worker_takes_all_shadow_work_and_no_champion_work(
                 for _ in range(10):
                     answers.append(await engine.predict(TEXTS, ["tiny@v1"] * len(TEXTS)))
                     engine.shadow(TEXTS[:3], "tiny@v2", lambda o, p: shadowed.append(len(p)))
-                for _ in range(200):
-                    if sum(shadowed) == 30:
-                        break
-                    await asyncio.sleep(0.05)
+                await _until(lambda: sum(shadowed) == 30)
             finally:
                 await engine.stop()
         return [[p.label for p in answer] for answer in answers]
