@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -141,6 +142,8 @@ class AdapterHost:
         self._adapters: dict[str, _Adapter] = {}
         self.hidden_size = int(encoder.config.hidden_size)
         self._pause: Callable[[], None] | None = None
+        self._lora_layers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._token_adapters: list[tuple[str, torch.Tensor]] | None = None
         self.packing = self._packing_probe()
         # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
         # without replacing, so they hold for every adapter loaded later.
@@ -357,8 +360,8 @@ class AdapterHost:
         metas = [self._get(a).meta for a in dict.fromkeys(adapter_ids)]
         max_length = max(m.max_length for m in metas)
         distinct = list(dict.fromkeys(adapter_ids))
-        if len(distinct) == 1:
-            self._peft.set_adapter(distinct[0])
+        if len(distinct) == 1 and self._peft.active_adapter != distinct[0]:
+            self._peft.set_adapter(distinct[0])  # walks every module: only when it changes
         autocast = torch.autocast(
             "cuda", dtype=torch.bfloat16, enabled=self.placement.autocast_bf16
         )
@@ -408,26 +411,71 @@ class AdapterHost:
 
         tokens = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         ids = list(adapter_ids) if adapter_ids is not None else [""] * len(texts)
+        distinct = list(dict.fromkeys(ids))
+        # Rows mix adapters when every adapter is plain LoRA: the LoRA hooks then add each
+        # token's own adapter (``_add_token_deltas``), so 8 specialists' texts pack as
+        # tightly as one's. Otherwise each row holds one adapter's texts, as peft applies
+        # adapters per row.
+        mixing = len(distinct) > 1 and self._plain_lora(distinct)
+        groups = [ids] if mixing or len(distinct) == 1 else [[a] for a in distinct]
         rows: list[list[int]] = []
         row_adapters: list[str] = []
-        for adapter_id in dict.fromkeys(ids):
-            members = [i for i, a in enumerate(ids) if a == adapter_id]
+        for group in groups:
+            members = [i for i, a in enumerate(ids) if mixing or a == group[0]]
             for row in plan_rows([len(tokens[i]) for i in members], PACK_TOKENS):
                 rows.append([members[k] for k in row])
-                row_adapters.append(adapter_id)
+                row_adapters.append(group[0])
         packed = pack(tokens, rows, int(self.tokenizer.pad_token_id or 0))
         device = self.placement.device
         extra: dict[str, Any] = {}
         if "token_type_ids" in self.tokenizer.model_input_names:
             extra["token_type_ids"] = torch.zeros_like(packed.input_ids, device=device)
-        hidden = model(
-            input_ids=packed.input_ids.to(device),
-            attention_mask=packed.attention_mask.to(device),
-            position_ids=packed.position_ids.to(device),
-            **extra,
-            **_adapter_kwargs(row_adapters if adapter_ids is not None else None),
-        ).last_hidden_state
+        if mixing:
+            # peft runs the base weights only; the hooks add each token's LoRA.
+            self._token_adapters = _token_plan(packed.segment, ids, distinct, device)
+            for layer in self._lora_layers:
+                layer.enable_adapters(False)
+        try:
+            hidden = model(
+                input_ids=packed.input_ids.to(device),
+                attention_mask=packed.attention_mask.to(device),
+                position_ids=packed.position_ids.to(device),
+                **extra,
+                **({} if mixing else _adapter_kwargs(row_adapters if adapter_ids else None)),
+            ).last_hidden_state
+        finally:
+            if mixing:
+                self._token_adapters = None
+                for layer in self._lora_layers:
+                    layer.enable_adapters(True)
         return segment_means(hidden, packed.segment, len(texts))
+
+    def _plain_lora(self, adapter_ids: Sequence[str]) -> bool:
+        """Whether every adapter is plain LoRA (no DoRA or other variant), which the
+        per-token hooks reproduce exactly."""
+        for module in self._lora_layers:
+            variants = getattr(module, "lora_variant", {}) or {}
+            if any(a in variants for a in adapter_ids):
+                return False
+        return True
+
+    def _add_token_deltas(self, module: Any, args: Any, output: Any) -> Any:
+        """Forward hook of a LoRA layer: add each token's own adapter, as peft would for a
+        row of that adapter (``lora_B(lora_A(dropout(x))) * scaling``)."""
+        plan = self._token_adapters
+        if plan is None:
+            return output
+        x = args[0]
+        flat_x = x.reshape(-1, x.shape[-1])
+        flat_out = output.reshape(-1, output.shape[-1])
+        for adapter_id, index in plan:
+            if adapter_id not in module.lora_A:
+                continue
+            lora_a, lora_b = module.lora_A[adapter_id], module.lora_B[adapter_id]
+            rows = flat_x.index_select(0, index).to(lora_a.weight.dtype)
+            delta = lora_b(lora_a(module.lora_dropout[adapter_id](rows)))
+            flat_out.index_add_(0, index, (delta * module.scaling[adapter_id]).to(output.dtype))
+        return flat_out.reshape(output.shape)
 
     def _packing_probe(self) -> bool:
         """Whether packed passes reproduce padded ones on this encoder.
@@ -505,7 +553,8 @@ class AdapterHost:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         logits: list[np.ndarray] = [np.empty(0)] * len(texts)
         embeddings = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        self._peft.eval()
+        if self._peft.training:  # eval() walks every module: only after training
+            self._peft.eval()
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -536,6 +585,17 @@ class AdapterHost:
         else:
             self._peft.add_adapter(adapter_id, config)
         self._peft.to(self.placement.device)
+        self._hook_lora_layers()
+
+    def _hook_lora_layers(self) -> None:
+        """Put the per-token hook on LoRA layers that lack it (peft makes new ones for a
+        new target module, and after the last adapter is unloaded)."""
+        from peft.tuners.lora import LoraLayer
+
+        for module in self._peft.modules():
+            if isinstance(module, LoraLayer) and module not in self._lora_layers:
+                cast("torch.nn.Module", module).register_forward_hook(self._add_token_deltas)
+                self._lora_layers.add(module)
 
     def _detach(self, adapter_id: str) -> None:
         if self._peft is not None and adapter_id in self._peft.peft_config:
@@ -548,6 +608,21 @@ class AdapterHost:
                 # peft cannot delete its last adapter: start over from the bare encoder.
                 self._encoder = self._peft.unload()
                 self._peft = None
+
+
+def _token_plan(
+    segment: torch.Tensor, ids: Sequence[str], distinct: Sequence[str], device: str
+) -> list[tuple[str, torch.Tensor]]:
+    """For each adapter, the flat positions of a packed pass that belong to its texts."""
+    import torch
+
+    flat = segment.reshape(-1)
+    of_text = torch.tensor([distinct.index(a) for a in ids], dtype=torch.long)
+    owner = torch.where(flat >= 0, of_text[flat.clamp(min=0)], -1)
+    return [
+        (adapter_id, (owner == k).nonzero().reshape(-1).to(device))
+        for k, adapter_id in enumerate(distinct)
+    ]
 
 
 def _adapter_kwargs(adapter_ids: Sequence[str] | None) -> dict[str, Any]:

@@ -60,31 +60,75 @@ def _texts(n: int) -> list[str]:
     return [" ".join(rng.choice(words, size=int(rng.integers(1, 40)))) for _ in range(n)]
 
 
-def test_packed_passes_give_the_answers_of_padded_ones(host: AdapterHost) -> None:
-    assert host.packing  # MiniLM on a CPU passes the load-time probe
-    labels_a, labels_b = ["x", "y", "z"], [f"l{i}" for i in range(9)]
-    host.new_adapter("pa", name="pa", labels=labels_a, lora=_lora(), max_length=64, seed=1)
-    host.new_adapter("pb", name="pb", labels=labels_b, lora=_lora(), max_length=64, seed=2)
+def _perturb(host: AdapterHost, *adapter_ids: str) -> None:
+    with torch.no_grad():  # fresh LoRA B is zero: make the adapters really differ
+        for name, param in host._peft.named_parameters():
+            if "lora_B" in name and any(f".{a}." in name for a in adapter_ids):
+                param.normal_(0.0, 0.05)
+
+
+def _packed_and_padded(
+    host: AdapterHost, texts: list[str], ids: list[str]
+) -> tuple[tuple[list[np.ndarray], np.ndarray], tuple[list[np.ndarray], np.ndarray]]:
+    packed = host.logits_and_embeddings(texts, ids, batch_size=64)
+    host.packing = False
     try:
-        with torch.no_grad():  # fresh LoRA B is zero: make the two adapters really differ
-            for name, param in host._peft.named_parameters():
-                if "lora_B" in name and (".pa." in name or ".pb." in name):
-                    param.normal_(0.0, 0.05)
+        padded = host.logits_and_embeddings(texts, ids, batch_size=64)
+    finally:
+        host.packing = True
+    return packed, padded
+
+
+def _assert_same(
+    a: tuple[list[np.ndarray], np.ndarray], b: tuple[list[np.ndarray], np.ndarray]
+) -> None:
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    for x, y in zip(a[0], b[0], strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+def test_packed_passes_give_the_answers_of_padded_ones(host: AdapterHost) -> None:
+    """Rows mix adapters of other ranks and target modules: each token gets its own."""
+    from lifecycle.spec import LoraSpec
+
+    assert host.packing  # MiniLM on a CPU passes the load-time probe
+    wide = LoraSpec(r=4, alpha=8, target_modules=("query", "key", "value", "dense"))
+    host.new_adapter("pa", name="pa", labels=["x", "y", "z"], lora=LoraSpec(), max_length=64)
+    host.new_adapter("pb", name="pb", labels=[f"l{i}" for i in range(9)], lora=wide, max_length=64)
+    try:
+        _perturb(host, "pa", "pb")
         texts = _texts(70)
         texts[3] = "word " * 300  # longer than max_length: truncated, and more than a row
         ids = ["pa" if i % 3 else "pb" for i in range(len(texts))]
-        packed = host.logits_and_embeddings(texts, ids, batch_size=64)
-        host.packing = False
-        try:
-            padded = host.logits_and_embeddings(texts, ids, batch_size=64)
-        finally:
-            host.packing = True
-        np.testing.assert_allclose(packed[1], padded[1], atol=1e-5)
-        for a, b in zip(packed[0], padded[0], strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-4)
+        _assert_same(*_packed_and_padded(host, texts, ids))
+        # one adapter alone, and a lone text, take the plain peft path
+        _assert_same(*_packed_and_padded(host, texts[:20], ["pb"] * 20))
+        _assert_same(*_packed_and_padded(host, ["hi"], ["pa"]))
+        assert host._token_adapters is None  # nothing of a pass outlives it
     finally:
         host.remove_adapter("pa")
         host.remove_adapter("pb")
+
+
+def test_a_dora_adapter_is_never_mixed_into_rows_by_token(host: AdapterHost) -> None:
+    """The per-token hooks reproduce plain LoRA only; a variant such as DoRA is left to
+    peft (which runs it alone: it refuses DoRA in a mixed batch, packed or padded)."""
+    from peft import LoraConfig
+
+    from lifecycle.spec import LoraSpec
+
+    host.new_adapter("pc", name="pc", labels=["x", "y"], lora=LoraSpec(), max_length=64)
+    host._attach("pd", LoraConfig(r=4, lora_alpha=8, target_modules=["query"], use_dora=True))
+    host._adapters["pd"] = host._adapters["pc"]  # same head; only the LoRA part differs
+    try:
+        _perturb(host, "pc", "pd")
+        assert not host._plain_lora(["pc", "pd"]) and host._plain_lora(["pc"])
+        texts = _texts(30)
+        _assert_same(*_packed_and_padded(host, texts, ["pd"] * len(texts)))
+    finally:
+        del host._adapters["pd"]
+        host._detach("pd")
+        host.remove_adapter("pc")
 
 
 def test_an_encoder_that_packs_differently_is_run_padded() -> None:
