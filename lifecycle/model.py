@@ -143,6 +143,7 @@ class AdapterHost:
         self.hidden_size = int(encoder.config.hidden_size)
         self._pause: Callable[[], None] | None = None
         self._lora_layers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._stale_mode = False
         self._token_adapters: list[tuple[str, torch.Tensor]] | None = None
         self.packing = self._packing_probe()
         # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
@@ -554,8 +555,9 @@ class AdapterHost:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         logits: list[np.ndarray] = [np.empty(0)] * len(texts)
         embeddings = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        if self._peft.training:  # eval() walks every module: only after training
+        if self._stale_mode or self._peft.training:  # eval() walks every module
             self._peft.eval()
+            self._stale_mode = False
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -587,6 +589,9 @@ class AdapterHost:
             self._peft.add_adapter(adapter_id, config)
         self._peft.to(self.placement.device)
         self._hook_lora_layers()
+        # peft builds a new adapter's modules (its LoRA dropout included) in training mode,
+        # whatever mode the model is in: the next inference must put them in eval mode.
+        self._stale_mode = True
 
     def _hook_lora_layers(self) -> None:
         """Put the per-token hook on LoRA layers that lack it (peft makes new ones for a

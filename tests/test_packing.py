@@ -148,3 +148,29 @@ def _lora():  # type: ignore[no-untyped-def]
     from lifecycle.spec import LoraSpec
 
     return LoraSpec()
+
+
+def test_inference_after_adding_an_adapter_runs_every_module_in_eval_mode(
+    host: AdapterHost,
+) -> None:
+    """peft builds a new adapter's LoRA dropout in training mode; inference must not use it."""
+    from lifecycle.spec import LoraSpec
+
+    texts = _texts(40)
+    host.new_adapter("pe", name="pe", labels=["x", "y"], lora=LoraSpec(dropout=0.5), max_length=64)
+    host.new_adapter("pf", name="pf", labels=["x", "y"], lora=LoraSpec(dropout=0.5), max_length=64)
+    try:
+        _perturb(host, "pe", "pf")
+        ids = ["pe" if i % 2 else "pf" for i in range(len(texts))]
+        first = host.logits_and_embeddings(texts, ids)
+        assert not [name for name, m in host._peft.named_modules() if m.training]
+        host.new_adapter(
+            "pg", name="pg", labels=["x", "y"], lora=LoraSpec(dropout=0.5), max_length=64
+        )
+        again = host.logits_and_embeddings(texts, ids)
+        np.testing.assert_array_equal(first[1], again[1])  # no dropout: bit for bit the same
+        assert not [name for name, m in host._peft.named_modules() if m.training]
+    finally:
+        for adapter_id in ("pe", "pf", "pg"):
+            if adapter_id in host.adapter_ids:
+                host.remove_adapter(adapter_id)
