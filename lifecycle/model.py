@@ -402,10 +402,7 @@ class AdapterHost:
     def _pooled_packed(
         self, model: Any, texts: Sequence[str], adapter_ids: Sequence[str] | None, max_length: int
     ) -> torch.Tensor:
-        """The same pooled vectors as ``_pooled_padded``, with no padding between texts.
-
-        A packed row holds the texts of one adapter only: peft picks LoRA weights per row.
-        """
+        """The same pooled vectors as ``_pooled_padded``, with no padding between texts."""
         import torch
 
         from lifecycle.packing import pack, plan_rows, segment_means
