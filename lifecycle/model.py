@@ -143,7 +143,6 @@ class AdapterHost:
         self.hidden_size = int(encoder.config.hidden_size)
         self._pause: Callable[[], None] | None = None
         self._lora_layers: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._stale_mode = False
         self._token_adapters: list[tuple[str, torch.Tensor]] | None = None
         self.packing = self._packing_probe()
         # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
@@ -415,11 +414,11 @@ class AdapterHost:
         # tightly as one's. Otherwise each row holds one adapter's texts, as peft applies
         # adapters per row.
         mixing = len(distinct) > 1 and self._plain_lora(distinct)
-        groups = [ids] if mixing or len(distinct) == 1 else [[a] for a in distinct]
+        groups = [distinct] if mixing else [[a] for a in distinct]
         rows: list[list[int]] = []
         row_adapters: list[str] = []
         for group in groups:
-            members = [i for i, a in enumerate(ids) if mixing or a == group[0]]
+            members = [i for i, a in enumerate(ids) if a in group]
             for row in plan_rows([len(tokens[i]) for i in members], PACK_TOKENS):
                 rows.append([members[k] for k in row])
                 row_adapters.append(group[0])
@@ -552,9 +551,8 @@ class AdapterHost:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         logits: list[np.ndarray] = [np.empty(0)] * len(texts)
         embeddings = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        if self._stale_mode or self._peft.training:  # eval() walks every module
+        if self._peft.training:  # eval() walks every module: only after training
             self._peft.eval()
-            self._stale_mode = False
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -587,8 +585,8 @@ class AdapterHost:
         self._peft.to(self.placement.device)
         self._hook_lora_layers()
         # peft builds a new adapter's modules (its LoRA dropout included) in training mode,
-        # whatever mode the model is in: the next inference must put them in eval mode.
-        self._stale_mode = True
+        # whatever mode the model is in: bring them to the model's mode.
+        self._peft.train(self._peft.training)
 
     def _hook_lora_layers(self) -> None:
         """Put the per-token hook on LoRA layers that lack it (peft makes new ones for a
@@ -635,7 +633,8 @@ def _token_plan(
     import torch
 
     flat = segment.reshape(-1)
-    of_text = torch.tensor([distinct.index(a) for a in ids], dtype=torch.long)
+    number = {adapter_id: k for k, adapter_id in enumerate(distinct)}
+    of_text = torch.tensor([number[a] for a in ids], dtype=torch.long)
     owner = torch.where(flat >= 0, of_text[flat.clamp(min=0)], -1)
     return [
         (adapter_id, (owner == k).nonzero().reshape(-1).to(device))

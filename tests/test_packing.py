@@ -144,12 +144,6 @@ def test_an_encoder_that_packs_differently_is_run_padded() -> None:
     assert not Refusing("minilm").packing
 
 
-def _lora():  # type: ignore[no-untyped-def]
-    from lifecycle.spec import LoraSpec
-
-    return LoraSpec()
-
-
 def test_inference_after_adding_an_adapter_runs_every_module_in_eval_mode(
     host: AdapterHost,
 ) -> None:
