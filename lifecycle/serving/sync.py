@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,14 +55,26 @@ class RegistrySync:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        #: Called after every poll: periodic work that must stay off the request path (the
+        #: gateway's figures from the traffic store). A hook that raises is logged, not fatal.
+        self.after_sync: list[Callable[[], Awaitable[None]]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.sync()
         if self.poll_s > 0:
             self._task = asyncio.create_task(self._poll(), name="registry-sync")
 
+    def add_after_sync(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` now, in the background (start-up does not wait on it), and after
+        every poll."""
+        self.after_sync.append(hook)
+        task = asyncio.create_task(self._run_hook(hook), name="after-sync")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
-        for task in [self._task, *self._retiring]:
+        for task in [self._task, *self._retiring, *self._background]:
             if task is not None:
                 task.cancel()
 
@@ -209,3 +221,11 @@ class RegistrySync:
                 await self.sync()
             except Exception:  # never let the poller die
                 logger.exception("registry sync failed")
+            for hook in self.after_sync:
+                await self._run_hook(hook)
+
+    async def _run_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await hook()
+        except Exception:  # never let the poller die
+            logger.exception("after-sync hook failed")

@@ -90,7 +90,13 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, logs: list[Servic
 
 def test_the_closed_loop_on_the_production_stack(tmp_path: Path, databases: dict[str, str]) -> None:
     token = secrets.token_urlsafe(24)
-    compose = load_compose({"POSTGRES_PASSWORD": "unused-here", "LIFECYCLE_ADMIN_TOKEN": token})
+    compose = load_compose(
+        {
+            "POSTGRES_PASSWORD": "unused-here",
+            "LIFECYCLE_ADMIN_TOKEN": token,
+            "GRAFANA_ADMIN_PASSWORD": "unused-here",  # Prometheus and Grafana are not run here
+        }
+    )
     svc = compose["services"]
     ports = {k: free_port() for k in ("mlflow", "prefect", "gateway-a", "gateway-b")}
     mlflow_url = f"http://127.0.0.1:{ports['mlflow']}"

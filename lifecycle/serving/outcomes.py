@@ -1,0 +1,100 @@
+"""What the gateway learns from the traffic store, off the request path: for each specialist,
+the cost per correct answer (``lifecycle.cost``) and its monitor's latest verdict.
+
+Read after every registry poll (``RegistrySync.after_sync``), in a thread, and kept on the
+gateway (``Gateway.outcomes``) for /metrics and GET /v1/specialists. A store that cannot be
+read leaves the last figures in place: the gateway serves on, the figures just age.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lifecycle.cost import CostPerCorrect
+    from lifecycle.serving.state import Gateway
+    from lifecycle.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: ``monitors.results.Status`` in its order, from calm to urgent (serving does not import
+#: monitors; tests/test_gateway_outcomes.py holds the two equal).
+STATUS_ORDER = ("OK", "WARN", "DRIFT", "QUALITY_DROP", "NEEDS_LABELS", "NEEDS_DATA")
+#: The gauge's value while no monitor verdict is on record.
+UNKNOWN = -1
+#: The alert that closes a problem: the monitor says OK again.
+RESOLVED = "RESOLVED"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One specialist's figures as last read from the traffic store."""
+
+    cost: CostPerCorrect | None = None
+    #: The newest monitor alert's verdict (``RESOLVED`` after a problem closed); None: none.
+    monitor_verdict: str | None = None
+
+    @property
+    def monitor_status(self) -> int:
+        """The verdict's index in ``STATUS_ORDER`` (RESOLVED counts as OK), or ``UNKNOWN``."""
+        return monitor_level(self.monitor_verdict)
+
+    def listing(self) -> dict[str, Any]:
+        """The fields of GET /v1/specialists (``SpecialistOut``) these figures fill."""
+        c = self.cost
+        return {
+            "cost_per_correct": c.per_correct if c else None,
+            "fallback_only_cost_per_correct": c.fallback_only_per_correct if c else None,
+            "correct_measured_on": c.correct_measured_on if c else 0,
+            "answer_accuracy": c.accuracy if c else None,
+            "monitor_verdict": self.monitor_verdict,
+        }
+
+
+def monitor_level(verdict: str | None) -> int:
+    if verdict == RESOLVED:
+        return STATUS_ORDER.index("OK")
+    return STATUS_ORDER.index(verdict) if verdict in STATUS_ORDER else UNKNOWN
+
+
+def read_outcomes(store: Any, names: Iterable[str], settings: Settings) -> dict[str, Outcome]:
+    """Each specialist's figures from the store (blocking; raises when it cannot be read).
+
+    The cost is over the newest ``OUTCOME_WINDOW`` requests: a current figure at a bounded
+    cost per read.
+    """
+    from lifecycle.cost import OUTCOME_WINDOW, OutcomeCounts, cost_per_correct
+
+    out = {}
+    for name in names:
+        counts = OutcomeCounts(**store.outcome_counts(name, last=OUTCOME_WINDOW))
+        cost = cost_per_correct(
+            counts,
+            specialist_price_per_1k=settings.specialist_price_per_1k,
+            fallback_price_per_1k=settings.fallback_price_per_1k,
+            fallback_accuracy=settings.fallback_accuracy,
+        )
+        out[name] = Outcome(cost=cost, monitor_verdict=store.latest_alert_verdict(name))
+    return out
+
+
+async def refresh_outcomes(gw: Gateway) -> None:
+    """Re-read every specialist's figures; on a store error keep the last ones and say so
+    (once per distinct error: the poller retries every few seconds)."""
+    try:
+        gw.outcomes = await asyncio.to_thread(
+            read_outcomes, gw.writer.store, list(gw.specs), gw.settings
+        )
+    except Exception as exc:  # an outage (or a database not migrated yet): keep serving
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if error != gw.outcomes_error:
+            logger.info("cost and monitor status not read from the traffic store: %s", error)
+        gw.outcomes_error = error
+        return
+    if gw.outcomes_error is not None:
+        logger.info("cost and monitor status read from the traffic store again")
+    gw.outcomes_error = None
