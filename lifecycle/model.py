@@ -100,6 +100,8 @@ def pick_placement(preference: str = "auto") -> Placement:
 class _Adapter:
     meta: SpecialistMeta
     head: torch.nn.Linear
+    #: The version's out-of-scope detector (``lifecycle.ood``); None for a version without.
+    detector: Any = None
 
 
 class AdapterHost:
@@ -108,6 +110,10 @@ class AdapterHost:
     Adapter ids are the caller's to choose; the gateway versions them
     (``name@v3``) so that one id never stands for two sets of weights.
     """
+
+    #: Score texts with their adapter's out-of-scope detector in ``predict``; the gateway sets
+    #: it from ``LIFECYCLE_OOD_SCORES`` (off: every ``ood_score`` and ``out_of_scope`` is None).
+    score_out_of_scope: bool = True
 
     def __init__(
         self,
@@ -278,7 +284,17 @@ class AdapterHost:
             folder / HEAD_WEIGHTS,
         )
         (folder / META_FILE).write_text(adapter.meta.model_dump_json(indent=2), encoding="utf-8")
+        if adapter.detector is not None:
+            adapter.detector.save(folder)
         return folder
+
+    def set_detector(self, adapter_id: str, detector: Any) -> None:
+        """Attach an out-of-scope detector (``lifecycle.ood.OutOfScopeDetector``) whose scores
+        ``predict`` returns with every answer."""
+        self._get(adapter_id).detector = detector
+
+    def detector(self, adapter_id: str) -> Any:
+        return self._get(adapter_id).detector
 
     def load_adapter(self, adapter_id: str, folder: str | Path) -> SpecialistMeta:
         """Load a specialist artifact folder written by ``save_adapter``.
@@ -334,7 +350,20 @@ class AdapterHost:
             head.weight.copy_(weight)
             head.bias.copy_(bias)
         head.to(self.placement.device).eval()
-        self._adapters[adapter_id] = _Adapter(meta=meta, head=head)
+        from lifecycle.ood import OutOfScopeDetector
+
+        try:
+            detector = OutOfScopeDetector.load(folder)
+        except ModelLoadError:
+            self._detach(adapter_id)
+            raise
+        if detector is not None and detector.transform.shape[-1] != self.hidden_size:
+            self._detach(adapter_id)
+            raise ModelLoadError(
+                f"out-of-scope detector of {folder} expects {detector.transform.shape[-1]}-d "
+                f"embeddings, but this base has {self.hidden_size}"
+            )
+        self._adapters[adapter_id] = _Adapter(meta=meta, head=head, detector=detector)
         return meta
 
     def remove_adapter(self, adapter_id: str) -> None:
@@ -524,20 +553,52 @@ class AdapterHost:
         finally:
             self._pause = None
         ids = [adapter_id] * len(texts) if isinstance(adapter_id, str) else list(adapter_id)
-        predictions = []
+        probabilities = []
         for i, row in enumerate(logits):
-            meta = self._adapters[ids[i]].meta
-            probs = softmax(row[None, :], meta.temperature)[0]
+            probabilities.append(softmax(row[None, :], self._adapters[ids[i]].meta.temperature)[0])
+        confidence = np.array([p.max() for p in probabilities], dtype=np.float64)
+        scores = self._ood_scores(ids, embeddings, confidence)
+        predictions = []
+        for i, probs in enumerate(probabilities):
+            adapter = self._adapters[ids[i]]
             best = int(probs.argmax())
+            score = scores[i]
+            flagged = None if score is None else bool(score > adapter.detector.threshold)
             predictions.append(
                 Prediction(
-                    label=meta.labels[best],
+                    label=adapter.meta.labels[best],
                     confidence=float(probs[best]),
                     embedding=embeddings[i],
                     probabilities=probs.tolist(),
+                    ood_score=None if score is None else float(score),
+                    out_of_scope=flagged,
                 )
             )
         return predictions
+
+    def _ood_scores(
+        self, ids: Sequence[str], embeddings: np.ndarray, confidence: np.ndarray
+    ) -> list[float | None]:
+        """Each row's out-of-scope score under its own adapter's detector (None without one,
+        and for every row while ``score_out_of_scope`` is off).
+
+        Rows are scored in one call per adapter: a product with the detector's matrix, small
+        beside the encoder pass that produced the embeddings.
+        """
+        out: list[float | None] = [None] * len(ids)
+        if not self.score_out_of_scope:
+            return out
+        groups: dict[str, list[int]] = {}
+        for i, adapter_id in enumerate(ids):
+            groups.setdefault(adapter_id, []).append(i)
+        for adapter_id, rows in groups.items():
+            detector = self._adapters[adapter_id].detector
+            if detector is None:
+                continue
+            values = detector.score(embeddings[rows], confidence[rows])
+            for i, v in zip(rows, values, strict=True):
+                out[i] = float(v) if np.isfinite(v) else None
+        return out
 
     def logits_and_embeddings(
         self, texts: Sequence[str], adapter_id: str | Sequence[str], *, batch_size: int = 32

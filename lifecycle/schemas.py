@@ -43,3 +43,7 @@ class Prediction:
     embedding: Any = field(repr=False)
     #: Calibrated probabilities in the order of the specialist's labels.
     probabilities: list[float] = field(repr=False, default_factory=list)
+    #: The version's out-of-scope score (higher: less like its training data) and whether it
+    #: passes the version's threshold; None for a version without a detector.
+    ood_score: float | None = None
+    out_of_scope: bool | None = None

@@ -87,6 +87,16 @@ class MonitoringSpec(_Strict):
     min_labels: int = Field(
         default=100, ge=10, description="People's labels in a window before quality is measured."
     )
+    out_of_scope_rate: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Share of held-out in-scope requests the out-of-scope detector flags: its "
+        "threshold is calibrated for this rate at training time.",
+    )
+    discovery_min_cluster: int = Field(
+        default=10, ge=1, description="Smallest cluster of out-of-scope requests reported."
+    )
 
 
 class EscalationSpec(_Strict):
@@ -94,6 +104,12 @@ class EscalationSpec(_Strict):
         default=0.0, ge=0, le=1, description="Below this confidence a request goes to the fallback."
     )
     fallback: Literal["none", "openai", "review"] = "none"
+    on_out_of_scope: Literal["fallback", "review", "none"] = Field(
+        default="none",
+        description="A request the detector flags out of scope: 'fallback' sends it to the "
+        "fallback (as a low confidence does), 'review' queues it for a person's label, "
+        "'none' answers it as usual (flagged out_of_scope either way).",
+    )
 
 
 class PromotionSpec(_Strict):

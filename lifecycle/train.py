@@ -23,6 +23,8 @@ from lifecycle.spec import SpecialistSpec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from lifecycle.ood import OutOfScopeDetector
+
 logger = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"
@@ -204,6 +206,15 @@ def train_specialist(
     validation_predictions = validation.assign(
         prediction=[labels[i] for i in probs.argmax(axis=1)], confidence=probs.max(axis=1)
     ).reset_index(drop=True)
+    detector = fit_out_of_scope(
+        host,
+        train_frame,
+        val_embeddings,
+        probs.max(axis=1),
+        target_rate=spec.monitoring.out_of_scope_rate,
+        seed=cfg.seed,
+    )
+    host.set_detector(CANDIDATE, detector)
     logger.info(
         "trained %s: val accuracy %.3f, macro-F1 %.3f, T=%.2f in %.0f s",
         spec.name,
@@ -234,11 +245,41 @@ def train_specialist(
             "replay_rows": int((data.get("source") == "replay").sum()) if "source" in data else 0,
             "best_step": best.get("step", step),
             "temperature": temperature,
+            **{f"ood.{k}": v for k, v in detector.describe().items()},
             "device": host.placement.device,
             "bf16": host.placement.autocast_bf16,
             **{f"lora.{k}": v for k, v in spec.lora.model_dump().items()},
             **{f"training.{k}": v for k, v in cfg.model_dump().items()},
         },
+    )
+
+
+def fit_out_of_scope(
+    host: AdapterHost,
+    train_frame: pd.DataFrame,
+    validation_embeddings: np.ndarray,
+    validation_confidence: np.ndarray,
+    *,
+    target_rate: float,
+    seed: int,
+) -> OutOfScopeDetector:
+    """The candidate's out-of-scope detector: fitted on the embeddings of the rows it was
+    trained on (a stratified sample past ``KNN_MAX_ROWS``), calibrated on its validation rows,
+    which it never trained on, for ``target_rate`` of them flagged."""
+    from lifecycle.ood import KNN_MAX_ROWS, fit_detector
+
+    frame = train_frame
+    if len(frame) > KNN_MAX_ROWS:
+        share = KNN_MAX_ROWS / len(frame)
+        frame = frame.groupby("label", group_keys=False).sample(frac=share, random_state=seed)
+    _, embeddings = host.logits_and_embeddings(frame["text"].tolist(), CANDIDATE, batch_size=64)
+    return fit_detector(
+        embeddings=embeddings,
+        labels=frame["label"].astype(str).tolist(),
+        calibration=validation_embeddings,
+        calibration_confidence=validation_confidence,
+        target_rate=target_rate,
+        seed=seed,
     )
 
 
