@@ -19,12 +19,18 @@ asyncio + httpx generator with a fixed number of keep-alive connections):
 4. 8 specialists on one base: requests spread at random over 8 vs all to one.
 5. shadow: a specialist with a challenger vs one without, paced at ~30% of the
    capacity measured at concurrency 16; champion p50 latency on vs off.
+6. the out-of-scope score (open-world issue): two `lifecycle serve` gateways up side by
+   side, LIFECYCLE_OOD_SCORES on and off, the same load on each in turn (16 texts per
+   request and 1 text per request, both at concurrency 16); throughput on / off. The
+   adapter must carry its detector (ood.safetensors, fitted by training), and every
+   answer is checked before and after the load: a float ood_score on, None off.
 
-Every floor is checked in rounds (3 in full mode): within a round the two figures of a
-ratio are measured one after the other (the limit once more, then the gateway at its
-best concurrency; the gateway and `mlflow models serve` at c=16; 8 adapters and 1;
-shadow off and on), and the verdict is the median of the rounds' ratios. On a shared
-machine the speed drifts by more than the floors' margins over a run.
+Every floor is checked in rounds (3 in full mode, --rounds to change): within a round the
+two figures of a ratio are measured one after the other (the limit once more, then the
+gateway at its best concurrency; the gateway and `mlflow models serve` at c=16; 8 adapters
+and 1; shadow off and on; score on and off, in alternating order), and the verdict is the
+median of the rounds' ratios. On a shared machine the speed drifts by more than the
+floors' margins over a run.
 
 It prints a table of ratios against their floors (PASS/FAIL) and writes everything as
 JSON (--out). Setup trains one quick LoRA adapter (1 epoch on ~1,000 rows: accuracy is
@@ -32,9 +38,11 @@ not the point, the weights just have to be real) and registers it under every
 specialist name in a temporary LIFECYCLE_HOME.
 
     .venv/bin/python bench/gateway.py [--quick] [--out bench/gateway_results.json]
+    .venv/bin/python bench/gateway.py --only ood [--rounds 5]   # part 6 alone
 
-Full mode takes ~15 minutes on 2 cores; --quick is a smoke run (~4 minutes) whose
-figures are too short to quote.
+Full mode takes ~18 minutes on 2 cores; --quick is a smoke run (~5 minutes) whose
+figures are too short to quote; --only ood takes ~4 minutes plus ~1 per extra round (it
+trains, and registers, only the one specialist it serves).
 """
 
 from __future__ import annotations
@@ -348,13 +356,18 @@ class Setup:
     register_seconds: float
     train_rows: int
     val_accuracy: float
+    #: The registered adapter's out-of-scope detector, as ``describe()`` gives it.
+    detector: dict[str, Any]
     pyfunc_uri: str = ""
 
 
-def setup(tmp: Path, data: Path, *, train_rows: int) -> Setup:
+def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
+    """Train one adapter and register it under ``names`` (with a challenger for SHADOWED);
+    an error if the registered adapter lacks the out-of-scope detector part 6 measures."""
     import yaml
 
     from lifecycle.data import load_table
+    from lifecycle.ood import OOD_FILE
     from lifecycle.registry import CHALLENGER, CHAMPION, Registry
     from lifecycle.settings import Settings
     from lifecycle.spec import SpecialistSpec, TrainingSpec
@@ -386,17 +399,24 @@ def setup(tmp: Path, data: Path, *, train_rows: int) -> Setup:
 
     started = time.perf_counter()
     registry = Registry(Settings(home=home))
-    for name in [*MIX, SHADOWED]:
+    for name in names:
         info = registry.log_training(
             spec.model_copy(update={"name": name}), result, trigger="manual"
         )
         registry.set_alias(name, CHAMPION, info.version)
-    # A second version of the shadowed specialist, same weights, as its challenger.
-    info = registry.log_training(
-        spec.model_copy(update={"name": SHADOWED}), result, trigger="manual", parent_version=1
-    )
-    registry.set_alias(SHADOWED, CHALLENGER, info.version)
+    if SHADOWED in names:
+        # A second version of the shadowed specialist, same weights, as its challenger.
+        info = registry.log_training(
+            spec.model_copy(update={"name": SHADOWED}), result, trigger="manual", parent_version=1
+        )
+        registry.set_alias(SHADOWED, CHALLENGER, info.version)
     register_seconds = time.perf_counter() - started
+    # Training fits the detector; the gateway loads it from the registered folder. Without it
+    # every ood_score is None and "score on" would measure nothing.
+    _, folder = registry.download(SOLO, "champion")
+    if not (folder / OOD_FILE).is_file():
+        raise RuntimeError(f"the registered adapter {folder} has no {OOD_FILE}")
+    detector = result.host.detector(result.adapter_id).describe()
 
     specialists_file = tmp / "specialists.yaml"
     entries = [
@@ -407,10 +427,14 @@ def setup(tmp: Path, data: Path, *, train_rows: int) -> Setup:
             "escalation": {"confidence_threshold": 0.0, "fallback": "none"},
             "promotion": {"shadow_sample_rate": 1.0},
         }
-        for name in [*MIX, SHADOWED]
+        for name in names
     ]
     specialists_file.write_text(yaml.safe_dump({"specialists": entries}, sort_keys=False))
-    log(f"setup: registered {len(MIX) + 2} versions in {register_seconds:.1f} s")
+    versions = len(names) + int(SHADOWED in names)
+    log(
+        f"setup: registered {versions} versions in {register_seconds:.1f} s; detector "
+        f"{detector.get('method')} in {folder / OOD_FILE}"
+    )
     return Setup(
         home=home,
         specialists_file=specialists_file,
@@ -419,6 +443,7 @@ def setup(tmp: Path, data: Path, *, train_rows: int) -> Setup:
         register_seconds=register_seconds,
         train_rows=len(subset),
         val_accuracy=float(result.evaluation.accuracy),
+        detector=detector,
     )
 
 
@@ -1059,6 +1084,109 @@ def check_mlflow(server: Server, texts: list[str]) -> list[str]:
     return [str(p["label"]) for p in preds]
 
 
+# -- 6. the out-of-scope score, on vs off --
+
+#: The setting part 6 switches; everything else is the gateway's default on both sides.
+OOD_ENV = "LIFECYCLE_OOD_SCORES"
+
+
+def check_ood(server: Server, texts: list[str], *, scored: bool) -> list[str]:
+    """The labels SOLO gives ``texts``, after checking every answer's score: a finite float
+    ``ood_score`` and a bool ``out_of_scope`` from a gateway that scores, None for both from
+    one that does not. A throughput figure counts only if the answers are what it claims."""
+    status, body = http(
+        "POST", f"{server.base_url}/v1/specialists/{SOLO}/predict", {"texts": texts}
+    )
+    preds = body.get("predictions") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(preds, list) or len(preds) != len(texts):
+        raise RuntimeError(f"{server.name} answered {status}: {str(body)[:500]}")
+    for pred in preds:
+        score, flagged = pred.get("ood_score"), pred.get("out_of_scope")
+        if scored:
+            ok = isinstance(score, float) and math.isfinite(score) and isinstance(flagged, bool)
+        else:
+            ok = score is None and flagged is None
+        if not ok:
+            raise RuntimeError(
+                f"{server.name} ({OOD_ENV}={str(scored).lower()}) answered ood_score={score!r},"
+                f" out_of_scope={flagged!r}"
+            )
+    return [str(p["label"]) for p in preds]
+
+
+def measure_ood(
+    gen: LoadGenerator,
+    procs: Processes,
+    st: Setup,
+    tmp: Path,
+    texts: list[str],
+    bodies: dict[int, Path],
+    *,
+    rounds: int,
+    seconds: float,
+    warm_s: float,
+) -> dict[str, Any]:
+    """Texts/s of SOLO with the out-of-scope score on and off, in paired rounds.
+
+    Both gateways stay up for the whole part, so that a round's two figures are taken one
+    right after the other; which side goes first alternates between rounds, so that the
+    machine's drift within a round favours neither. ``bodies`` maps texts per request to
+    the request file of that size.
+    """
+    servers = {
+        scored: start_gateway(
+            procs,
+            st,
+            tmp,
+            label=f"gateway-ood-{'on' if scored else 'off'}",
+            extra={OOD_ENV: str(scored).lower()},
+        )
+        for scored in (True, False)
+    }
+    check = texts[:CHECK_TEXTS]
+    labels = {scored: check_ood(server, check, scored=scored) for scored, server in servers.items()}
+    if labels[True] != labels[False]:
+        log(f"WARNING: labels differ with the score on and off: {labels}")
+    for server in servers.values():
+        warm(gen, server, bodies[1], warm_s)
+    log(
+        f"out-of-scope score on vs off ({rounds} rounds): "
+        + ", ".join(f"{n} text(s)/request" for n in bodies)
+        + ", c=16"
+    )
+    rows: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
+    for r in range(1, rounds + 1):
+        row: dict[str, Any] = {"round": r, "first": "on" if r % 2 else "off"}
+        order = (True, False) if r % 2 else (False, True)
+        for per_request, requests in bodies.items():
+            for scored in order:
+                side = "on" if scored else "off"
+                point = Point(f"gateway-ood-{side} r{r}", per_request, 16)
+                measured = measure(gen, servers[scored], requests, point, seconds=seconds)
+                points.append(measured)
+                row[f"{side}_{per_request}"] = measured["texts_per_s"]
+                row[f"{side}_{per_request}_errors"] = (
+                    measured["non_2xx"] + measured["socket_errors"]
+                )
+        rows.append(row)
+    # The answers again, on other texts, once the load is over.
+    after = texts[CHECK_TEXTS : 2 * CHECK_TEXTS]
+    for scored, server in servers.items():
+        check_ood(server, after, scored=scored)
+        procs.stop(server.proc)
+    return {
+        "setting": OOD_ENV,
+        "connections": 16,
+        "texts_per_request": list(bodies),
+        "detector": st.detector,
+        "answers_checked": 2 * CHECK_TEXTS,
+        "same_labels": labels[True] == labels[False],
+        "rounds": rows,
+        "points": points,
+    }
+
+
 # -- the run --
 
 
@@ -1078,17 +1206,18 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     results["load_generator"] = gen.description
     log(f"load generator: {gen.description}")
 
-    st = setup(tmp, args.data, train_rows=args.train_rows)
+    # Part 6 alone serves one specialist: registering and loading nine more is wasted time.
+    names = [SOLO] if args.only == "ood" else [*MIX, SHADOWED]
+    st = setup(tmp, args.data, train_rows=args.train_rows, names=names)
     results["setup"] = {
         "train_rows": st.train_rows,
         "train_seconds": st.train_seconds,
         "register_seconds": st.register_seconds,
         "val_accuracy": st.val_accuracy,
-        "specialists": [*MIX, SHADOWED],
+        "specialists": names,
+        "detector": st.detector,
     }
-
-    limit = measure_limit(st, texts, quick=quick)
-    results["limit"] = limit
+    rounds = args.rounds or (1 if quick else 3)
 
     bodies = tmp / "bodies"
     bodies.mkdir()
@@ -1104,6 +1233,28 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
 
     points: list[dict[str, Any]] = []
     results["points"] = points
+
+    def out_of_scope_part() -> None:
+        ood = measure_ood(
+            gen,
+            procs,
+            st,
+            tmp,
+            texts,
+            {16: sixteen, 1: one},
+            rounds=rounds,
+            seconds=dur,
+            warm_s=warm_s,
+        )
+        points.extend(ood.pop("points"))
+        results["ood"] = ood
+
+    if args.only == "ood":
+        out_of_scope_part()
+        return
+
+    limit = measure_limit(st, texts, quick=quick)
+    results["limit"] = limit
 
     # -- 3a. mlflow models serve, started now so that it runs beside the gateway -------------
     log("mlflow models serve: logging the adapter as a models-from-code pyfunc")
@@ -1168,7 +1319,6 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     # Each floor divides two figures measured within a minute of each other, in rounds; the
     # verdict is the median of the rounds' ratios. The machine's speed drifts by more than
     # the floors' margins over a run, which a single pair taken minutes apart would report.
-    rounds = 1 if quick else 3
     c16, c1 = best_c(16), best_c(1)
     log(
         f"paired rounds ({rounds}): limit again, gateway 16 texts/request c={c16},"
@@ -1283,6 +1433,9 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     points.append(measure(gen, gw1, one, Point("gateway-batch-of-one", 1, 16), seconds=dur))
     procs.stop(gw1.proc)
 
+    # -- 6. the out-of-scope score on vs off ----------------------------------------------------
+    out_of_scope_part()
+
 
 def median_ratio(tops: list[float], bottoms: list[float]) -> float | None:
     """The median of the per-round ratios of two figures measured side by side."""
@@ -1294,6 +1447,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     paired = results.get("paired", [])
     adapters = results.get("adapters", {})
     shadow = results.get("shadow", {})
+    ood = results.get("ood", {}).get("rounds", [])
 
     def col(rows: list[dict[str, Any]], key: str) -> list[float]:
         return [row[key] for row in rows]
@@ -1312,17 +1466,33 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     eight, one = adapters.get("eight_mixed_texts_per_s", []), adapters.get("one_texts_per_s", [])
     on, off = shadow.get("on_p50_ms", []), shadow.get("off_p50_ms", [])
     c16 = paired[0].get("c16", "") if paired else ""
+
+    def ood_row(per_request: int) -> tuple[str, str, float | None, str, float, str]:
+        scored, bare = col(ood, f"on_{per_request}"), col(ood, f"off_{per_request}")
+        errors = sum(row[f"{side}_{per_request}_errors"] for row in ood for side in ("on", "off"))
+        return (
+            "ood",
+            f"out-of-scope score on / off, {per_request} text{'s' * (per_request > 1)}/request,"
+            " c=16",
+            median_ratio(scored, bare),
+            ">=",
+            0.95,
+            rounds(scored, bare, "texts/s") + (f" ERRORS {errors}" if errors else ""),
+        )
+
     rows = [
         (
+            "main",
             "gateway / limit, 16 texts/request, best concurrency",
             g16,
             ">=",
             0.75,
             g16_detail + (f" (c={c16})" if c16 else ""),
         ),
-        ("gateway / limit, 1 text/request, best concurrency", g1, ">=", 0.5, g1_detail),
-        ("gateway / mlflow models serve, 1 text/request, c=16", ml, ">=", 3.0, ml_detail),
+        ("main", "gateway / limit, 1 text/request, best concurrency", g1, ">=", 0.5, g1_detail),
+        ("main", "gateway / mlflow models serve, 1 text/request, c=16", ml, ">=", 3.0, ml_detail),
         (
+            "main",
             "8 adapters mixed / 1 adapter, 1 text/request, c=16",
             median_ratio(eight, one),
             ">=",
@@ -1330,15 +1500,20 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             rounds(eight, one, "texts/s"),
         ),
         (
+            "main",
             "shadow on / off, champion p50 at ~30% load",
             median_ratio(on, off),
             "<=",
             1.10,
             "; ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(on, off, strict=True)) + " ms",
         ),
+        ood_row(16),
+        ood_row(1),
     ]
     out = []
-    for name, value, op, floor, detail in rows:
+    for part, name, value, op, floor, detail in rows:
+        if results.get("only") and part != results["only"]:
+            continue  # a part that was not asked for is not a failed one
         ok = None if value is None else (value >= floor if op == ">=" else value <= floor)
         out.append(
             {"check": name, "ratio": value, "op": op, "floor": floor, "pass": ok, "detail": detail}
@@ -1354,10 +1529,10 @@ def report(results: dict[str, Any]) -> None:
         f"torch {m['torch']} with {m['torch_threads']} threads, "
         f"{m['cuda'] or 'no GPU'}; load average at start {m['load_average_at_start'][0]:.2f}"
     )
-    print(
-        f"mode: {'QUICK (smoke run: short, noisy figures)' if results['quick'] else 'full'}; "
-        f"load generator: {results.get('load_generator', '?')}"
-    )
+    mode = "QUICK (smoke run: short, noisy figures)" if results["quick"] else "full"
+    if results.get("only"):
+        mode += f", only part {results['only']}"
+    print(f"mode: {mode}; load generator: {results.get('load_generator', '?')}")
     if results.get("gateway_settings"):
         print(
             "gateway defaults: "
@@ -1415,6 +1590,14 @@ def report(results: dict[str, Any]) -> None:
             f"labels of {CHECK_TEXTS} texts: in-process model vs {len(consistency)} servers: "
             + ("all the same" if same else f"DIFFER: {consistency}")
         )
+    ood = results.get("ood")
+    if ood:
+        print(
+            f"out-of-scope score: {ood['setting']} true vs false; detector"
+            f" {ood['detector'].get('method')}; {ood['answers_checked']} answers per side checked"
+            " before and after the load (a float ood_score on, None off); labels on vs off: "
+            + ("the same" if ood["same_labels"] else "DIFFER")
+        )
     noisy = [p["target"] for p in results.get("points", []) if p.get("other_cpu_cores", 0) > NOISY]
     noisy += [
         f"limit {k}" for k, v in (limit or {}).get("other_cpu_cores", {}).items() if v > NOISY
@@ -1441,13 +1624,33 @@ def report(results: dict[str, Any]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
-    parser.add_argument("--out", type=Path, default=BENCH / "gateway_results.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default: bench/gateway_results.json; with --only, "
+        "bench/gateway_<part>_results.json, so that a part never overwrites a full run's).",
+    )
     parser.add_argument("--quick", action="store_true", help="Short smoke run; figures are noisy.")
     parser.add_argument("--duration", type=float, default=None, help="Seconds per load point.")
     parser.add_argument("--train-rows", type=int, default=1000)
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder (logs).")
+    parser.add_argument(
+        "--only",
+        choices=["ood"],
+        default=None,
+        help="Run one part alone: ood = the out-of-scope score on vs off (part 6).",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="Paired rounds per floor (default 3; 1 quick)."
+    )
     args = parser.parse_args()
+    if args.out is None:
+        name = f"gateway_{args.only}_results.json" if args.only else "gateway_results.json"
+        args.out = BENCH / name
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not (args.data / "test.csv").is_file():
         parser.error(f"{args.data / 'test.csv'} not found; pass --data")
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
@@ -1456,7 +1659,11 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     started = time.perf_counter()
-    results: dict[str, Any] = {"quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "only": args.only,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     results["machine"] = machine()
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))

@@ -187,6 +187,7 @@ def status(
                 f"est. cost per 1k requests {traffic['cost_per_1k']:.4f} "
                 f"vs {traffic['fallback_only_per_1k']:.4f} fallback only"
             )
+            typer.echo(f"  {_per_correct_line(traffic)}")
         for row in entry["versions"]:
             typer.echo(
                 f"  {row['version']:>7}  {','.join(row['aliases']) or '-':<22} {row['trigger']:<9} "
@@ -294,7 +295,7 @@ def rollback(
 
 def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
     """Counts and estimated cost from the traffic store, when there is one to read."""
-    from lifecycle.cost import estimate_cost
+    from lifecycle.cost import OUTCOME_WINDOW, OutcomeCounts, cost_per_correct, estimate_cost
 
     url = settings.traffic_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -304,6 +305,7 @@ def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
     store = TrafficStore(url)
     try:
         counts = store.counts(name)
+        outcomes = OutcomeCounts(**store.outcome_counts(name, last=OUTCOME_WINDOW))
     except Exception as exc:  # the store is optional for status: say so, do not fail
         logging.getLogger(__name__).warning("traffic store unreadable: %s", exc)
         return None
@@ -315,12 +317,48 @@ def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
         specialist_price_per_1k=settings.specialist_price_per_1k,
         fallback_price_per_1k=settings.fallback_price_per_1k,
     )
+    right = cost_per_correct(
+        outcomes,
+        specialist_price_per_1k=settings.specialist_price_per_1k,
+        fallback_price_per_1k=settings.fallback_price_per_1k,
+        fallback_accuracy=settings.fallback_accuracy,
+    )
     return {
         **counts,
         "escalation_rate": cost.escalation_rate,
         "cost_per_1k": cost.per_1k,
         "fallback_only_per_1k": cost.fallback_only_per_1k,
+        # Over the newest OUTCOME_WINDOW requests: see lifecycle.cost.cost_per_correct.
+        "cost_per_correct": right.per_correct,
+        "fallback_only_cost_per_correct": right.fallback_only_per_correct,
+        "correct_measured_on": right.correct_measured_on,
+        "answer_accuracy": right.accuracy,
+        "fallback_accuracy": right.fallback_accuracy,
+        "fallback_accuracy_measured_on": right.fallback_accuracy_measured_on,
+        "outcome_requests": outcomes.requests,
     }
+
+
+def _per_correct_line(traffic: dict[str, Any]) -> str:
+    """The cost per correct answer beside the fallback's, and what it rests on."""
+    per_correct = traffic["cost_per_correct"]
+    fallback_only = traffic["fallback_only_cost_per_correct"]
+    measured = traffic["fallback_accuracy_measured_on"]
+    fallback = f"{traffic['fallback_accuracy']:.0%} " + (
+        f"measured on {measured} labels" if measured else "assumed (LIFECYCLE_FALLBACK_ACCURACY)"
+    )
+    if per_correct is None:
+        head = "est. cost per correct answer: unknown (no answers yet)"
+    else:
+        head = f"est. cost per correct answer {per_correct:.6f}"
+    tail = f" vs {fallback_only:.6f} fallback only" if fallback_only is not None else ""
+    accuracy = traffic["answer_accuracy"]
+    basis = (
+        f"newest {traffic['outcome_requests']} requests, "
+        + (f"{accuracy:.1%} right, " if accuracy is not None else "")
+        + f"{traffic['correct_measured_on']} checked by people; fallback accuracy {fallback}"
+    )
+    return f"{head}{tail} ({basis})"
 
 
 @app.command()
@@ -415,7 +453,8 @@ def monitor(
     window = {"since": _parse_time(since, "--since"), "until": _parse_time(until, "--until")}
     if last is None and window["since"] is None and window["until"] is None:
         last = spec.monitoring.window_size
-    from monitors.check import alert_message, run_check
+    from monitors.check import run_check
+    from monitors.message import alert_message
     from monitors.table import verdict_table
 
     result = run_check(settings, spec, last=last, alert=alert, **window)
@@ -428,6 +467,55 @@ def monitor(
     typer.echo(verdict_table(verdict, actions=alert_message(spec, verdict).actions))
     if result.alert is not None:
         typer.echo(f"alert: {result.alert.status} ({result.alert.delivered} webhook(s) accepted)")
+
+
+@app.command()
+@_friendly
+def discover(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to look at."),
+    last: int | None = typer.Option(
+        None, min=1, help="The newest N requests (default: the spec's window_size)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the clusters as JSON."),
+    specialists_file: Path | None = SpecialistsFileOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Cluster the requests the champion's out-of-scope detector flags in the newest window.
+
+    Each cluster of new traffic gets its size and share, its top terms (class-based
+    TF-IDF), representative texts and the nearest known label. With LIFECYCLE_STORE_TEXT
+    hash or none, only counts (no texts, no terms) are shown. Logs nothing and alerts no
+    one: the scheduled monitor check logs the same table and map to MLflow.
+    """
+    _setup_logging(verbose)
+    settings, specs = _context(specialists_file)
+    spec = specs.get(specialist)
+    from monitors.check import run_check
+
+    verdict = run_check(
+        settings, spec, last=last or spec.monitoring.window_size, alert=False, log=False
+    ).verdict
+    found = verdict.discovery
+    if found is None:
+        why = "; ".join(r.detail for r in verdict.reasons) or "no embeddings in the window"
+        typer.echo(f"{specialist}: nothing to discover ({verdict.status.value}: {why})", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    typer.echo(
+        f"{specialist} v{verdict.champion_version}: {verdict.window.get('rows', 0)} requests, "
+        f"{verdict.window.get('out_of_scope', 0)} out of scope"
+    )
+    typer.echo(f"new traffic: {found['headline']}")
+    for c in found["clusters"]:
+        terms = ", ".join(c["top_terms"][:6]) or "-"
+        typer.echo(
+            f"  #{c['id']:<3} {c['size']:>6} requests ({c['share']:.1%})  terms: {terms}  "
+            f"nearest label: {c['nearest_label'] or '-'}"
+        )
+        for example in c["examples"]:
+            typer.echo(f"         {example!r}")
 
 
 def _prefect_env(settings: Any) -> None:

@@ -277,6 +277,18 @@ class Registry:
             return {}
         return dict(self.client.get_run(run_id).data.metrics)
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """Every ``(step, value)`` a run logged for ``key``, by step (empty if never logged)."""
+        points = self.client.get_metric_history(run_id, key)
+        return sorted((int(m.step), float(m.value)) for m in points)
+
+    def log_figure(self, run_id: str, figure: Any, path: str) -> None:
+        """A matplotlib figure as an image artifact of the run (format from the suffix)."""
+        self.client.log_figure(run_id, figure, path)
+
     def download(self, name: str, ref: str | int) -> tuple[VersionInfo, Path]:
         """The version's adapter folder, fetched once into a cache (versions never change)."""
         import mlflow

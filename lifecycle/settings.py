@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         default=False,
         description="Let shadow work of answered requests ride along in small champion batches.",
     )
+    ood_scores: bool = Field(
+        default=True,
+        description="Score every text with its version's out-of-scope detector (ood_score, "
+        "out_of_scope in each answer); off answers None for both and nothing is escalated or "
+        "counted as out of scope.",
+    )
     traffic_durability: Literal["memory", "write", "fsync"] = Field(
         default="write",
         description="What an answer waits for: 'write' puts the request's records in a log on "
@@ -123,6 +129,13 @@ class Settings(BaseSettings):
     )
     fallback_price_per_1k: float = Field(
         default=0.5, ge=0, description="Estimated cost of 1,000 fallback (big model) calls."
+    )
+    fallback_accuracy: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Assumed accuracy of the fallback's answers, for the cost per correct "
+        "answer until enough escalated requests have a person's label to measure it.",
     )
 
     # -- monitoring and alerts ---------------------------------------------------------

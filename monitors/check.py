@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lifecycle.spec import SpecialistSpec
     from lifecycle.store import TrafficStore
     from monitors.frames import MonitorData
+    from monitors.openworld import OpenWorld
     from monitors.thresholds import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Reference:
     version: VersionInfo
     data: MonitorData
     thresholds: Thresholds
+    #: The out-of-scope detector and what it compares with; None without embeddings.
+    open_world: OpenWorld | None = None
 
 
 def load_reference(
@@ -65,7 +68,16 @@ def load_reference(
         vocabulary=tokenizer_vocabulary(spec.base_model),
         escalation_threshold=spec.escalation.confidence_threshold,
     )
-    return Reference(version, data, _thresholds(registry, spec, version, data, settings))
+    from lifecycle.ood import OutOfScopeDetector
+    from monitors.openworld import prepare
+
+    _, folder = registry.download(spec.name, version.version)
+    world = prepare(
+        data,
+        OutOfScopeDetector.load(folder),
+        target_rate=spec.monitoring.out_of_scope_rate,
+    )
+    return Reference(version, data, _thresholds(registry, spec, version, data, settings), world)
 
 
 _CACHE: dict[tuple[str, str, int], Reference] = {}
@@ -245,12 +257,25 @@ def assess(
         )
     window["skipped_signals"] = scores.skipped
     window["reports"] = [str(p) for p in scores.reports]
-    estimate = estimated_quality(
-        current,
-        reference_embeddings=reference.data.embeddings,
-        support_similarity=thresholds.support_similarity,
-    )
+    discovery = None
+    if reference.open_world is None:
+        estimate = estimated_quality(
+            current,
+            reference_embeddings=reference.data.embeddings,
+            support_similarity=thresholds.support_similarity,
+        )
+    else:
+        from monitors.openworld import assess_open_world
+
+        estimate, discovery = assess_open_world(
+            reference.open_world,
+            current,
+            window,
+            min_cluster_size=spec.monitoring.discovery_min_cluster,
+            artifacts=report,
+        )
     verdict = decide(signals=signals, estimate=estimate, **policy)
+    verdict = _replace(verdict, discovery=discovery)
     if scores.skipped and verdict.status is Status.OK:
         # Say what could not be checked, without raising the verdict.
         notes = tuple(Reason(k, None, None, f"not checked: {v}") for k, v in scores.skipped.items())
@@ -332,12 +357,15 @@ def monitoring_run_id(registry: Registry, name: str) -> str:
 
 
 def _log(registry: Registry, spec: SpecialistSpec, verdict: Verdict, *, now: datetime) -> Verdict:
-    """Append the verdict to the monitoring run: metrics (step = check time), report, JSON."""
+    """Append the verdict to the monitoring run: metrics (step = the check's number, time =
+    the check's), report, JSON, and the figure of the recent checks (monitors/history.py)."""
     from mlflow.entities import Metric, RunTag
+
+    from monitors.history import CHECKS_TAG, check_number, log_history_figure
 
     run_id = monitoring_run_id(registry, spec.name)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-    step = int(now.timestamp())
+    step = check_number(registry, run_id)  # 1, 2, 3...: the UI's x-axis counts checks
     ms = int(now.timestamp() * 1000)
     values = verdict.metrics()
     if verdict.champion_version is not None:
@@ -348,12 +376,17 @@ def _log(registry: Registry, spec: SpecialistSpec, verdict: Verdict, *, now: dat
         tags=[
             RunTag("lifecycle.last_status", verdict.status.value),
             RunTag("lifecycle.last_check", now.isoformat()),
+            RunTag(CHECKS_TAG, str(step)),
         ],
     )
     folder = f"checks/{stamp}"
+    log_history_figure(registry, run_id, specialist=spec.name, step=step, folder=folder)
     reports = [Path(p) for p in verdict.window.get("reports", [])]
     for path in reports:
         registry.client.log_artifact(run_id, str(path), folder)
+    for path in (Path(p) for p in verdict.window.get("artifacts", [])):
+        registry.client.log_artifact(run_id, str(path), folder)
+        path.unlink(missing_ok=True)
     report_uri = None
     if reports:
         artifact_uri = registry.client.get_run(run_id).info.artifact_uri
@@ -378,59 +411,6 @@ def _alert(
     if verdict.status is not Status.OK and verdict.status not in ALERTING:
         return None
     from lifecycle.alerts import Alerter
+    from monitors.message import alert_message
 
     return Alerter(settings, store).notify(alert_message(spec, verdict), now=now)
-
-
-def alert_message(spec: SpecialistSpec, verdict: Verdict) -> Any:
-    """The on-call message for a verdict: what drifted, by how much, and what to run."""
-    from lifecycle.alerts import AlertMessage, AlertReason
-
-    name = spec.name
-    actions: list[str] = []
-    if verdict.status is Status.QUALITY_DROP:
-        actions.append(f"lifecycle retrain --specialist {name}")
-        actions.append(
-            f"lifecycle rollback --specialist {name}   # if a recent promotion caused it"
-        )
-    elif verdict.status is Status.NEEDS_LABELS:
-        missing = max(
-            spec.monitoring.min_labels - (verdict.quality.labelled if verdict.quality else 0), 0
-        )
-        actions.append(f"label {missing} more requests: POST /v1/specialists/{name}/feedback")
-    elif verdict.status in (Status.DRIFT, Status.WARN):
-        actions.append(f"label a sample to measure quality: POST /v1/specialists/{name}/feedback")
-    actions.append(f"lifecycle monitor --specialist {name}   # check again")
-    est = verdict.estimate
-    summary = {
-        Status.OK: "back to normal",
-        Status.WARN: "inputs drifted; measured quality holds",
-        Status.DRIFT: "traffic drifted; quality not measured yet, the estimate holds",
-        Status.QUALITY_DROP: "quality dropped: retraining advised",
-        Status.NEEDS_LABELS: "traffic left the reference's support: labels needed",
-    }.get(verdict.status, verdict.status.value)
-    if est is not None:
-        summary += f" (estimated accuracy {est.accuracy:.1%}"
-        if verdict.quality and verdict.quality.accuracy is not None:
-            summary += f", measured {verdict.quality.accuracy:.1%}"
-        summary += ")"
-    window = {
-        k: verdict.window.get(k)
-        for k in ("rows", "labelled", "first_request", "last_request", "since", "until")
-        if verdict.window.get(k) is not None
-    }
-    return AlertMessage(
-        specialist=name,
-        kind="monitor",
-        verdict=verdict.status.value,
-        summary=summary,
-        reasons=[
-            AlertReason(signal=r.signal, value=r.value, threshold=r.threshold, detail=r.detail)
-            for r in verdict.reasons
-        ],
-        window=window,
-        champion_version=verdict.champion_version,
-        report_uri=verdict.report_uri,
-        actions=actions,
-        extra={"mlflow_run_id": verdict.run_id} if verdict.run_id else {},
-    )

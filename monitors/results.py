@@ -76,17 +76,24 @@ class Quality:
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """Accuracy without labels, from the calibrated confidences (CBPE-style).
+    """The window's accuracy when labels are few or none (``monitors.estimate``).
 
-    ``accuracy`` is the mean confidence: right when the model's calibration holds on this
-    traffic. ``accuracy_low`` counts every row outside the reference's support as wrong: the
-    bound that holds even when those rows belong to classes the model has never seen, where
-    confidences mean nothing. ``out_of_support`` is the share of such rows.
+    ``accuracy`` is the in-scope share times the calibrated accuracy of in-scope rows, with
+    the labels that arrived folded in (prediction-powered inference) when there are enough;
+    ``accuracy_low``/``accuracy_high`` its interval. ``out_of_support`` is the estimated share
+    of rows from outside the label set, ``out_of_scope`` the share the detector flags.
+    ``assumptions`` says what the figure rests on, so a reader knows where it is blind.
     """
 
     accuracy: float
     accuracy_low: float
     out_of_support: float
+    accuracy_high: float | None = None
+    out_of_scope: float | None = None
+    labels_used: int = 0
+    method: str = "label-free"
+    label_free: float | None = None
+    assumptions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,8 @@ class Verdict:
     reference: dict[str, float] = field(default_factory=dict)
     report_uri: str | None = None
     run_id: str | None = None
+    #: Clusters of the window's out-of-scope requests (``monitors.discovery``'s JSON form).
+    discovery: dict[str, Any] | None = None
 
     @property
     def retrain(self) -> bool:
@@ -124,6 +133,13 @@ class Verdict:
             out["estimated_accuracy"] = self.estimate.accuracy
             out["estimated_accuracy_low"] = self.estimate.accuracy_low
             out["out_of_support_share"] = self.estimate.out_of_support
+            if self.estimate.accuracy_high is not None:
+                out["estimated_accuracy_high"] = self.estimate.accuracy_high
+            if self.estimate.out_of_scope is not None:
+                out["out_of_scope_share"] = self.estimate.out_of_scope
+            out["estimate_labels_used"] = float(self.estimate.labels_used)
+        if self.discovery is not None:
+            out["new_traffic_clusters"] = float(len(self.discovery.get("clusters", [])))
         if self.quality is not None:
             out["labelled_rows"] = float(self.quality.labelled)
             if self.quality.accuracy is not None:

@@ -40,11 +40,39 @@ def verdict_table(verdict: Verdict, *, actions: list[str] | None = None) -> str:
         )
     if verdict.estimate is not None:
         e = verdict.estimate
-        lines.append(
-            f"  estimated accuracy {e.accuracy:.3f} (at least {e.accuracy_low:.3f}; "
-            f"{e.out_of_support:.1%} of requests outside the reference's support; "
-            f"reference confidence {_num(ref.get('confidence'))})"
-        )
+        if e.accuracy_high is None:
+            lines.append(
+                f"  estimated accuracy {e.accuracy:.3f} (at least {e.accuracy_low:.3f}; "
+                f"{e.out_of_support:.1%} of requests outside the reference's support; "
+                f"reference confidence {_num(ref.get('confidence'))})"
+            )
+        else:
+            used = f", {e.labels_used} labels" if e.labels_used else ", no labels"
+            lines.append(
+                f"  estimated accuracy {e.accuracy:.3f} [{e.accuracy_low:.3f}, "
+                f"{e.accuracy_high:.3f}] ({e.method}{used}; reference confidence "
+                f"{_num(ref.get('confidence'))})"
+            )
+            lines.append(
+                f"  out of scope: {_num(e.out_of_scope, '.1%')} flagged, "
+                f"{e.out_of_support:.1%} estimated outside the label set"
+            )
+            lines.extend(f"    assumes: {a}" for a in e.assumptions)
+    note = (w.get("detector") or {}).get("note")
+    if note:
+        lines.append(f"  detector: {note}")
+    found = verdict.discovery
+    if found is not None:
+        lines.append("")
+        lines.append(f"new traffic: {found.get('headline', '')}")
+        for c in found.get("clusters", [])[:10]:
+            example = f"  e.g. {c['examples'][0]!r}" if c.get("examples") else ""
+            terms = ", ".join(c.get("top_terms", [])[:5]) or "-"
+            lines.append(
+                f"  #{c['id']:<3} {c['size']:>6} ({c['share']:.1%})  terms: {terms}  "
+                f"nearest: {c.get('nearest_label') or '-'}"
+                f" ({_num(c.get('nearest_distance'), '.2f')}){example}"
+            )
     if verdict.reasons:
         lines.append("")
         lines.append("because:")

@@ -74,6 +74,8 @@ def test_predict_one_and_many(gateway: RunningGateway) -> None:
         assert 0 < p["confidence"] <= 1
         assert p["model_version"] == 1
         assert p["escalated"] is False and p["source"] == "specialist"
+        assert p["out_of_scope"] in (True, False, None)  # None: a version without a detector
+        assert p["ood_score"] is None or isinstance(p["ood_score"], float)
     assert len({p["request_id"] for p in preds}) == len(TEXTS)
 
 

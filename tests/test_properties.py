@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -62,6 +63,8 @@ def request_records(draw: st.DrawFn) -> RequestRecord:
         fallback_latency_ms=draw(finite) if escalated else None,
         flagged=draw(st.booleans()),
         created_at=draw(moments),
+        ood_score=draw(st.none() | st.floats(allow_nan=False, allow_infinity=False)),
+        out_of_scope=draw(st.none() | st.booleans()),
     )
 
 
@@ -114,6 +117,13 @@ def test_request_records_come_back_from_the_database_as_written(
         assert row["model_version"] == record.model_version
         assert math.isclose(row["confidence"], record.confidence, rel_tol=1e-12, abs_tol=1e-300)
         assert row["escalated"] == record.escalated
+        if record.ood_score is None:
+            assert math.isnan(row["ood_score"])
+        else:
+            assert row["ood_score"] == record.ood_score
+        assert bool(pd.isna(row["out_of_scope"])) == (record.out_of_scope is None)
+        if record.out_of_scope is not None:
+            assert row["out_of_scope"] == record.out_of_scope
         if record.embedding is None:
             assert row["embedding"] is None or (
                 isinstance(row["embedding"], float) and math.isnan(row["embedding"])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import event, func, select
 
@@ -204,6 +205,8 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
         fallback_source="openai",
         fallback_latency_ms=812.5,
         flagged=True,
+        ood_score=np.float32(1.75),
+        out_of_scope=np.bool_(True),
     )
     redacted = request(2, specialist=specialist, text=None, text_sha256="ab" * 32, embedding=None)
     shadow = ShadowRecord(
@@ -248,6 +251,7 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
     assert bool(row["escalated"]) and bool(row["flagged"])
     assert row["fallback_label"] == "refund" and row["fallback_source"] == "openai"
     assert row["fallback_latency_ms"] == pytest.approx(812.5)
+    assert row["ood_score"] == pytest.approx(1.75)
     assert row["true_label"] == "refund" and row["true_label_source"] == "fallback"
     assert isinstance(full.embedding, bytes)
     np.testing.assert_array_equal(row["embedding"], decode_embedding(full.embedding))
@@ -256,6 +260,10 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
     assert other["embedding"] is None
     assert math.isnan(other["true_label"]) and math.isnan(other["fallback_label"])
     assert not bool(other["escalated"])
+    # No detector: no score and no verdict (neither True nor False).
+    assert math.isnan(other["ood_score"])
+    assert str(frame["out_of_scope"].dtype) == "boolean"
+    assert list(frame["out_of_scope"]) == [True, pd.NA]
 
     pairs = store.shadow_pairs(specialist, challenger_version=2)
     assert len(pairs) == 1
@@ -293,6 +301,51 @@ def check_round_trip(store: TrafficStore, *, specialist: str) -> None:
     # The same label given again by a new call is a new feedback row (every label is kept).
     store.write([FeedbackRecord(request_id=full.id, specialist=specialist, label="refund")])
     assert store.counts(specialist)["feedback"] == 2
+
+
+def migrate_to(url: str, revision: str) -> None:
+    """Bring a database to one given revision (an older release's schema), as ``upgrade`` would
+    to head: one transaction on a connection handed to alembic."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from lifecycle.store.migrations import alembic_config
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def check_upgrade_from_0002(url: str, *, specialist: str) -> None:
+    """A store made by revision 0002 with a row in it upgrades in place: the row reads back
+    with no out-of-scope verdict, and new rows carry one."""
+    migrate_to(url, "0002")
+    assert current_revision(url) == "0002"
+    old = request(1, specialist=specialist)
+    row = old.to_row()
+    del row["ood_score"], row["out_of_scope"]  # the 0002 table has neither column
+    store = TrafficStore(url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(schema.requests.insert(), [row])
+        assert store.upgrade() == head_revision() == "0003"
+        assert current_revision(url) == head_revision()
+        assert_schema_matches(store)
+        new = request(2, specialist=specialist, ood_score=3.5, out_of_scope=True)
+        store.write([new])
+        frame = store.window(specialist, with_embeddings=False)
+        assert list(frame["id"]) == [old.id, new.id]
+        before, after = frame.iloc[0], frame.iloc[1]
+        assert before["label"] == old.label and before["text"] == old.text
+        assert math.isnan(before["ood_score"]) and after["ood_score"] == pytest.approx(3.5)
+        assert list(frame["out_of_scope"]) == [pd.NA, True]
+    finally:
+        store.dispose()
 
 
 def check_effective_labels(store: TrafficStore, *, specialist: str) -> None:
@@ -420,6 +473,8 @@ def test_every_record_kind_survives_the_journal_format_exactly() -> None:
     records: list[Record] = [
         request(1, escalated=True, fallback_label="a", fallback_source="review", flagged=True),
         request(2, text=None, embedding=None, fallback_latency_ms=3.25),
+        request(3, ood_score=0.125, out_of_scope=False),
+        request(4, ood_score=7.5, out_of_scope=True, escalated=True, fallback_source="review"),
         *mixed_records(4)[1:3],
         AlertRecord(specialist=None, kind="rollback", verdict="done", payload={"v": [1, 2]}),
     ]
@@ -523,6 +578,21 @@ def test_migrations_are_idempotent_concurrent_and_match_the_schema(tmp_path: Pat
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
     store.dispose()
+
+
+def test_a_store_made_by_an_older_release_upgrades_in_place(tmp_path: Path) -> None:
+    check_upgrade_from_0002(f"sqlite:///{tmp_path / 'old.db'}", specialist="billing")
+
+
+def test_journal_lines_written_before_out_of_scope_still_read() -> None:
+    """A WAL or journal line from before the out-of-scope fields replays as a row without them."""
+    record = request(7, escalated=True, fallback_source="review")
+    line = record_to_json(record)
+    del line["row"]["ood_score"], line["row"]["out_of_scope"]
+    back = record_from_json(json.loads(json.dumps(line)))
+    assert isinstance(back, RequestRecord)
+    assert back.ood_score is None and back.out_of_scope is None
+    assert back == record
 
 
 # -- writer -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tests.test_store import (
     assert_schema_matches,
     check_effective_labels,
     check_round_trip,
+    check_upgrade_from_0002,
     expected_rows,
     fast_writer,
     mixed_records,
@@ -102,6 +103,18 @@ def test_postgres_schema_round_trip_and_labels(pg_store: TrafficStore) -> None:
     check_round_trip(pg_store, specialist="pg-round-trip")
     check_effective_labels(pg_store, specialist="pg-labels")
     assert pg_store.ping()
+
+
+def test_postgres_store_made_by_an_older_release_upgrades_in_place(admin: Engine) -> None:
+    name = f"lifecycle_old_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        check_upgrade_from_0002(url, specialist="pg-old")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_postgres_rejects_a_too_long_label_and_keeps_the_rest(

@@ -52,6 +52,20 @@ class PredictionOut(BaseModel):
         default=False,
         description="The fallback failed or timed out, so the champion's answer stands.",
     )
+    out_of_scope: bool | None = Field(
+        default=None,
+        description="The champion's out-of-scope detector found the text unlike anything it "
+        "was trained on (its score passed the version's calibrated threshold): the label is "
+        "likely meaningless. What the gateway did about it is the specialist's "
+        "escalation.on_out_of_scope (fallback, review queue, or nothing). None when the "
+        "version has no detector or LIFECYCLE_OOD_SCORES is off.",
+    )
+    ood_score: float | None = Field(
+        default=None,
+        description="The detector's score: higher is less like the version's training data; "
+        "comparable between texts of one version only. None when the version has no detector "
+        "or LIFECYCLE_OOD_SCORES is off.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -106,6 +120,33 @@ class SpecialistOut(BaseModel):
     escalations: int = 0
     estimated_cost_per_1k: float = 0.0
     estimated_cost_per_1k_fallback_only: float = 0.0
+    cost_per_correct: float | None = Field(
+        default=None,
+        description="Estimated spend per correct answer: (specialist calls + its fallback "
+        "calls) / answers that were right, over the newest 10,000 stored requests. Right is "
+        "counted where a person labelled the request and expected elsewhere (the champion's "
+        "calibrated confidence; the fallback's accuracy). None until known.",
+    )
+    fallback_only_cost_per_correct: float | None = Field(
+        default=None,
+        description="The same figure if the fallback answered everything: its price per "
+        "request / its accuracy (measured on labelled escalations, else "
+        "LIFECYCLE_FALLBACK_ACCURACY).",
+    )
+    correct_measured_on: int = Field(
+        default=0,
+        description="Requests behind cost_per_correct that a person labelled (the rest are "
+        "expected, not counted).",
+    )
+    answer_accuracy: float | None = Field(
+        default=None,
+        description="Share of answers expected right, as clients got them (fallback's included).",
+    )
+    monitor_verdict: str | None = Field(
+        default=None,
+        description="The monitor's latest verdict on record (OK, WARN, DRIFT, QUALITY_DROP, "
+        "NEEDS_LABELS; RESOLVED after a problem closed); None: no monitor alert yet.",
+    )
 
 
 class SpecialistsResponse(BaseModel):

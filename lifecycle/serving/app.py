@@ -22,6 +22,7 @@ from lifecycle.serving import routes_admin, routes_ops, routes_specialists
 from lifecycle.serving.engine import ModelEngine
 from lifecycle.serving.limits import BodySizeLimit
 from lifecycle.serving.metrics import GatewayMetrics
+from lifecycle.serving.outcomes import refresh_outcomes
 from lifecycle.serving.state import Counters, Gateway
 from lifecycle.serving.sync import RegistrySync
 from lifecycle.settings import Settings
@@ -101,6 +102,8 @@ def _model_workers(
         AdapterHost(base, device=settings.device, threads=threads)
         for _ in range(workers + int(shadow))
     ]
+    for host in hosts:
+        host.score_out_of_scope = settings.ood_scores
     return hosts[0], hosts[1:workers], hosts[workers:]
 
 
@@ -143,7 +146,7 @@ async def _start(
     )
     await sync.start()
     assert fallbacks is not None
-    return Gateway(
+    gw = Gateway(
         settings=settings,
         specs=specs,
         engine=engine,
@@ -151,8 +154,13 @@ async def _start(
         writer=writer,
         metrics=metrics,
         fallbacks=fallbacks,
+        review_queues=_review_queues(specs),
         counters={name: Counters() for name in specs},
     )
+    # Figures from the traffic store (cost per correct answer, monitor status): read in the
+    # background now and after every registry poll, never on a request's path.
+    sync.add_after_sync(lambda: refresh_outcomes(gw))
+    return gw
 
 
 def _build_fallbacks(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
@@ -167,10 +175,22 @@ def _build_fallbacks(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
     return {name: fb for name, fb in built.items() if fb is not None}
 
 
+def _review_queues(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
+    """A review queue per specialist that sends its out-of-scope texts to people
+    (``escalation.on_out_of_scope: review``): its own fallback may be openai or none."""
+    from lifecycle.fallback import build_fallback
+
+    return {
+        name: build_fallback("review")
+        for name, spec in specs.items()
+        if spec.escalation.on_out_of_scope == "review"
+    }
+
+
 async def _stop(gw: Gateway) -> None:
     await gw.sync.stop()
     await gw.engine.stop()
-    for fb in gw.fallbacks.values():
+    for fb in [*gw.fallbacks.values(), *gw.review_queues.values()]:
         close = getattr(fb, "aclose", None)
         if close is not None:
             await close()

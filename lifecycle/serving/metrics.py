@@ -83,10 +83,37 @@ class GatewayMetrics:
             ["specialist", "source", "outcome"],
             registry=r,
         )
+        self.out_of_scope = Counter(
+            "lifecycle_out_of_scope",
+            "Texts flagged out of the specialist's scope (the open-world detector).",
+            ["specialist"],
+            registry=r,
+        )
         self.cost_per_1k = Gauge(
             "lifecycle_estimated_cost_per_1k_requests",
             "Estimated cost of 1,000 requests: the specialist alone, and with its fallback calls.",
             ["specialist", "kind"],
+            registry=r,
+        )
+        self.cost_per_correct = Gauge(
+            "lifecycle_cost_per_correct_answer",
+            "Estimated spend per correct answer (specialist and fallback calls / answers right, "
+            "counted on people's labels, expected elsewhere), newest 10,000 requests; NaN: "
+            "unknown.",
+            ["specialist"],
+            registry=r,
+        )
+        self.fallback_cost_per_correct = Gauge(
+            "lifecycle_fallback_cost_per_correct_answer",
+            "Spend per correct answer if the fallback answered every request (price / accuracy).",
+            ["specialist"],
+            registry=r,
+        )
+        self.monitor_status = Gauge(
+            "lifecycle_monitor_status",
+            "The monitor's latest verdict from the traffic store's alerts: 0 OK, 1 WARN, 2 DRIFT, "
+            "3 QUALITY_DROP, 4 NEEDS_LABELS, 5 NEEDS_DATA; -1 none on record.",
+            ["specialist"],
             registry=r,
         )
         self.model_version = Gauge(

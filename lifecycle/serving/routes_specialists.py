@@ -27,6 +27,7 @@ from lifecycle.serving.api import (
 )
 from lifecycle.serving.deps import ERRORS, GW, Admin, NamePath, route_or_error
 from lifecycle.serving.engine import Route
+from lifecycle.serving.outcomes import Outcome
 from lifecycle.serving.state import Gateway, cost_of
 from lifecycle.settings import Settings
 from lifecycle.spec import SpecialistSpec
@@ -45,8 +46,11 @@ async def predict(
 ) -> PredictResponse:
     """Each text gets a request id, a label, a calibrated confidence, the champion's version
     and whether it was escalated. A text under the specialist's confidence threshold goes to
-    its fallback; if the fallback fails, the champion's answer is returned, flagged. When a
-    challenger is loaded, the texts are also scored by it in shadow after the answer is sent.
+    its fallback; if the fallback fails, the champion's answer is returned, flagged. Each text
+    also gets the champion's out-of-scope score and verdict (None for a version without a
+    detector); a text found out of scope is escalated as ``escalation.on_out_of_scope`` says.
+    When a challenger is loaded, the texts are also scored by it in shadow after the answer is
+    sent.
     """
     started = time.perf_counter()
     route = route_or_error(gw, name)
@@ -69,6 +73,9 @@ async def predict(
     counters = gw.counters[name]
     counters.requests += 1
     counters.escalations += sum(1 for o, _ in outs if o.escalated)
+    out_of_scope = sum(1 for p in predictions if p.out_of_scope)
+    if out_of_scope:
+        gw.metrics.out_of_scope.labels(name).inc(out_of_scope)
     version = str(champion.version)
     gw.metrics.requests.labels(name, version).inc()
     gw.metrics.texts.labels(name, version).inc(len(body.texts))
@@ -135,9 +142,9 @@ async def review(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     scan: Annotated[int, Query(ge=1, le=100_000, description="Recent requests looked at.")] = 5000,
 ) -> ReviewResponse:
-    """Requests the champion was unsure of and whose fallback left the label to people, newest
-    first, without a label yet. Label them through the feedback route. Needs the admin token:
-    the texts are users' own words."""
+    """Requests the champion was unsure of, or found out of scope, and whose fallback left the
+    label to people, newest first, without a label yet. Label them through the feedback route.
+    Needs the admin token: the texts are users' own words."""
     if name not in gw.specs:
         raise HTTPException(404, f"no specialist named {name!r}; see GET /v1/specialists")
     try:
@@ -195,6 +202,7 @@ async def specialists(gw: GW) -> SpecialistsResponse:
                 escalations=counters.escalations,
                 estimated_cost_per_1k=cost,
                 estimated_cost_per_1k_fallback_only=fallback_cost,
+                **(gw.outcomes.get(name) or Outcome()).listing(),
             )
         )
     return SpecialistsResponse(specialists=out, registry_up=gw.sync.state.registry_up)
@@ -213,11 +221,30 @@ def _check_limits(texts: list[str], settings: Settings) -> None:
         )
 
 
+def _asked(gw: Gateway, spec: SpecialistSpec, pred: Prediction) -> Any:
+    """The fallback that answers this text, or None when the champion's answer stands.
+
+    An out-of-scope text follows ``escalation.on_out_of_scope`` first: 'review' queues it for
+    people even when the specialist's fallback is openai or none (a person can say what it is,
+    or that it is a new intent, where a model told to pick one of the labels picks one);
+    'fallback' sends it to the specialist's fallback, if it has one, as a low confidence does.
+    Otherwise, and for 'none', the confidence threshold decides.
+    """
+    fallback = gw.fallbacks.get(spec.name)
+    if pred.out_of_scope:
+        policy = spec.escalation.on_out_of_scope
+        if policy == "review" and spec.name in gw.review_queues:
+            return gw.review_queues[spec.name]
+        if policy == "fallback" and fallback is not None:
+            return fallback
+    if fallback is not None and pred.confidence < spec.escalation.confidence_threshold:
+        return fallback
+    return None
+
+
 async def _escalate(
     gw: Gateway, spec: SpecialistSpec, route: Route, texts: list[str], predictions: list[Prediction]
 ) -> list[tuple[PredictionOut, Any]]:
-    threshold = spec.escalation.confidence_threshold
-    fallback = gw.fallbacks.get(spec.name)
     version = route.champion.version
 
     async def one(text: str, pred: Prediction) -> tuple[PredictionOut, Any]:
@@ -229,8 +256,11 @@ async def _escalate(
             model_version=version,
             escalated=False,
             source="specialist",
+            out_of_scope=pred.out_of_scope,
+            ood_score=pred.ood_score,
         )
-        if fallback is None or pred.confidence >= threshold:
+        fallback = _asked(gw, spec, pred)
+        if fallback is None:
             return out, None
         answer = await fallback.classify(
             text, labels=route.champion.labels, specialist=spec.name, description=spec.description
@@ -277,6 +307,8 @@ def _request_record(
         fallback_source=answer.source if answer is not None else None,
         fallback_latency_ms=answer.latency_ms if answer is not None else None,
         flagged=out.flagged,
+        ood_score=pred.ood_score,
+        out_of_scope=pred.out_of_scope,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from lifecycle.serving.engine import ModelEngine
 from lifecycle.serving.metrics import GatewayMetrics
+from lifecycle.serving.outcomes import Outcome
 from lifecycle.serving.sync import RegistrySync
 from lifecycle.settings import Settings
 from lifecycle.spec import SpecialistSpec
@@ -30,8 +31,16 @@ class Gateway:
     writer: Any
     metrics: GatewayMetrics
     fallbacks: dict[str, Any]
+    #: Per specialist whose ``escalation.on_out_of_scope`` is 'review': the review queue that
+    #: takes its out-of-scope texts, whatever its ``escalation.fallback`` is.
+    review_queues: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Counters] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    #: Per specialist, what the traffic store last said (cost per correct answer, monitor
+    #: verdict): ``lifecycle.serving.outcomes``, refreshed after each registry poll.
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    #: Why the last read of them failed (None: it worked), so that an outage is logged once.
+    outcomes_error: str | None = None
 
 
 def cost_of(gw: Gateway, name: str) -> tuple[float, float]:
@@ -60,9 +69,23 @@ def refresh_gauges(gw: Gateway) -> None:
         cost, fallback_only = cost_of(gw, name)
         m.cost_per_1k.labels(name, "specialist").set(cost)
         m.cost_per_1k.labels(name, "fallback_only").set(fallback_only)
+        _outcome_gauges(gw, name)
         route = gw.engine.routes.get(name)
         if route is not None:
             m.model_version.labels(name, "champion").set(route.champion.version)
             m.model_version.labels(name, "challenger").set(
                 route.challenger.version if route.challenger else 0
             )
+
+
+def _outcome_gauges(gw: Gateway, name: str) -> None:
+    """The store-derived gauges: NaN while a cost is unknown, -1 while no verdict is."""
+    m = gw.metrics
+    outcome = gw.outcomes.get(name) or Outcome()
+    cost = outcome.cost
+    nan = float("nan")
+    per_correct = cost.per_correct if cost is not None else None
+    fallback_only = cost.fallback_only_per_correct if cost is not None else None
+    m.cost_per_correct.labels(name).set(nan if per_correct is None else per_correct)
+    m.fallback_cost_per_correct.labels(name).set(nan if fallback_only is None else fallback_only)
+    m.monitor_status.labels(name).set(outcome.monitor_status)

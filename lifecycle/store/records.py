@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ class RequestRecord:
     #: Something went wrong but an answer was given (e.g. the fallback failed).
     flagged: bool = False
     created_at: datetime = field(default_factory=utcnow)
+    #: The champion's out-of-scope score (higher: less like its training data) and whether it
+    #: passed the version's threshold; None for a version without a detector. Defaults keep
+    #: journal lines written before these fields readable.
+    ood_score: float | None = None
+    out_of_scope: bool | None = None
 
     def __post_init__(self) -> None:
         _require(self.id, "id")
@@ -123,6 +129,13 @@ class RequestRecord:
         _coerce(self, bool, "escalated", "flagged")
         if self.fallback_latency_ms is not None:
             _coerce(self, float, "fallback_latency_ms")
+        if self.ood_score is not None:
+            _coerce(self, float, "ood_score")
+            if not math.isfinite(self.ood_score):
+                # JSON (the journal) and PostgreSQL's float differ on inf/NaN: keep "unknown".
+                object.__setattr__(self, "ood_score", None)
+        if self.out_of_scope is not None:
+            _coerce(self, bool, "out_of_scope")
         object.__setattr__(self, "created_at", as_utc(self.created_at))
         if self.embedding is not None:
             object.__setattr__(self, "embedding", encode_embedding(self.embedding))
@@ -149,6 +162,8 @@ class RequestRecord:
             ),
             "flagged": bool(self.flagged),
             "created_at": self.created_at,
+            "ood_score": None if self.ood_score is None else float(self.ood_score),
+            "out_of_scope": None if self.out_of_scope is None else bool(self.out_of_scope),
         }
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.sql.dml import Insert
 
 from lifecycle.errors import StoreError
 from lifecycle.store import schema
+from lifecycle.store.outcomes import OutcomeReads
 from lifecycle.store.records import Record, as_utc, decode_embedding
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _insert_ignoring_duplicates(dialect: str, table: Any) -> Insert:
     return pg_insert(table).on_conflict_do_nothing()
 
 
-class TrafficStore:
+class TrafficStore(OutcomeReads):
     """The traffic store at one SQLAlchemy URL: idempotent batch writes and monitor reads.
 
     Thread-safe (one pooled engine). Reads raise ``StoreError`` when the database cannot be
@@ -290,8 +291,10 @@ class TrafficStore:
         ``since`` is inclusive and ``until`` exclusive; ``last`` keeps the newest N rows that
         pass the other filters. Columns: id, created_at (UTC), text, text_sha256, label (the
         answer), confidence, model_version, latency_ms, escalated, fallback_label,
-        fallback_source, fallback_latency_ms, flagged, true_label and true_label_source (NaN
-        without feedback) and, when asked, embedding (a float32 array per row, None if absent).
+        fallback_source, fallback_latency_ms, flagged, ood_score (float; NaN without a
+        detector), out_of_scope (pandas' nullable ``boolean``: <NA> without a detector, so
+        ``.fillna(False)`` before numpy), true_label and true_label_source (NaN without
+        feedback) and, when asked, embedding (a float32 array per row, None if absent).
         """
         if last is not None and last < 0:
             raise ValueError("last must be >= 0")
@@ -310,6 +313,8 @@ class TrafficStore:
             r.c.fallback_source,
             r.c.fallback_latency_ms,
             r.c.flagged,
+            r.c.ood_score,
+            r.c.out_of_scope,
         ]
         if with_embeddings:
             columns.append(r.c.embedding)
@@ -334,7 +339,9 @@ class TrafficStore:
         frame = self._frame(stmt)
         _cast(frame, bool, ("escalated", "flagged"))
         _cast(frame, "int64", ("model_version",))
-        _cast(frame, float, ("confidence", "latency_ms", "fallback_latency_ms"))
+        _cast(frame, float, ("confidence", "latency_ms", "fallback_latency_ms", "ood_score"))
+        # Nullable: a version without a detector says nothing, which is neither True nor False.
+        _cast(frame, "boolean", ("out_of_scope",))
         _nan_for_missing(
             frame, ("fallback_label", "fallback_source", "true_label", "true_label_source")
         )

@@ -98,6 +98,11 @@ requests = Table(
     Column("fallback_latency_ms", Float, nullable=True),
     Column("flagged", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The champion's out-of-scope detector (migration 0003): its score, and whether the score
+    # passed the version's threshold. NULL for a version without a detector, and for rows
+    # stored before the detector existed.
+    Column("ood_score", Float, nullable=True),
+    Column("out_of_scope", Boolean, nullable=True),
     Index(None, "specialist", "created_at"),
     Index(None, "created_at"),
 )
