@@ -76,3 +76,22 @@ def test_the_gateway_honours_the_setting(served_home: Path, enabled: bool) -> No
         assert all(isinstance(p["out_of_scope"], bool) for p in preds)
     else:
         assert all(p["ood_score"] is None and p["out_of_scope"] is None for p in preds)
+
+
+def test_a_host_given_threads_gives_numpys_blas_as_many() -> None:
+    """The detector's product runs on numpy's BLAS: its own thread pool, on the cores the
+    model workers use, stalled each batch by 10-20 ms on a busy machine (bench/RESULTS.md)."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from lifecycle.model import AdapterHost
+
+    torch_threads = torch.get_num_threads()
+    # Both limits are process-wide: the context restores BLAS's, the finally torch's.
+    with threadpool_limits(limits=2, user_api="blas"):
+        try:
+            AdapterHost("minilm", device="cpu", threads=1)
+            blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        finally:
+            torch.set_num_threads(torch_threads)
+    assert blas and all(n == 1 for n in blas)
