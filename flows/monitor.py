@@ -81,7 +81,9 @@ def _event_payload(verdict: dict[str, Any]) -> dict[str, Any]:
         "report_uri",
         "run_id",
     )
+    discovery = verdict.get("discovery") or {}
     return {k: verdict.get(k) for k in keep} | {
+        "new_traffic": discovery.get("headline"),
         "window": {
             k: verdict["window"].get(k)
             for k in ("rows", "labelled", "first_request", "last_request")

@@ -205,5 +205,11 @@ def test_cli_discover_prints_the_clusters(
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.output)
     assert data["clusters"] and data["clusters"][0]["size"] >= 10
+    table = CliRunner().invoke(
+        app, ["monitor", "-s", world["spec"].name, "--last", "200", "--no-alert"]
+    )
+    assert table.exit_code == 0, table.output
+    for needle in ("new traffic:", "out of scope:", "assumes:", "estimated accuracy"):
+        assert needle in table.output, needle
     missing = CliRunner().invoke(app, ["discover", "-s", "nobody"])
     assert missing.exit_code == 1 and "nobody" in missing.output
