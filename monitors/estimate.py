@@ -81,10 +81,13 @@ def row_predictions(
     scores: np.ndarray,
     reference_scores: np.ndarray,
     predicted_out_of_scope: np.ndarray | None = None,
+    all_in_scope: bool = False,
 ) -> tuple[np.ndarray, float]:
     """Each row's label-free chance of being answered right, and the in-scope share.
 
     Rows without a score (no embedding) are taken as in scope: nothing says otherwise.
+    ``all_in_scope`` skips the share (the bootstrap keeps the full window's decision that
+    there is no out-of-scope traffic, rather than re-deciding it on every resample).
     """
     conf = np.clip(np.nan_to_num(np.asarray(confidence, dtype=float), nan=0.0), 0.0, 1.0)
     s = np.asarray(scores, dtype=float)
@@ -95,7 +98,7 @@ def row_predictions(
     scored = np.isfinite(s)
     # Equal-mass bins need reference rows in each: fewer bins for a small reference.
     bins = int(min(BINS, len(ref) // MIN_ROWS_PER_BIN))
-    if bins >= 2 and scored.any():
+    if bins >= 2 and scored.any() and not all_in_scope:
         edges = np.quantile(ref, np.linspace(0.0, 1.0, bins + 1))
         edges[0], edges[-1] = -np.inf, np.inf
         # Bin b holds in-scope mass 1/bins (by construction on the reference).
@@ -200,7 +203,9 @@ def estimate_accuracy(
             assumptions=(ASSUMPTION_LABELS,),
             **common,
         )
-    low, high = _bootstrap(conf, s, reference_scores, own, confidence_level, seed)
+    low, high = _bootstrap(
+        conf, s, reference_scores, own, confidence_level, seed, all_in_scope=share >= 1.0
+    )
     return OpenWorldEstimate(
         accuracy=_clip(float(f.mean())),
         interval=(low, high),
@@ -218,9 +223,12 @@ def _bootstrap(
     own: np.ndarray | None,
     level: float,
     seed: int,
+    *,
+    all_in_scope: bool,
 ) -> tuple[float, float]:
     """Percentile interval of the label-free estimate over resampled window rows: the
-    sampling noise of the window and of the in-scope share, not the assumptions' error."""
+    sampling noise of the window and of the in-scope share, not the assumptions' error.
+    A window judged free of out-of-scope traffic keeps that judgement in every resample."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(BOOTSTRAP_ROUNDS):
@@ -230,6 +238,7 @@ def _bootstrap(
             scores=scores[i],
             reference_scores=reference,
             predicted_out_of_scope=None if own is None else own[i],
+            all_in_scope=all_in_scope,
         )
         values.append(f.mean())
     lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
