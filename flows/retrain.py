@@ -132,9 +132,12 @@ def train_challenger(specialist: str, trigger: str) -> dict[str, Any]:
                     }
                 ],
                 champion_version=outcome.champion_version,
+                # Proposed labels short of training.min_examples_per_label: label -> needed.
+                extra={"labels_short": outcome.plan.get("labels_short", {})},
                 actions=[
                     f"label {outcome.missing} more requests: "
-                    f"POST /v1/specialists/{specialist}/feedback"
+                    f"POST /v1/specialists/{specialist}/feedback",
+                    f"lifecycle label-requests -s {specialist}   # the requests worth a label",
                 ],
             )
         elif outcome.status == "registered":

@@ -150,7 +150,10 @@ def status(
             report.append({"specialist": name, "versions": [], "note": "not trained yet"})
             continue
         rows = []
+        known: list[str] = []
         for info in registry.versions(name):
+            if "champion" in info.aliases:
+                known = json.loads(info.lineage.get("labels", "[]") or "[]")
             metrics = registry.run_metrics(info.run_id)
             rows.append(
                 {
@@ -164,8 +167,12 @@ def status(
                     "calibration_error": metrics.get("val.calibration_error"),
                 }
             )
-        traffic = _traffic(settings, name)
-        report.append({"specialist": name, "versions": rows, "traffic": traffic})
+        traffic = _traffic(settings, name, known_labels=known)
+        # Labels people gave that the champion does not know, with their counts.
+        proposed = traffic.pop("proposed_labels", {}) if traffic else {}
+        report.append(
+            {"specialist": name, "versions": rows, "traffic": traffic, "proposed_labels": proposed}
+        )
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -188,6 +195,9 @@ def status(
                 f"vs {traffic['fallback_only_per_1k']:.4f} fallback only"
             )
             typer.echo(f"  {_per_correct_line(traffic)}")
+        if entry.get("proposed_labels"):
+            shown = ", ".join(f"{k} ({n})" for k, n in entry["proposed_labels"].items())
+            typer.echo(f"  proposed labels (people's labels the champion does not know): {shown}")
         for row in entry["versions"]:
             typer.echo(
                 f"  {row['version']:>7}  {','.join(row['aliases']) or '-':<22} {row['trigger']:<9} "
@@ -293,9 +303,13 @@ def rollback(
     typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
 
 
-def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
-    """Counts and estimated cost from the traffic store, when there is one to read."""
+def _traffic(
+    settings: Any, name: str, *, known_labels: list[str] | None = None
+) -> dict[str, Any] | None:
+    """Counts, estimated cost and proposed labels (people's labels outside ``known_labels``)
+    from the traffic store, when there is one to read."""
     from lifecycle.cost import OUTCOME_WINDOW, OutcomeCounts, cost_per_correct, estimate_cost
+    from lifecycle.feedback import proposed_labels
 
     url = settings.traffic_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -306,6 +320,7 @@ def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
     try:
         counts = store.counts(name)
         outcomes = OutcomeCounts(**store.outcome_counts(name, last=OUTCOME_WINDOW))
+        proposed = proposed_labels(store.label_counts(name), known_labels or ())
     except Exception as exc:  # the store is optional for status: say so, do not fail
         logging.getLogger(__name__).warning("traffic store unreadable: %s", exc)
         return None
@@ -336,6 +351,7 @@ def _traffic(settings: Any, name: str) -> dict[str, Any] | None:
         "fallback_accuracy": right.fallback_accuracy,
         "fallback_accuracy_measured_on": right.fallback_accuracy_measured_on,
         "outcome_requests": outcomes.requests,
+        "proposed_labels": proposed,
     }
 
 
@@ -516,6 +532,153 @@ def discover(
         )
         for example in c["examples"]:
             typer.echo(f"         {example!r}")
+
+
+@app.command("label-requests")
+@_friendly
+def label_requests(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist to look at."),
+    limit: int = typer.Option(100, min=1, max=10_000, help="Most requests listed."),
+    export: str = typer.Option(
+        "csv", "--export", help="csv (request_id,text,reason,predicted,label) or labelstudio."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write here (default: stdout)."),
+    specialists_file: Path | None = SpecialistsFileOption,
+) -> None:
+    """The requests most worth a person's label, ranked, as a file to label.
+
+    Out-of-scope requests spread across their clusters, champion/challenger disagreements in
+    shadow and the least confident answers, in turn, from the champion's newest window
+    (`monitoring.window_size`); requests a person labelled already are left out. Reads the
+    traffic store and the registry directly. Label the file, then send it back with
+    `lifecycle feedback -s NAME --file FILE`. With LIFECYCLE_STORE_TEXT hash or none the file
+    holds request ids only.
+    """
+    from lifecycle.labelfiles import FORMATS, export_csv, export_labelstudio
+    from lifecycle.labelling import label_requests as ranked
+
+    if export not in FORMATS:
+        raise typer.BadParameter(f"--export must be one of {', '.join(FORMATS)}")
+    settings, specs = _context(specialists_file)
+    spec = specs.get(specialist)
+    versions = _served_versions(settings, specialist)
+    store = _open_store(settings)
+    try:
+        found = ranked(
+            store,
+            spec,
+            champion_version=versions["champion"],
+            challenger_version=versions.get("challenger"),
+            store_text=settings.store_text,
+            limit=limit,
+        )
+    finally:
+        store.dispose()
+    text = export_csv(found.items) if export == "csv" else export_labelstudio(found.items)
+    if found.text_withheld:
+        typer.echo(f"note: {found.note}", err=True)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(found.items)} label requests written to {out}", err=True)
+
+
+@app.command("feedback")
+@_friendly
+def feedback(
+    specialist: str = typer.Option(..., "--specialist", "-s", help="Specialist labelled."),
+    file: Path = typer.Option(
+        ..., "--file", help="labels.csv (request_id,label) or a Label Studio JSON export."
+    ),
+    source: str = typer.Option("human", help="Who labelled: human or fallback."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Any rejected row refuses the whole file (nothing written)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-row report as JSON."),
+    specialists_file: Path | None = typer.Option(
+        None,
+        "--specialists-file",
+        help="Specialists YAML file (default: LIFECYCLE_SPECIALISTS_FILE or specialists.yaml).",
+    ),
+) -> None:
+    """Send people's labels in bulk, with the rules of the gateway's feedback route.
+
+    Every row is checked first (request ids this specialist answered, label form, a closed
+    label set, the cap on proposed labels); then the accepted rows are written to the traffic
+    store in one transaction. Rows without a label are skipped. Exit status: 0 all written,
+    2 written but some rows rejected (listed), 1 nothing written (`--strict`, or an error).
+    """
+    from lifecycle.feedback import LabelSet, known_labels
+    from lifecycle.labelfiles import apply_label_file, read_label_file
+
+    if source not in ("human", "fallback"):
+        raise typer.BadParameter("--source must be human or fallback")
+    settings, specs = _context(specialists_file)
+    spec = specs.get(specialist)
+    rows = read_label_file(file)
+    versions = _served_versions(settings, specialist)
+    store = _open_store(settings)
+    try:
+        known = known_labels(
+            champion=versions["labels"]["champion"],
+            challenger=versions["labels"].get("challenger", []),
+            declared=spec.labels,
+            out_of_scope_label=spec.out_of_scope_label,
+        )
+        labels = LabelSet(
+            specialist=specialist,
+            known=known,
+            open=spec.labels_policy == "open",
+            stored_proposed=frozenset(set(store.label_counts(specialist, source=None)) - known),
+            max_proposed=settings.max_proposed_labels,
+        )
+        report = apply_label_file(store, rows, labels=labels, source=source, strict=strict)
+    finally:
+        store.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for r in report.rejected:
+            typer.echo(f"row {r.row}: rejected ({r.status}): {r.reason}")
+        proposed = report.as_dict()["proposed_labels"]
+        typer.echo(
+            f"{report.written} labels written, {len(report.rejected)} rows rejected, "
+            f"{len(report.skipped)} without a label skipped"
+            + (f"; proposed labels: {', '.join(proposed)}" if proposed else "")
+            + ("; --strict: nothing written" if report.refused_whole_file else "")
+        )
+    if report.refused_whole_file:
+        raise typer.Exit(1)
+    if report.rejected:
+        raise typer.Exit(2)
+
+
+def _served_versions(settings: Any, name: str) -> dict[str, Any]:
+    """The champion's (and challenger's) version and labels, from the registry."""
+    from lifecycle.registry import Registry
+
+    registry = Registry(settings)
+    aliases = registry.aliases(name) if registry.has_model(name) else {}
+    if "champion" not in aliases:
+        raise LifecycleError(f"{name} has no champion yet; train one first (lifecycle train)")
+    out: dict[str, Any] = {"labels": {}}
+    for alias in ("champion", "challenger"):
+        if alias in aliases:
+            info = registry.get_version(name, aliases[alias])
+            out[alias] = info.version
+            out["labels"][alias] = json.loads(info.lineage.get("labels", "[]") or "[]")
+    return out
+
+
+def _open_store(settings: Any) -> Any:
+    """The traffic store; an error naming it when it does not exist yet."""
+    url = settings.traffic_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise LifecycleError(f"no traffic store at {url} yet: serve some traffic first")
+    from lifecycle.store import TrafficStore
+
+    return TrafficStore(url)
 
 
 def _prefect_env(settings: Any) -> None:

@@ -34,6 +34,9 @@ class LabelCounts:
     human: int = 0
     fallback: int = 0
     dropped_no_text: int = 0
+    #: Rows of proposed labels with fewer than ``min_examples_per_label`` examples: kept out
+    #: of this training (not counted in ``usable``), used once their label has enough.
+    held_back: int = 0
 
     @property
     def usable(self) -> int:
@@ -60,8 +63,13 @@ class RetrainPlan:
     holdout_new: pd.DataFrame
     holdout_old: pd.DataFrame
     missing: int = 0
-    #: Labels in the traffic that the champion does not know, sorted.
+    #: Labels in the traffic that the champion does not know and that train (the head grows
+    #: a row for each), sorted.
     new_labels: list[str] = field(default_factory=list)
+    #: Proposed labels left out for want of examples: label -> usable examples so far.
+    short_labels: dict[str, int] = field(default_factory=dict)
+    #: The examples a proposed label needs before it trains.
+    min_examples_per_label: int = 1
     #: Usable labels per class in the new data.
     label_counts: dict[str, int] = field(default_factory=dict)
     #: Things a person should know that do not block the plan.
@@ -82,8 +90,19 @@ class RetrainPlan:
             "holdout_new_rows": len(self.holdout_new),
             "holdout_old_rows": len(self.holdout_old),
             "new_labels": list(self.new_labels),
+            "held_back_rows": self.counts.held_back,
+            "labels_short": self.labels_short(),
             "warnings": list(self.warnings),
         }
+
+    def labels_short(self) -> dict[str, int]:
+        """Each proposed label left out, with how many more labels it needs to train."""
+        need = self.min_examples_per_label
+        return {label: need - n for label, n in sorted(self.short_labels.items())}
+
+    def short_line(self) -> str:
+        """'label x needs 3 more, label y needs 9 more' (empty when none is short)."""
+        return ", ".join(f"{label!r} needs {n} more" for label, n in self.labels_short().items())
 
 
 def labelled_rows(window: pd.DataFrame) -> pd.DataFrame:
@@ -106,6 +125,7 @@ def plan_retraining(
     labels_known: list[str] | tuple[str, ...],
     min_labels: int,
     replay_ratio: float,
+    min_examples_per_label: int = 1,
     holdout_fraction: float = 0.2,
     seed: int = 0,
 ) -> RetrainPlan:
@@ -117,7 +137,10 @@ def plan_retraining(
     one example cannot be on both sides). The reference is split the same way into
     ``holdout_old`` and the rest, and ``replay_ratio`` rows of the rest per new training row
     are replayed, so the old holdout measures forgetting on rows the challenger never saw.
-    Deterministic for a seed.
+    A proposed label (one not in ``labels_known``) trains, growing the head, only with at least
+    ``min_examples_per_label`` usable rows; the rows of one with fewer are held back (counted
+    in ``counts.held_back``, named in ``short_labels``) until more arrive. Deterministic for a
+    seed.
     """
     import pandas as pd
 
@@ -128,16 +151,32 @@ def plan_retraining(
     if min_labels < 0:
         raise ValueError(f"min_labels must be >= 0, got {min_labels}")
 
+    if min_examples_per_label < 1:
+        raise ValueError(f"min_examples_per_label must be >= 1, got {min_examples_per_label}")
+
     rows, dropped = _labelled(window)
+    label_counts = {str(k): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
+    known = set(labels_known)
+    proposed = sorted(label for label in label_counts if label not in known)
+    short = {k: label_counts[k] for k in proposed if label_counts[k] < min_examples_per_label}
+    new_labels = [label for label in proposed if label not in short]
+    if short:
+        rows = rows[~rows["label"].isin(list(short))].reset_index(drop=True)
     counts = LabelCounts(
         human=int((rows["label_source"] == "human").sum()),
         fallback=int((rows["label_source"] == "fallback").sum()),
         dropped_no_text=dropped,
+        held_back=sum(short.values()),
     )
-    label_counts = {str(k): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
-    known = set(labels_known)
-    new_labels = sorted(label for label in label_counts if label not in known)
     warnings: list[str] = []
+    short_text = ", ".join(
+        f"{k!r} needs {min_examples_per_label - n} more" for k, n in sorted(short.items())
+    )
+    if short:
+        warnings.append(
+            f"proposed labels with too few examples ({min_examples_per_label} needed), left "
+            f"out of this training: {short_text}"
+        )
     if dropped:
         warnings.append(
             f"{dropped} labelled requests have no stored text (the store keeps hashes only) "
@@ -153,6 +192,7 @@ def plan_retraining(
                 f"too few labels to retrain: {counts.usable} usable ({counts.human} human, "
                 f"{counts.fallback} fallback), need {max(min_labels, 1)}; "
                 f"{missing} more needed"
+                + (f"; proposed labels short of examples: {short_text}" if short else "")
             ),
             counts=counts,
             train=empty_new.assign(source=pd.Series(dtype=object)),
@@ -160,6 +200,8 @@ def plan_retraining(
             holdout_old=_reference_frame(reference).iloc[0:0],
             missing=missing,
             new_labels=new_labels,
+            short_labels=short,
+            min_examples_per_label=min_examples_per_label,
             label_counts=label_counts,
             warnings=warnings,
         )
@@ -195,6 +237,8 @@ def plan_retraining(
         holdout_new=holdout_new,
         holdout_old=holdout_old,
         new_labels=new_labels,
+        short_labels=short,
+        min_examples_per_label=min_examples_per_label,
         label_counts=label_counts,
         warnings=warnings,
     )

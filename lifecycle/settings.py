@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     fallback_price_per_1k: float = Field(
         default=0.5, ge=0, description="Estimated cost of 1,000 fallback (big model) calls."
     )
+    max_proposed_labels: int = Field(
+        default=50,
+        ge=0,
+        le=100_000,
+        description="Most distinct proposed labels (feedback labels the champion does not "
+        "know, under labels_policy: open) one specialist may have in the traffic store; "
+        "feedback that would add more is refused (429).",
+    )
     fallback_accuracy: float = Field(
         default=0.9,
         gt=0,

@@ -54,6 +54,12 @@ class TrainingSpec(_Strict):
     replay_ratio: float = Field(
         default=1.0, ge=0, description="Rows of older data mixed in per new row when retraining."
     )
+    min_examples_per_label: int = Field(
+        default=10,
+        ge=1,
+        description="A proposed label (one the champion does not know) joins the head at a "
+        "retrain once it has this many usable labels; until then its rows wait.",
+    )
 
 
 class GeneratorData(_Strict):
@@ -113,7 +119,25 @@ class EscalationSpec(_Strict):
 
 
 class PromotionSpec(_Strict):
-    min_samples: int = Field(default=200, ge=10, description="Labelled shadow pairs before a gate.")
+    min_samples: int = Field(
+        default=200,
+        ge=10,
+        description="The gate's unit of patience: an undecided challenger is rejected at "
+        "max_samples labelled shadow pairs (default 2x this); shadow failures reject once "
+        "this many shadow calls were made.",
+    )
+    max_samples: int | None = Field(
+        default=None,
+        ge=10,
+        description="Labelled shadow pairs at which a challenger the sequential test has not "
+        "decided is rejected (no evidence of improvement); default 2 x min_samples.",
+    )
+    supersede_factor: float = Field(
+        default=2.0,
+        gt=0,
+        description="Retire a waiting challenger once people's labels that arrived since its "
+        "training exceed this times those it was trained on, so that a retrain uses them.",
+    )
     margin: float = Field(default=0.0, ge=0, lt=1, description="Non-inferiority margin (accuracy).")
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance of the gate.")
     shadow_sample_rate: float = Field(default=1.0, gt=0, le=1)
@@ -131,6 +155,19 @@ class PromotionSpec(_Strict):
         description="Veto a challenger whose shadow calls failed more often than this.",
     )
 
+    @model_validator(mode="after")
+    def _cap_above_minimum(self) -> PromotionSpec:
+        if self.max_samples is not None and self.max_samples < self.min_samples:
+            raise ValueError(
+                f"max_samples ({self.max_samples}) must be >= min_samples ({self.min_samples})"
+            )
+        return self
+
+    @property
+    def sample_cap(self) -> int:
+        """Labelled pairs at which an undecided challenger is rejected."""
+        return self.max_samples if self.max_samples is not None else 2 * self.min_samples
+
 
 class SpecialistSpec(_Strict):
     name: str = Field(description="Registered model name in MLflow; lowercase, digits, - and _.")
@@ -141,6 +178,17 @@ class SpecialistSpec(_Strict):
     )
     labels: tuple[str, ...] | None = Field(
         default=None, description="Label set; default: the labels found in the training data."
+    )
+    labels_policy: Literal["open", "closed"] = Field(
+        default="open",
+        description="'open': feedback may propose labels the champion does not know (stored, "
+        "and learned at a retrain once they have training.min_examples_per_label examples); "
+        "`labels` is then a starting set. 'closed': feedback outside the label set is refused.",
+    )
+    out_of_scope_label: str | None = Field(
+        default=None,
+        description="A label meaning 'none of my intents' (e.g. none_of_these), trained like any "
+        "other; when the champion answers it, the answer says out_of_scope: true.",
     )
     data: DataSpec = Field(default_factory=GeneratorData)
     lora: LoraSpec = Field(default_factory=LoraSpec)
@@ -170,6 +218,16 @@ class SpecialistSpec(_Strict):
             raise ValueError("labels must be distinct")
         if any(not label.strip() for label in value):
             raise ValueError("labels must not be empty")
+        return value
+
+    @field_validator("out_of_scope_label")
+    @classmethod
+    def _valid_out_of_scope_label(cls, value: str | None) -> str | None:
+        from lifecycle.feedback import label_problem
+
+        problem = None if value is None else label_problem(value)
+        if problem is not None:
+            raise ValueError(f"not a valid label: {problem}")
         return value
 
 

@@ -56,11 +56,17 @@ def resolve_labels(
 ) -> tuple[str, ...]:
     """The label set of the new version.
 
-    The spec's list wins when it has one; else the parent's labels keep their
-    order and labels new in the data are appended (a new intent grows the head
-    by one row while the known rows keep their trained weights).
+    Under ``labels_policy: closed`` the spec's list wins when it has one, and data with other
+    labels is refused. Otherwise the parent's labels keep their order (a declared list is the
+    starting set when there is no parent), declared labels the parent lacks follow, and labels
+    new in the data are appended: a new intent grows the head by one row while the known rows
+    keep their trained weights.
     """
     found = sorted(set(data_labels))
+    if spec.labels_policy == "open":
+        start = list(parent_labels or ())
+        start += [label for label in spec.labels or () if label not in start]
+        return tuple(start) + tuple(label for label in found if label not in start)
     if spec.labels is not None:
         unknown = sorted(set(found) - set(spec.labels))
         if unknown:

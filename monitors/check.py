@@ -191,7 +191,27 @@ def _measure(
     if last is None and since is None and until is None:
         last = spec.monitoring.window_size
     raw = store.window(spec.name, last=last, since=since, until=until, model_version=info.version)
-    return assess(spec, reference, raw, last=last, since=since, until=until)
+    verdict = assess(spec, reference, raw, last=last, since=since, until=until)
+    return _with_proposed_labels(verdict, store, spec, info)
+
+
+def _with_proposed_labels(
+    verdict: Verdict, store: TrafficStore, spec: SpecialistSpec, info: VersionInfo
+) -> Verdict:
+    """Add to the window the labels people proposed that the champion does not know, with
+    their counts (one grouped query; a store that cannot be read leaves them out)."""
+    from lifecycle.feedback import proposed_labels
+
+    try:
+        counts = store.label_counts(spec.name)
+    except LifecycleError as exc:
+        logger.info("proposed labels not read: %s", exc)
+        return verdict
+    known = json.loads(info.lineage.get("labels", "[]") or "[]")
+    proposed = proposed_labels(counts, known)
+    if not proposed:
+        return verdict
+    return _replace(verdict, window={**verdict.window, "proposed_labels": proposed})
 
 
 def assess(

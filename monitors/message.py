@@ -39,6 +39,12 @@ def alert_message(spec: SpecialistSpec, verdict: Verdict) -> Any:
     }.get(verdict.status, verdict.status.value)
     if verdict.discovery and verdict.discovery.get("clusters"):
         summary += f"; {verdict.discovery['headline']}"
+    proposed: dict[str, int] = verdict.window.get("proposed_labels") or {}
+    if proposed:
+        shown = ", ".join(f"{label} ({n})" for label, n in list(proposed.items())[:5])
+        more = f" and {len(proposed) - 5} more" if len(proposed) > 5 else ""
+        summary += f"; proposed labels: {shown}{more}"
+        actions.insert(0, f"lifecycle label-requests -s {name}   # requests worth a label")
     if est is not None:
         summary += f" (estimated accuracy {est.accuracy:.1%}"
         if verdict.quality and verdict.quality.accuracy is not None:
@@ -62,5 +68,6 @@ def alert_message(spec: SpecialistSpec, verdict: Verdict) -> Any:
         champion_version=verdict.champion_version,
         report_uri=verdict.report_uri,
         actions=actions,
-        extra={"mlflow_run_id": verdict.run_id} if verdict.run_id else {},
+        extra=({"mlflow_run_id": verdict.run_id} if verdict.run_id else {})
+        | ({"proposed_labels": proposed} if proposed else {}),
     )

@@ -30,10 +30,14 @@ def test_label_resolution() -> None:
     assert resolve_labels(spec, ["b", "a", "b"], None) == ("a", "b")
     # A parent's order is kept and a new intent is appended: a new head row.
     assert resolve_labels(spec, ["a", "b", "c"], ("b", "a")) == ("b", "a", "c")
-    declared = SpecialistSpec(name="a", labels=("x", "y", "z"))
+    declared = SpecialistSpec(name="a", labels=("x", "y", "z"), labels_policy="closed")
     assert resolve_labels(declared, ["x", "y"], None) == ("x", "y", "z")
     with pytest.raises(DataError, match="does not declare: w"):
         resolve_labels(declared, ["x", "w"], None)
+    # Open (the default): the declared labels are a starting set; the parent's order holds.
+    opened = SpecialistSpec(name="a", labels=("x", "y", "z"))
+    assert resolve_labels(opened, ["x", "w"], None) == ("x", "y", "z", "w")
+    assert resolve_labels(opened, ["x", "w"], ("y", "x")) == ("y", "x", "z", "w")
 
 
 def test_one_class_is_refused_before_any_work(tiny_spec) -> None:  # type: ignore[no-untyped-def]

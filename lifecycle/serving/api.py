@@ -102,6 +102,12 @@ class FeedbackRequest(BaseModel):
 class FeedbackResponse(BaseModel):
     accepted: int
     specialist: str
+    proposed_labels: list[str] = Field(
+        default_factory=list,
+        description="Labels of this call the champion does not know (labels_policy: open): "
+        "stored, and learned at a retrain once each has training.min_examples_per_label "
+        "examples.",
+    )
 
 
 class ServedOut(BaseModel):
@@ -147,6 +153,13 @@ class SpecialistOut(BaseModel):
         description="The monitor's latest verdict on record (OK, WARN, DRIFT, QUALITY_DROP, "
         "NEEDS_LABELS; RESOLVED after a problem closed); None: no monitor alert yet.",
     )
+    proposed_labels: dict[str, int] = Field(
+        default_factory=dict,
+        description="Labels people gave in feedback that the champion does not know, with how "
+        "many requests got each (most first). A retrain adds each one with at least "
+        "training.min_examples_per_label examples to the head. Read from the traffic store off "
+        "the request path, so it may lag the newest feedback by a registry poll.",
+    )
 
 
 class SpecialistsResponse(BaseModel):
@@ -165,6 +178,40 @@ class ReviewItem(BaseModel):
 class ReviewResponse(BaseModel):
     specialist: str
     items: list[ReviewItem]
+
+
+class LabelRequestItem(BaseModel):
+    request_id: str
+    text: str | None = Field(description="None when the gateway stores no texts (privacy).")
+    reason: str = Field(
+        description="Why it is worth a label: 'out_of_scope' (unlike the champion's training "
+        "data; see cluster), 'disagreement' (champion and challenger differ in shadow: only "
+        "such pairs move the promotion gate), 'low_confidence'."
+    )
+    detail: str = Field(description="The reason in words, e.g. 'out of scope, cluster 2'.")
+    predicted: str = Field(description="The champion's label.")
+    confidence: float = Field(description="The champion's confidence.")
+    model_version: int
+    challenger_label: str | None = Field(
+        default=None, description="The challenger's label (disagreements only)."
+    )
+    cluster: int | None = Field(
+        default=None,
+        description="Cluster of similar out-of-scope requests (0 is the largest); None outside "
+        "any cluster or for other reasons.",
+    )
+    ood_score: float | None = None
+
+
+class LabelRequestsResponse(BaseModel):
+    specialist: str
+    items: list[LabelRequestItem]
+    text_withheld: bool = Field(
+        default=False,
+        description="True when the store keeps no texts (LIFECYCLE_STORE_TEXT hash or none): "
+        "items carry ids only, and the texts must come from the client's own records.",
+    )
+    note: str | None = None
 
 
 class AdminResult(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ class Outcome:
     cost: CostPerCorrect | None = None
     #: The newest monitor alert's verdict (``RESOLVED`` after a problem closed); None: none.
     monitor_verdict: str | None = None
+    #: People's labels per label (``TrafficStore.label_counts``): the listing shows those the
+    #: champion does not know as ``proposed_labels``.
+    label_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def monitor_status(self) -> int:
@@ -78,7 +81,11 @@ def read_outcomes(store: Any, names: Iterable[str], settings: Settings) -> dict[
             fallback_price_per_1k=settings.fallback_price_per_1k,
             fallback_accuracy=settings.fallback_accuracy,
         )
-        out[name] = Outcome(cost=cost, monitor_verdict=store.latest_alert_verdict(name))
+        out[name] = Outcome(
+            cost=cost,
+            monitor_verdict=store.latest_alert_verdict(name),
+            label_counts=store.label_counts(name),
+        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""Routes of the specialists resource: predict, feedback, review queue, listing."""
+"""Routes of the specialists resource: predict, feedback, review queue, label requests, listing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 from lifecycle.errors import StoreError
 from lifecycle.schemas import Prediction
 from lifecycle.serving.api import (
+    ErrorBody,
     FeedbackRequest,
     FeedbackResponse,
+    LabelRequestItem,
+    LabelRequestsResponse,
     PredictionOut,
     PredictRequest,
     PredictResponse,
@@ -90,35 +93,31 @@ async def predict(
     "/v1/specialists/{name}/feedback",
     response_model=FeedbackResponse,
     status_code=202,
-    responses=ERRORS,
+    responses={**ERRORS, 429: {"model": ErrorBody}},
     summary="Record the true label of earlier requests.",
 )
 async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackResponse:
     """Labels for earlier request ids, from a person (source 'human', the default) or from the
-    fallback. An unknown request id is a 404 and a label outside the specialist's set a 422;
-    nothing of a call with either is stored. A repeated label replaces the earlier one (both
-    are recorded)."""
+    fallback. A label is 1-100 printable characters without whitespace at its ends. Under the
+    specialist's ``labels_policy: open`` (the default) a label the champion does not know is
+    a proposed label: stored, and learned at a retrain once it has enough examples; past
+    LIFECYCLE_MAX_PROPOSED_LABELS distinct proposed labels the call is a 429. Under ``closed``
+    a label outside the set is a 422. An unknown request id is a 404. Nothing of a call with
+    any refused item is stored. A repeated label replaces the earlier one (both are
+    recorded)."""
+    from lifecycle.feedback import check_feedback, refusal
     from lifecycle.store import FeedbackRecord
 
     route = route_or_error(gw, name)
     items = body.all_items()
     if not items:
         raise HTTPException(422, "give request_id and label, or a non-empty list of items")
-    spec = gw.specs[name]
-    # A label the spec declares is accepted before any version knows it: that is how a
-    # new intent gets labelled traffic to be retrained on.
-    labels = (
-        set(route.champion.labels)
-        | set(route.challenger.labels if route.challenger else ())
-        | set(spec.labels or ())
-    )
-    wrong = sorted({i.label for i in items if i.label not in labels})
-    if wrong:
-        raise HTTPException(422, f"labels not in {name!r}'s label set: {', '.join(wrong[:10])}")
-    for item in items:
-        owner = await _request_owner(gw, item.request_id)
-        if owner != name:
-            raise HTTPException(404, f"no request {item.request_id} for specialist {name!r}")
+    labels = await _label_set(gw, name, route, [i.label for i in items])
+    owners = await _request_owners(gw, [i.request_id for i in items])
+    checks = check_feedback([(i.request_id, i.label) for i in items], labels=labels, owners=owners)
+    refused = refusal(checks)
+    if refused is not None:
+        raise HTTPException(*refused)
     seq = gw.writer.submit_many(
         FeedbackRecord(
             request_id=item.request_id, specialist=name, label=item.label, source=body.source
@@ -126,7 +125,47 @@ async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackRes
         for item in items
     )
     await _commit(gw, seq)
-    return FeedbackResponse(accepted=len(items), specialist=name)
+    proposed = sorted({c.label for c in checks if c.proposed})
+    gw.proposed_accepted.setdefault(name, set()).update(proposed)
+    return FeedbackResponse(accepted=len(items), specialist=name, proposed_labels=proposed)
+
+
+async def _label_set(gw: Gateway, name: str, route: Route, given: list[str]) -> Any:
+    """What feedback for ``name`` is checked against (``lifecycle.feedback.LabelSet``).
+
+    The proposed labels already stored are read only when the call brings a label outside the
+    known set, so that everyday feedback costs no extra query.
+    """
+    from lifecycle.feedback import LabelSet, known_labels
+
+    spec = gw.specs[name]
+    # A label the spec declares is accepted before any version knows it: that is how a
+    # new intent gets labelled traffic to be retrained on under a closed policy.
+    known = known_labels(
+        champion=route.champion.labels,
+        challenger=route.challenger.labels if route.challenger else (),
+        declared=spec.labels,
+        out_of_scope_label=spec.out_of_scope_label,
+    )
+    open_set = spec.labels_policy == "open"
+    stored: set[str] = set(gw.proposed_accepted.get(name, ()))
+    if open_set and not set(given) <= known | stored:
+        try:
+            stored |= set(await asyncio.to_thread(gw.writer.store.label_counts, name, source=None))
+        except Exception as exc:
+            # Before the writer's first write the database may have no tables yet, and then
+            # no label either; any other failure leaves the cap unknowable: try again later.
+            if getattr(gw.writer, "migrated", True):
+                raise HTTPException(
+                    503, "the traffic store cannot be read right now; send the label again later"
+                ) from exc
+    return LabelSet(
+        specialist=name,
+        known=known,
+        open=open_set,
+        stored_proposed=frozenset(stored - known),
+        max_proposed=gw.settings.max_proposed_labels,
+    )
 
 
 @router.get(
@@ -172,16 +211,59 @@ async def review(
 
 
 @router.get(
+    "/v1/specialists/{name}/label-requests",
+    response_model=LabelRequestsResponse,
+    responses=ERRORS,
+    dependencies=[Admin],
+    summary="The requests most worth a person's label, ranked.",
+)
+async def label_requests(
+    name: NamePath,
+    gw: GW,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> LabelRequestsResponse:
+    """From the champion's newest window: out-of-scope requests spread across their clusters
+    (each group of new traffic gets labels), champion/challenger disagreements in shadow (only
+    those move the promotion gate) and the least confident answers, in turn; requests a person
+    already labelled are left out. Label them through the feedback route (or export them with
+    ``lifecycle label-requests``). Needs the admin token: the texts are users' own words."""
+    from lifecycle.labelling import label_requests as ranked
+
+    route = route_or_error(gw, name)
+    try:
+        found = await asyncio.to_thread(
+            ranked,
+            gw.writer.store,
+            gw.specs[name],
+            champion_version=route.champion.version,
+            challenger_version=route.challenger.version if route.challenger else None,
+            store_text=gw.settings.store_text,
+            limit=limit,
+        )
+    except StoreError as exc:
+        raise HTTPException(503, "the traffic store cannot be read right now") from exc
+    return LabelRequestsResponse(
+        specialist=name,
+        items=[LabelRequestItem(**i.as_dict()) for i in found.items],
+        text_withheld=found.text_withheld,
+        note=found.note,
+    )
+
+
+@router.get(
     "/v1/specialists",
     response_model=SpecialistsResponse,
     summary="What is loaded: champion and challenger versions, labels, status, cost.",
 )
 async def specialists(gw: GW) -> SpecialistsResponse:
+    from lifecycle.feedback import proposed_labels
+
     out = []
     for name, spec in gw.specs.items():
         route = gw.engine.routes.get(name)
         counters = gw.counters[name]
         cost, fallback_cost = cost_of(gw, name)
+        outcome = gw.outcomes.get(name) or Outcome()
         out.append(
             SpecialistOut(
                 name=name,
@@ -202,7 +284,10 @@ async def specialists(gw: GW) -> SpecialistsResponse:
                 escalations=counters.escalations,
                 estimated_cost_per_1k=cost,
                 estimated_cost_per_1k_fallback_only=fallback_cost,
-                **(gw.outcomes.get(name) or Outcome()).listing(),
+                proposed_labels=proposed_labels(
+                    outcome.label_counts, route.champion.labels if route else ()
+                ),
+                **outcome.listing(),
             )
         )
     return SpecialistsResponse(specialists=out, registry_up=gw.sync.state.registry_up)
@@ -231,7 +316,7 @@ def _asked(gw: Gateway, spec: SpecialistSpec, pred: Prediction) -> Any:
     Otherwise, and for 'none', the confidence threshold decides.
     """
     fallback = gw.fallbacks.get(spec.name)
-    if pred.out_of_scope:
+    if pred.out_of_scope or _says_out_of_scope(spec, pred):
         policy = spec.escalation.on_out_of_scope
         if policy == "review" and spec.name in gw.review_queues:
             return gw.review_queues[spec.name]
@@ -240,6 +325,11 @@ def _asked(gw: Gateway, spec: SpecialistSpec, pred: Prediction) -> Any:
     if fallback is not None and pred.confidence < spec.escalation.confidence_threshold:
         return fallback
     return None
+
+
+def _says_out_of_scope(spec: SpecialistSpec, pred: Prediction) -> bool:
+    """The champion answered the spec's ``out_of_scope_label``: it learned to say 'not mine'."""
+    return spec.out_of_scope_label is not None and pred.label == spec.out_of_scope_label
 
 
 async def _escalate(
@@ -256,7 +346,7 @@ async def _escalate(
             model_version=version,
             escalated=False,
             source="specialist",
-            out_of_scope=pred.out_of_scope,
+            out_of_scope=True if _says_out_of_scope(spec, pred) else pred.out_of_scope,
             ood_score=pred.ood_score,
         )
         fallback = _asked(gw, spec, pred)
@@ -382,13 +472,18 @@ async def _commit(gw: Gateway, seq: int) -> None:
         raise HTTPException(503, f"the traffic log cannot be written: {exc}") from exc
 
 
-async def _request_owner(gw: Gateway, request_id: str) -> str | None:
-    owner = gw.writer.known_request(request_id)
-    if owner is not None:
-        return owner
-    try:
-        return await asyncio.to_thread(gw.writer.store.request_specialist, request_id)
-    except Exception as exc:
-        raise HTTPException(
-            503, "the traffic store cannot be read right now; send the label again later"
-        ) from exc
+async def _request_owners(gw: Gateway, request_ids: list[str]) -> dict[str, str | None]:
+    """The specialist of each request: in flight in the writer, else one store query for all."""
+    owners: dict[str, str | None] = {i: gw.writer.known_request(i) for i in request_ids}
+    missing = [i for i, owner in owners.items() if owner is None]
+    if missing:
+        try:
+            owners.update(await asyncio.to_thread(gw.writer.store.request_specialists, missing))
+        except Exception as exc:
+            # Before the writer's first write the database may have no tables, and every
+            # request is still in flight: the ids not found there are unknown.
+            if getattr(gw.writer, "migrated", True):
+                raise HTTPException(
+                    503, "the traffic store cannot be read right now; send the label again later"
+                ) from exc
+    return owners

@@ -41,6 +41,9 @@ class Gateway:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     #: Why the last read of them failed (None: it worked), so that an outage is logged once.
     outcomes_error: str | None = None
+    #: Per specialist, proposed labels this process accepted (``lifecycle.feedback``): they
+    #: count against LIFECYCLE_MAX_PROPOSED_LABELS before the writer has stored them.
+    proposed_accepted: dict[str, set[str]] = field(default_factory=dict)
 
 
 def cost_of(gw: Gateway, name: str) -> tuple[float, float]:

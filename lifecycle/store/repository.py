@@ -253,6 +253,40 @@ class TrafficStore(OutcomeReads):
             value = conn.execute(select(r.c.specialist).where(r.c.id == request_id)).scalar()
         return None if value is None else str(value)
 
+    def request_specialists(self, request_ids: Sequence[str]) -> dict[str, str]:
+        """The specialist of each stored request among ``request_ids`` (absent: not stored).
+
+        One query per 500 ids: bulk feedback checks thousands of ids without a round trip
+        each, under every backend's limit on bound parameters.
+        """
+        r = schema.requests
+        ids = list(dict.fromkeys(request_ids))
+        found: dict[str, str] = {}
+        with self._reading() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stmt = select(r.c.id, r.c.specialist).where(r.c.id.in_(chunk))
+                found.update({str(i): str(s) for i, s in conn.execute(stmt)})
+        return found
+
+    def label_counts(self, specialist: str, *, source: str | None = "human") -> dict[str, int]:
+        """Per feedback label, how many distinct requests of ``specialist`` were given it.
+
+        ``source`` "human" (the default) counts people's labels only; None counts every
+        source. A request relabelled counts under each label it was given: this is how often a
+        label was asked for, the figure proposed labels are shown and capped by. One grouped
+        query on the feedback table's specialist index: cheap enough for a periodic refresh.
+        """
+        f = schema.feedback
+        stmt = select(f.c.label, func.count(func.distinct(f.c.request_id))).where(
+            f.c.specialist == specialist
+        )
+        if source is not None:
+            stmt = stmt.where(f.c.source == source)
+        with self._reading() as conn:
+            rows = conn.execute(stmt.group_by(f.c.label)).all()
+        return {str(label): int(n) for label, n in rows}
+
     def counts(self, specialist: str) -> dict[str, int]:
         """Rows stored for a specialist: requests, escalations, flagged, feedback, shadow and
         shadow failures."""
@@ -421,6 +455,20 @@ class TrafficStore(OutcomeReads):
             .where(sf.c.specialist == specialist, sf.c.model_version == challenger_version)
         )
         stmt = _time_filter(stmt, sf.c.created_at, since=since, until=until)
+        with self._reading() as conn:
+            return int(conn.execute(stmt).scalar() or 0)
+
+    def labels_since(
+        self, specialist: str, *, since: datetime | None = None, source: str = "human"
+    ) -> int:
+        """Requests of a specialist that got a ``source`` label at or after ``since`` (by the
+        label's time, each request once): one count over the feedback table, for the gate's
+        supersede rule."""
+        f = schema.feedback
+        stmt = select(func.count(func.distinct(f.c.request_id))).where(
+            f.c.specialist == specialist, f.c.source == source
+        )
+        stmt = _time_filter(stmt, f.c.created_at, since=since, until=None)
         with self._reading() as conn:
             return int(conn.execute(stmt).scalar() or 0)
 

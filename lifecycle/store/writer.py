@@ -245,6 +245,12 @@ class TrafficWriter:
                     self._wal_buffer.popleft()
             self._wal.release(db_seq)
 
+    @property
+    def migrated(self) -> bool:
+        """Whether this writer has brought the database to the current schema (it does so
+        before its first write): until then a read may find no tables, and nothing written."""
+        return self._migrated
+
     def known_request(self, request_id: str) -> str | None:
         """The specialist of a request accepted but not yet in the database (memory or journal).
 

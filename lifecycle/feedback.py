@@ -1,0 +1,191 @@
+"""Which feedback labels are accepted: one pure check shared by the gateway and the CLI.
+
+``POST /v1/specialists/{name}/feedback`` and ``lifecycle feedback --file`` both call
+:func:`check_feedback`, so a label file and a client see the same rules:
+
+- a label is 1-100 printable characters (no control characters) with no leading or trailing
+  whitespace (:func:`label_problem`);
+- under ``labels_policy: closed`` it must be in the specialist's set (the champion's, the
+  challenger's, the spec's ``labels`` and ``out_of_scope_label``); under ``open`` (the default)
+  any other label is a *proposed label*: stored like any label, and the next retrain grows the
+  head for it once it has ``training.min_examples_per_label`` examples;
+- the request id must name a stored request of this specialist;
+- distinct proposed labels per specialist are capped (``LIFECYCLE_MAX_PROPOSED_LABELS``): a
+  flood of made-up labels is refused rather than stored.
+
+Nothing here reads a database or raises an HTTP error: callers bring what the store says and
+decide what a rejected row means (the route refuses the whole call; the CLI reports per row).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+#: Longest label accepted (the store's column holds 256; 100 keeps tables and alerts readable).
+LABEL_MAX_CHARS = 100
+#: Printable: no C0 control character and no DEL. Whitespace at the ends is refused apart.
+LABEL_PATTERN = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+REQUEST_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+#: Status of a row, as the route would answer it.
+ACCEPTED = 202
+INVALID = 422
+UNKNOWN_REQUEST = 404
+TOO_MANY_PROPOSED = 429
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a label, or None when it can."""
+    if not isinstance(label, str) or not label.strip():
+        return "the label is blank"
+    if len(label) > LABEL_MAX_CHARS:
+        return f"the label is {len(label)} characters long; the limit is {LABEL_MAX_CHARS}"
+    if label != label.strip():
+        return "the label starts or ends with whitespace"
+    if not LABEL_PATTERN.fullmatch(label):
+        return "the label holds control characters"
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the label holds unpaired surrogates"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSet:
+    """What a specialist's feedback is checked against.
+
+    ``known``: labels accepted under any policy (champion's, challenger's, declared, the
+    out-of-scope label). ``stored_proposed``: distinct labels outside ``known`` already in the
+    store (or accepted but not yet written), which count against ``max_proposed``.
+    """
+
+    specialist: str
+    known: frozenset[str]
+    open: bool
+    stored_proposed: frozenset[str] = frozenset()
+    max_proposed: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class RowCheck:
+    """One feedback row's fate: ``status`` 202 (accepted), 422, 404 or 429 with a reason."""
+
+    row: int
+    request_id: str
+    label: str
+    status: int
+    reason: str | None = None
+    #: The label is outside the specialist's known set (accepted under the open policy).
+    proposed: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == ACCEPTED
+
+
+def check_feedback(
+    items: Sequence[tuple[str, str]],
+    *,
+    labels: LabelSet,
+    owners: Mapping[str, str | None],
+    first_row: int = 1,
+) -> list[RowCheck]:
+    """Check (request_id, label) rows; one ``RowCheck`` per row, in order.
+
+    ``owners`` maps each request id to the specialist that answered it (None or absent: no
+    such request). A row's first problem is its reason, checked in this order: the request
+    id's form, the label's form, the closed set (422), the request's owner (404), then the cap
+    on distinct proposed labels (429): new proposed labels take the room left in order of first
+    appearance, and rows of those past it are refused. Rows are numbered from ``first_row``.
+    """
+    out: list[RowCheck] = []
+    room = max(labels.max_proposed - len(labels.stored_proposed), 0)
+    admitted: set[str] = set()
+    for offset, (request_id, label) in enumerate(items):
+        proposed = isinstance(label, str) and label not in labels.known
+        problem = _row_problem(request_id, label, proposed=proposed, labels=labels, owners=owners)
+        if problem is None and proposed and label not in labels.stored_proposed:
+            if label not in admitted and len(admitted) >= room:
+                problem = (
+                    TOO_MANY_PROPOSED,
+                    f"{labels.specialist!r} already has {len(labels.stored_proposed)} proposed "
+                    f"labels and this would add more than the {labels.max_proposed} allowed "
+                    f"(LIFECYCLE_MAX_PROPOSED_LABELS): {label!r} refused; label with known "
+                    "labels, or retrain first",
+                )
+            else:
+                admitted.add(label)
+        status, reason = problem or (ACCEPTED, None)
+        out.append(
+            RowCheck(first_row + offset, str(request_id), str(label), status, reason, proposed)
+        )
+    return out
+
+
+def _row_problem(
+    request_id: str,
+    label: str,
+    *,
+    proposed: bool,
+    labels: LabelSet,
+    owners: Mapping[str, str | None],
+) -> tuple[int, str] | None:
+    """A row's first problem short of the cap: (status, reason), or None."""
+    if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.fullmatch(request_id):
+        return INVALID, f"{request_id!r} is not a request id (32 hex digits)"
+    problem = label_problem(label)
+    if problem is not None:
+        return INVALID, f"{problem}: {_show(label)}"
+    if proposed and not labels.open:
+        return (
+            INVALID,
+            f"label {label!r} is not in {labels.specialist!r}'s label set (labels_policy: closed)",
+        )
+    if owners.get(request_id) != labels.specialist:
+        return UNKNOWN_REQUEST, f"no request {request_id} for specialist {labels.specialist!r}"
+    return None
+
+
+def refusal(checks: Sequence[RowCheck]) -> tuple[int, str] | None:
+    """The one (status, message) a call that must be all-or-nothing answers, or None when every
+    row is accepted. Malformed or out-of-set labels (422) outrank unknown requests (404), which
+    outrank the cap (429): fix the data before worrying about room."""
+    failed = [c for c in checks if not c.accepted]
+    if not failed:
+        return None
+    status = min(
+        (c.status for c in failed), key=[INVALID, UNKNOWN_REQUEST, TOO_MANY_PROPOSED].index
+    )
+    worst = [c for c in failed if c.status == status]
+    reasons = list(dict.fromkeys(c.reason or "" for c in worst))
+    more = f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+    return status, "; ".join(reasons[:3]) + more
+
+
+def proposed_labels(counts: Mapping[str, int], known: Iterable[str]) -> dict[str, int]:
+    """The labels of ``counts`` outside ``known``, most used first (ties by name)."""
+    known_set = set(known)
+    found = [(label, int(n)) for label, n in counts.items() if label not in known_set]
+    return dict(sorted(found, key=lambda item: (-item[1], item[0])))
+
+
+def known_labels(
+    *,
+    champion: Collection[str],
+    challenger: Collection[str] = (),
+    declared: Collection[str] | None = None,
+    out_of_scope_label: str | None = None,
+) -> frozenset[str]:
+    """The labels accepted under either policy: served versions' and the spec's."""
+    known = set(champion) | set(challenger) | set(declared or ())
+    if out_of_scope_label:
+        known.add(out_of_scope_label)
+    return frozenset(known)
+
+
+def _show(label: object) -> str:
+    text = repr(label)
+    return text if len(text) <= 60 else text[:57] + "..."
