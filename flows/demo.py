@@ -281,7 +281,7 @@ def _loop(
             elif state == "shadowing":
                 gate = promote_flow(NAME)
                 decision = gate.get("decision") or {}
-                if gate["action"] in ("promoted", "rejected"):
+                if gate["action"] in ("promoted", "rejected", "superseded"):
                     timeline.add(
                         sent,
                         f"gate: {gate['action']}",
@@ -296,7 +296,7 @@ def _loop(
                     promoted_at = schedule_from = sent
                     timeline.add(sent, "promoted", f"champion is v{promoted}")
                     state = "watching"
-                elif gate["action"] == "rejected":
+                elif gate["action"] in ("rejected", "superseded"):
                     schedule_from = sent if schedule_from is not None else None
                     state = "watching"
     after = served.get(promoted, Accuracy()) if promoted is not None else Accuracy()

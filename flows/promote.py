@@ -1,9 +1,11 @@
 """The shadow-and-promote flow: gate the shadowed challenger against the champion.
 
-Runs on a schedule (and after a candidate is registered). The gate is a paired test on
-labelled shadowed requests (``lifecycle.promotion``); promotion moves the aliases, emits
-``lifecycle.promoted`` and alerts; a failing challenger loses its alias and the alert says
-why; too few pairs yet: nothing happens.
+Runs on a schedule (and after a candidate is registered). The gate is a sequential paired
+test on labelled shadowed requests, valid at every run (``lifecycle.promotion``); promotion
+moves the aliases, emits ``lifecycle.promoted`` and alerts; a failing challenger loses its
+alias and the alert says why; an undecided one outgrown by the labels that arrived since its
+training is superseded (alias removed, alert ``SUPERSEDED``, event ``lifecycle.rejected``)
+so that the next retrain can start; undecided otherwise: nothing happens.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ ACTIONS: dict[str, tuple[str, list[str]]] = {
     "ready": (
         "passed the gate (auto_promote is off)",
         ["lifecycle promote -s {name} --force   # to promote it"],
+    ),
+    "superseded": (
+        "was superseded by the labels that arrived since its training (undecided)",
+        ["lifecycle retrain -s {name}   # to train on all of them now"],
     ),
 }
 
@@ -100,6 +106,6 @@ def promote_flow(specialist: str) -> dict[str, Any]:
     logger.info("%s: gate %s", specialist, outcome["action"])
     if outcome["action"] == "promoted":
         events.emit(events.PROMOTED, specialist, outcome)
-    elif outcome["action"] == "rejected":
+    elif outcome["action"] in ("rejected", "superseded"):
         events.emit(events.REJECTED, specialist, outcome)
     return outcome

@@ -17,10 +17,16 @@ import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, PROMOTED_AT, TAG
+
+#: On a challenger trained from traffic: how many people's labels it learnt from, and the
+#: moment the traffic was read (labels after it are new to it). The gate's supersede rule.
+TRAINED_LABELS_TAG = f"{TAG}trained_labels"
+LABELS_UNTIL_TAG = f"{TAG}labels_until"
+SUPERSEDED_TAG = f"{TAG}superseded"
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +101,7 @@ def retrain_from_traffic(
 
     # Every labelled request counts, whichever version answered it: a label is about the
     # text, and the traffic of earlier champions holds most of what people labelled.
+    labels_until = datetime.now(timezone.utc)
     window = store.window(spec.name, since=since, with_embeddings=False)
     champion_info = registry.get_version(spec.name, champion)
     labels_known = json.loads(champion_info.lineage.get("labels", "[]"))
@@ -104,6 +111,7 @@ def retrain_from_traffic(
         labels_known=labels_known,
         min_labels=spec.monitoring.min_labels,
         replay_ratio=spec.training.replay_ratio,
+        min_examples_per_label=spec.training.min_examples_per_label,
         seed=seed,
     )
     if not plan.ready:
@@ -123,6 +131,10 @@ def retrain_from_traffic(
         trigger=trigger,
         data_window=f"{first}..{last}",
         alias=CHALLENGER,
+        extra_tags={
+            TRAINED_LABELS_TAG: str(plan.counts.human),
+            LABELS_UNTIL_TAG: labels_until.isoformat(),
+        },
     )
     evaluation = _compare_on_holdouts(
         registry, spec, trained, champion, plan.holdout_new, plan.holdout_old
@@ -208,7 +220,8 @@ def _metrics(values: dict[str, float]) -> list[Any]:
 @dataclass(frozen=True)
 class GateOutcome:
     """``action``: promoted, rejected, ready (the gate says promote, ``auto_promote`` is off),
-    waiting, or none (no challenger)."""
+    superseded (retired undecided: enough new labels for a better retrain), waiting, or none
+    (no challenger)."""
 
     action: str
     decision: GateDecision | None
@@ -244,7 +257,10 @@ def gate_challenger(
     Promotion moves ``champion`` to the challenger and ``previous`` to the old champion (and
     stamps the time, which starts the guardrail); rejection removes the ``challenger`` alias
     and records why on the version. ``auto_promote: false`` stops at the decision: "ready",
-    for a person to promote.
+    for a person to promote. A challenger the gate leaves undecided while people's labels
+    since its training outnumber ``promotion.supersede_factor`` times those it learnt from
+    is superseded: alias removed, why on the version (``lifecycle.superseded``), so that the
+    next retrain (which a waiting challenger blocks) trains on all of them.
     """
     from lifecycle.promotion import gate
     from lifecycle.registry import Registry
@@ -258,7 +274,14 @@ def gate_challenger(
     if champion is not None:
         pairs = pairs[pairs["champion_version"] == champion]
     errors = store.shadow_failure_count(spec.name, challenger_version=challenger)
-    decision = gate(pairs, spec.promotion, shadow_errors=errors)
+    trained_labels, new_labels = _labels_since_training(registry, store, spec.name, challenger)
+    decision = gate(
+        pairs,
+        spec.promotion,
+        shadow_errors=errors,
+        trained_labels=trained_labels,
+        new_labels=new_labels,
+    )
     if decision.decision == "promote" and champion is not None:
         try:
             timing = _time_side_by_side(
@@ -281,6 +304,8 @@ def gate_challenger(
                 spec.promotion,
                 shadow_errors=errors,
                 latency_ms=(timing.champion_ms, timing.challenger_ms),
+                trained_labels=trained_labels,
+                new_labels=new_labels,
             )
     common = {"challenger_version": challenger, "champion_version": champion}
     if decision.decision == "promote":
@@ -297,7 +322,33 @@ def gate_challenger(
             spec.name, str(challenger), f"{TAG}rejected", "; ".join(decision.reasons)[:5000]
         )
         return GateOutcome("rejected", decision, **common)
+    if decision.decision == "supersede":
+        registry.client.delete_registered_model_alias(spec.name, CHALLENGER)
+        registry.client.set_model_version_tag(
+            spec.name, str(challenger), SUPERSEDED_TAG, "; ".join(decision.reasons)[:5000]
+        )
+        return GateOutcome("superseded", decision, **common)
     return GateOutcome("waiting", decision, **common)
+
+
+def _labels_since_training(
+    registry: Registry, store: TrafficStore, name: str, version: int
+) -> tuple[int | None, int | None]:
+    """(people's labels the version trained on, those that arrived since), or (None, None)
+    for a version not trained from traffic (no ``lifecycle.trained_labels`` tag): the rule
+    has nothing to compare then. One count query on the feedback table."""
+    info = registry.get_version(name, version)
+    trained = info.tags.get(TRAINED_LABELS_TAG, "")
+    if not trained.isdigit():
+        return None, None
+    until = info.tags.get(LABELS_UNTIL_TAG, "")
+    # Without the read time, the registration's: labels from training's minutes are missed.
+    since = (
+        datetime.fromisoformat(until)
+        if until
+        else datetime.fromtimestamp(info.created_ms / 1000, tz=timezone.utc)
+    )
+    return int(trained), store.labels_since(name, since=since)
 
 
 def _time_side_by_side(

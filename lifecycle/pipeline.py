@@ -6,6 +6,7 @@ The CLI and the retrain flow call these; they hold no framework glue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,13 +51,15 @@ def train_and_register(
     trigger: str = "manual",
     data_window: str = "",
     alias: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> Trained:
     """Train ``spec`` and register the result.
 
     The first version of a specialist becomes ``champion``; later ones become
     ``challenger`` (unless ``alias`` says otherwise) and wait for the promotion
     gate. Data and the registry are checked before training starts, and nothing
-    is written to the registry unless training succeeded.
+    is written to the registry unless training succeeded. ``extra_tags`` go on the
+    version beside the lineage tags.
     """
     from lifecycle.data import validate_training_table
     from lifecycle.model import resolve_base_model
@@ -82,6 +85,7 @@ def train_and_register(
         trigger="initial" if parent is None and trigger == "manual" else trigger,
         parent_version=parent,
         data_window=data_window,
+        extra_tags=extra_tags,
     )
     chosen = alias or (CHAMPION if parent is None else CHALLENGER)
     registry.set_alias(spec.name, chosen, version.version)

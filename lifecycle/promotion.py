@@ -5,12 +5,15 @@ guardrail in the monitor flow are thin and these rules are tested without either
 
 - :func:`gate` compares champion and challenger on the *same* requests (the gateway shadows
   the challenger), so the comparison is paired: only requests where exactly one model is
-  right carry information. Superiority is an exact McNemar test (a binomial test on those
-  discordant pairs); the difference in accuracy gets Newcombe's paired score interval
-  (Newcombe 1998, method 10: Wilson intervals per model combined with the pairs'
-  correlation), which stays sensible at accuracies near 1 and with few discordant pairs,
-  where a Wald interval collapses to zero width. Non-inferiority uses that interval's lower
-  bound against the policy's margin.
+  right carry information on which is better. The promote flow looks at the pairs again and
+  again as labels arrive, so the decision is a sequential test valid at every look
+  (:mod:`lifecycle.sequential`: mixture e-values, a beta-binomial mixture on the discordant
+  pairs; with a margin, a betting mixture over all pairs): promote when the e-value against
+  "challenger worse than ``-margin``" reaches ``1 / alpha``, reject when the mirror e-value
+  ("challenger no worse than ``-margin``") does, or when ``policy.sample_cap`` labelled pairs
+  leave it undecided. The difference in accuracy is reported with Newcombe's paired score
+  interval (Newcombe 1998, method 10: Wilson intervals per model combined with the pairs'
+  correlation), a fixed-n summary for people to read; it does not decide.
 - :func:`guardrail` compares the labelled traffic of the previous champion with that of the
   new one. Different requests, so the test is unpaired: a one-sided Farrington-Manning score
   test for a drop larger than the margin.
@@ -31,21 +34,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from lifecycle.sequential import sequential_test
 from lifecycle.spec import PromotionSpec
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-Decision = Literal["promote", "reject", "wait"]
+Decision = Literal["promote", "reject", "wait", "supersede"]
 GuardrailAction = Literal["rollback", "keep", "wait"]
 
-GATE_TEST = "exact McNemar (one-sided) + Newcombe paired score interval"
+GATE_TEST = "sequential mixture e-values (anytime-valid) + Newcombe paired score interval"
 GUARDRAIL_TEST = "Farrington-Manning score test (one-sided, unpaired)"
-
-#: An inconclusive gate rejects once this many times ``min_samples`` labelled pairs are in:
-#: a challenger that cannot show a difference by then is not worth the shadow traffic.
-INCONCLUSIVE_FACTOR = 4
 
 _PAIR_COLUMNS = ("champion_label", "challenger_label", "true_label")
 
@@ -54,13 +54,16 @@ _PAIR_COLUMNS = ("champion_label", "challenger_label", "true_label")
 class GateDecision:
     """What the gate decided and the numbers behind it.
 
-    Accuracies, the difference, the interval and the p-values are None when no labelled pair
-    exists. ``difference`` is challenger minus champion. ``ci`` is the two-sided
-    ``1 - 2 * alpha`` Newcombe interval of the difference; ``ci[0]`` alone is a one-sided
-    level-``alpha`` lower bound. ``p_value`` is the one-sided exact McNemar p-value for "the
-    challenger is better", ``p_value_worse`` the same for "the challenger is worse".
-    ``agreement`` is the share of all pairs (labelled or not) where both models answered
-    the same label.
+    Accuracies, the difference, the interval, the e-values and the p-values are None when no
+    labelled pair exists. ``difference`` is challenger minus champion. ``ci`` is the
+    two-sided ``1 - 2 * alpha`` Newcombe interval of the difference (fixed-n, for reading).
+    ``e_value`` is the sequential e-value against "the challenger is worse than
+    ``-margin``" (promote at ``1 / alpha``), ``e_value_worse`` the mirror one (reject at
+    ``1 / alpha``); ``p_value`` and ``p_value_worse`` are their anytime-valid p-values
+    ``min(1, 1 / e)``. ``agreement`` is the share of all pairs (labelled or not) where both
+    models answered the same label. ``trained_labels`` and ``new_labels`` are the people's
+    labels the challenger was trained on and those that arrived since, when known (the
+    supersede rule).
     """
 
     decision: Decision
@@ -73,6 +76,8 @@ class GateDecision:
     ci: tuple[float, float] | None = None
     p_value: float | None = None
     p_value_worse: float | None = None
+    e_value: float | None = None
+    e_value_worse: float | None = None
     test: str = GATE_TEST
     agreement: float | None = None
     #: Labelled pairs only the champion got right / only the challenger got right.
@@ -82,6 +87,10 @@ class GateDecision:
     fallback_labelled: int = 0
     alpha: float = 0.05
     margin: float = 0.0
+    #: Labelled pairs at which an undecided challenger is rejected.
+    sample_cap: int = 0
+    trained_labels: int | None = None
+    new_labels: int | None = None
     #: Health: shadow calls that raised, and the side-by-side model time per batch (ms)
     #: when it was measured (only before a promotion: it loads both models).
     shadow_errors: int = 0
@@ -109,6 +118,8 @@ class GateDecision:
             "gate_ci_low": self.ci[0] if self.ci else None,
             "gate_ci_high": self.ci[1] if self.ci else None,
             "gate_p_value": self.p_value,
+            "gate_e_value": self.e_value,
+            "gate_e_value_worse": self.e_value_worse,
             "gate_agreement": self.agreement,
             "gate_shadow_errors": float(self.shadow_errors),
             "gate_champion_latency_ms": self.champion_latency_ms,
@@ -157,23 +168,28 @@ def gate(
     *,
     latency_ms: tuple[float, float] | None = None,
     shadow_errors: int = 0,
+    trained_labels: int | None = None,
+    new_labels: int | None = None,
 ) -> GateDecision:
     """Decide on a challenger from its shadow pairs (``TrafficStore.shadow_pairs``).
 
-    With ``n`` labelled pairs (people's labels only):
+    With ``n`` labelled pairs (people's labels only), counted as wins (only the challenger
+    right), losses (only the champion right) and ties, at every look:
 
-    - ``n < policy.min_samples``: "wait", whatever the numbers say; the policy's sample size
-      is what keeps early noise from deciding.
-    - challenger better at ``policy.alpha`` (one-sided exact McNemar, difference > 0):
-      "promote".
-    - ``policy.margin > 0`` and the interval's lower bound above ``-margin``
-      (non-inferiority): "promote", even when a tiny loss is significant: the margin is the
-      loss the policy declared acceptable.
-    - challenger worse at ``alpha``, or the interval's upper bound below ``-margin``:
-      "reject".
-    - otherwise inconclusive: "wait" until ``INCONCLUSIVE_FACTOR * min_samples`` labelled
-      pairs, then "reject" (no evidence of improvement; with margin 0 this is also the fate
-      of a challenger identical to the champion).
+    - the e-value against "challenger worse than ``-policy.margin``" reaches
+      ``1 / policy.alpha``: "promote" (with margin 0: better; with a margin: non-inferior,
+      the margin being the loss the policy declared acceptable). Valid at any ``n``: Ville's
+      inequality bounds the chance that a challenger that is not better ever gets there by
+      ``alpha``, so ``min_samples`` holds nothing back.
+    - the mirror e-value ("challenger no worse than ``-margin``") reaches ``1 / alpha``:
+      "reject" (futility: it is worse, it cannot win).
+    - ``n >= policy.sample_cap`` (``max_samples``, default ``2 * min_samples``) and neither:
+      "reject" (no evidence of improvement; with margin 0 this is also the fate of a
+      challenger identical to the champion).
+    - otherwise "wait"; but "supersede" when ``new_labels`` (people's labels that arrived
+      since the challenger's training) exceed ``policy.supersede_factor`` times
+      ``trained_labels`` (those it was trained on): a retrain on all of them is a better bet
+      than more waiting, and a waiting challenger blocks the next retrain.
 
     Health vetoes turn a "promote" into "reject": ``latency_ms`` as (champion, challenger),
     model time on the same texts and batches, with the challenger's above
@@ -184,7 +200,7 @@ def gate(
     worth serving. ``policy.auto_promote`` and ``shadow_sample_rate`` are the caller's and
     the gateway's business, not the gate's.
     """
-    alpha, margin = policy.alpha, policy.margin
+    alpha, margin, cap = policy.alpha, policy.margin, policy.sample_cap
     n_pairs = len(pairs)
     labelled, fallback_only = _human_labelled(pairs)
     n = len(labelled)
@@ -195,6 +211,9 @@ def gate(
         "fallback_labelled": fallback_only,
         "alpha": alpha,
         "margin": margin,
+        "sample_cap": cap,
+        "trained_labels": trained_labels,
+        "new_labels": new_labels,
         "shadow_errors": shadow_errors,
         "champion_latency_ms": latency_ms[0] if latency_ms else None,
         "challenger_latency_ms": latency_ms[1] if latency_ms else None,
@@ -205,26 +224,35 @@ def gate(
             f"{fallback_only} pairs labelled only by the fallback were left out "
             "(escalated rows are the hard ones: they would bias the comparison)"
         )
+    stale = _supersede_reason(trained_labels, new_labels, policy)
     if n == 0:
-        reasons.insert(
-            0,
-            f"no pair has a person's label yet ({n_pairs} shadow pairs); need {policy.min_samples}",
-        )
+        reasons.insert(0, f"no pair has a person's label yet ({n_pairs} shadow pairs)")
         broken = _error_veto(n_pairs, shadow_errors, policy)
         if broken and n_pairs + shadow_errors >= policy.min_samples:
             return GateDecision(decision="reject", reasons=reasons + broken, **common)
+        if stale:
+            return GateDecision(decision="supersede", reasons=[*reasons, stale], **common)
         return GateDecision(decision="wait", reasons=reasons, **common)
 
     champ_ok = (labelled["champion_label"] == labelled["true_label"]).to_numpy()
     chall_ok = (labelled["challenger_label"] == labelled["true_label"]).to_numpy()
     stats = paired_comparison(champ_ok, chall_ok, alpha=alpha)
+    evidence = sequential_test(
+        wins=stats.challenger_only,
+        losses=stats.champion_only,
+        ties=stats.n - stats.challenger_only - stats.champion_only,
+        alpha=alpha,
+        margin=margin,
+    )
     numbers: dict[str, Any] = {
         "champion_accuracy": stats.champion_accuracy,
         "challenger_accuracy": stats.challenger_accuracy,
         "difference": stats.difference,
         "ci": stats.ci,
-        "p_value": stats.p_better,
-        "p_value_worse": stats.p_worse,
+        "p_value": evidence.p_better,
+        "p_value_worse": evidence.p_worse,
+        "e_value": evidence.e_better,
+        "e_value_worse": evidence.e_worse,
         "champion_only": stats.champion_only,
         "challenger_only": stats.challenger_only,
     }
@@ -236,48 +264,39 @@ def gate(
         f"challenger got right, {stats.champion_only} only the champion"
     )
     reasons.insert(0, summary)
+    bar = f"1/alpha = {evidence.threshold:.4g}"
+    versus = f"not {margin:.3f} worse" if margin > 0 else "better"
 
     decision: Decision
-    if n < policy.min_samples:
-        decision = "wait"
-        reasons.append(
-            f"{n} labelled pairs < min_samples {policy.min_samples}: "
-            f"waiting for {policy.min_samples - n} more"
-        )
-    elif stats.p_better < alpha and stats.difference > 0:
+    if evidence.better:
         decision = "promote"
         reasons.append(
-            f"challenger is better: exact McNemar p={stats.p_better:.4g} < alpha {alpha}"
+            f"challenger is better: e-value {evidence.e_better:.4g} >= {bar} (sequential, "
+            "valid at every look)"
+            if margin == 0
+            else f"challenger is non-inferior (within margin {margin}): e-value "
+            f"{evidence.e_better:.4g} >= {bar} (sequential, valid at every look)"
         )
-    elif margin > 0 and stats.ci[0] > -margin:
-        decision = "promote"
-        reasons.append(
-            f"challenger is non-inferior: lower bound {stats.ci[0]:+.3f} > -margin {-margin:.3f}"
-        )
-    elif stats.p_worse < alpha:
+    elif evidence.worse:
         decision = "reject"
         reasons.append(
-            f"challenger is worse: exact McNemar p={stats.p_worse:.4g} < alpha {alpha}"
-            + (f" and not shown within margin {margin}" if margin > 0 else "")
+            f"challenger is worse: e-value {evidence.e_worse:.4g} >= {bar}"
+            + (f" for a loss of more than the margin {margin}" if margin > 0 else "")
         )
-    elif margin > 0 and stats.ci[1] < -margin:
+    elif n >= cap:
         decision = "reject"
         reasons.append(
-            f"challenger is worse than the margin allows: upper bound {stats.ci[1]:+.3f} "
-            f"< -margin {-margin:.3f}"
+            f"no evidence of improvement after {n} labelled pairs (cap {cap}): e-value "
+            f"{evidence.e_better:.4g} < {bar} for {versus}"
         )
-    elif n >= INCONCLUSIVE_FACTOR * policy.min_samples:
-        decision = "reject"
-        reasons.append(
-            f"no evidence of improvement after {n} labelled pairs "
-            f"(>= {INCONCLUSIVE_FACTOR} x min_samples): McNemar p={stats.p_better:.4g}"
-            + (f", non-inferiority not shown at margin {margin}" if margin > 0 else "")
-        )
+    elif stale:
+        decision = "supersede"
+        reasons.append(f"undecided (e-value {evidence.e_better:.4g} < {bar}); {stale}")
     else:
         decision = "wait"
         reasons.append(
-            f"inconclusive (McNemar p={stats.p_better:.4g} >= alpha {alpha}); waiting for "
-            f"more labels, rejecting at {INCONCLUSIVE_FACTOR * policy.min_samples}"
+            f"undecided: e-value {evidence.e_better:.4g} for {versus} and "
+            f"{evidence.e_worse:.4g} for worse, both < {bar}; rejecting at {cap} labelled pairs"
         )
 
     broken = _error_veto(n_pairs, shadow_errors, policy)
@@ -285,7 +304,11 @@ def gate(
     if decision == "promote" and (broken or slow):
         decision = "reject"
         reasons.extend(broken + slow)
-    elif decision == "wait" and broken and n_pairs + shadow_errors >= policy.min_samples:
+    elif (
+        decision in ("wait", "supersede")
+        and broken
+        and n_pairs + shadow_errors >= policy.min_samples
+    ):
         decision = "reject"
         reasons.extend(broken)
     elif latency_ms is not None and not slow:
@@ -296,17 +319,32 @@ def gate(
     return GateDecision(decision=decision, reasons=reasons, **common, **numbers)
 
 
+def _supersede_reason(
+    trained_labels: int | None, new_labels: int | None, policy: PromotionSpec
+) -> str | None:
+    """Why a waiting challenger is stale, or None: more people's labels arrived since its
+    training than ``supersede_factor`` times those it learnt from (at least one)."""
+    if trained_labels is None or new_labels is None:
+        return None
+    limit = policy.supersede_factor * max(trained_labels, 1)
+    if new_labels <= limit:
+        return None
+    return (
+        f"superseded: {new_labels} people's labels arrived since its training, more than "
+        f"{policy.supersede_factor:g} x the {trained_labels} it was trained on; a retrain "
+        "on all of them replaces it"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PairedComparison:
-    """Accuracies of two models on the same rows, with the tests the gate uses."""
+    """Accuracies of two models on the same rows, their discordant counts and interval."""
 
     n: int
     champion_accuracy: float
     challenger_accuracy: float
     difference: float
     ci: tuple[float, float]
-    p_better: float
-    p_worse: float
     champion_only: int
     challenger_only: int
 
@@ -317,13 +355,12 @@ def paired_comparison(
     *,
     alpha: float,
 ) -> PairedComparison:
-    """Exact McNemar p-values (both one-sided) and Newcombe's interval for paired accuracies.
+    """Accuracies, discordant counts and Newcombe's interval for paired accuracies.
 
     ``ci`` is the two-sided ``1 - 2 * alpha`` interval of challenger minus champion. Needs at
-    least one row; with no discordant pair both p-values are 1.
+    least one row.
     """
     import numpy as np
-    from scipy.stats import binomtest
 
     x = np.asarray(champion_correct, dtype=bool)
     y = np.asarray(challenger_correct, dtype=bool)
@@ -336,12 +373,6 @@ def paired_comparison(
     champ_only = int((x & ~y).sum())
     chall_only = int((~x & y).sum())
     neither = n - both - champ_only - chall_only
-    discordant = champ_only + chall_only
-    if discordant:
-        p_better = float(binomtest(chall_only, discordant, 0.5, alternative="greater").pvalue)
-        p_worse = float(binomtest(chall_only, discordant, 0.5, alternative="less").pvalue)
-    else:
-        p_better = p_worse = 1.0
     ci = newcombe_paired_interval(both, chall_only, champ_only, neither, alpha=alpha)
     return PairedComparison(
         n=n,
@@ -349,8 +380,6 @@ def paired_comparison(
         challenger_accuracy=(both + chall_only) / n,
         difference=(chall_only - champ_only) / n,
         ci=ci,
-        p_better=p_better,
-        p_worse=p_worse,
         champion_only=champ_only,
         challenger_only=chall_only,
     )

@@ -159,6 +159,127 @@ def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
     assert promote_flow("looped")["action"] == "none"  # nothing left to gate
 
 
+def _copy_of_the_champion(env: Any, *, trained_labels: int, labels_until: datetime) -> int:
+    """A challenger with the champion's weights (so no better), registered as if retrained
+    from traffic on ``trained_labels`` people's labels read at ``labels_until``."""
+    from lifecycle.loop import LABELS_UNTIL_TAG, TRAINED_LABELS_TAG
+    from lifecycle.registry import Registry
+
+    registry = Registry(env.settings)
+    version = registry.log_training(
+        env.spec,
+        env.trained.result,
+        trigger="drift",
+        parent_version=1,
+        extra_tags={
+            TRAINED_LABELS_TAG: str(trained_labels),
+            LABELS_UNTIL_TAG: labels_until.isoformat(),
+        },
+    ).version
+    registry.set_alias("looped", "challenger", version)
+    return version
+
+
+def _load(env: Any, version: int) -> tuple[str, str]:
+    """The champion's (v1) and ``version``'s adapter ids in the test's host, loaded once."""
+    from lifecycle.registry import Registry
+
+    registry = Registry(env.settings)
+    host = env.trained.result.host
+    return registry.load(host, "looped", 1)[0], registry.load(host, "looped", version)[0]
+
+
+def _shadowed_labels(
+    env: Any, adapters: tuple[str, str], version: int, n: int, *, seed: int, start: datetime
+) -> None:
+    """``n`` requests the champion answered, all labelled by people, shadowed by ``version``."""
+    from lifecycle.replay import record_shadow
+
+    host = env.trained.result.host
+    champion_id, challenger_id = adapters
+    recorded = _traffic(env, host, champion_id, 1, n, seed=seed, start=start)
+    record_shadow(
+        env.store,
+        host,
+        challenger_id,
+        specialist="looped",
+        model_version=version,
+        request_ids=recorded.request_ids,
+        texts=generate_tickets(n, seed=seed)["text"].tolist(),
+    )
+
+
+def test_a_challenger_no_better_than_its_champion_is_rejected_within_2x_min_samples(
+    loop_env: Any,
+) -> None:
+    """The gate never stalls: an undecided challenger is rejected at 2 x min_samples (120)
+    labelled pairs, looked at by real promote flow runs every 40 labels."""
+    from flows.promote import promote_flow
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    now = datetime.now(timezone.utc)
+    # Trained on many labels: only the gate's cap can retire it here, not superseding.
+    version = _copy_of_the_champion(env, trained_labels=10_000, labels_until=now)
+    min_samples = env.spec.promotion.min_samples
+    adapters = _load(env, version)
+    actions = []
+    for step in range(3):
+        start = now + timedelta(minutes=step)
+        _shadowed_labels(env, adapters, version, 40, seed=300 + step, start=start)
+        outcome = promote_flow("looped")
+        actions.append((outcome["action"], outcome["decision"]["n_labelled"]))
+    assert actions == [("waiting", 40), ("waiting", 80), ("rejected", 2 * min_samples)], actions
+    assert "no evidence of improvement after 120" in outcome["decision"]["reasons"][-1]
+    registry = Registry(env.settings)
+    assert "challenger" not in registry.aliases("looped")
+    assert env.store.alerts("looped")["verdict"].tolist() == ["REJECTED"]
+
+
+def test_a_waiting_challenger_is_superseded_and_a_retrain_starts_with_all_labels(
+    loop_env: Any,
+) -> None:
+    from flows.promote import promote_flow
+    from flows.retrain import retrain_flow
+    from lifecycle.loop import SUPERSEDED_TAG, TRAINED_LABELS_TAG
+    from lifecycle.registry import Registry
+
+    env = loop_env
+    registry = Registry(env.settings)
+    now = datetime.now(timezone.utc)
+    version = _copy_of_the_champion(env, trained_labels=30, labels_until=now)
+    adapters = _load(env, version)
+    # Labels from before its training do not count as new.
+    host = env.trained.result.host
+    _traffic(env, host, adapters[0], 1, 30, seed=400, start=now - timedelta(hours=1))
+    # While the challenger waits, a retrain is refused: it would make a second one.
+    assert retrain_flow("looped")["status"] == "skipped"
+
+    _shadowed_labels(env, adapters, version, 40, seed=401, start=now + timedelta(minutes=1))
+    assert promote_flow("looped")["action"] == "waiting"  # 40 new labels <= 2 x 30
+    _shadowed_labels(env, adapters, version, 40, seed=402, start=now + timedelta(minutes=2))
+    outcome = promote_flow("looped")  # 80 > 60: superseded, 80 labelled pairs < the cap
+    assert outcome["action"] == "superseded", outcome
+    d = outcome["decision"]
+    assert (d["decision"], d["trained_labels"], d["new_labels"], d["n_labelled"]) == (
+        "supersede",
+        30,
+        80,
+        80,
+    )
+    assert "challenger" not in registry.aliases("looped")
+    assert "80 people's labels" in registry.get_version("looped", version).tags[SUPERSEDED_TAG]
+    alerts = env.store.alerts("looped")
+    assert alerts["verdict"].tolist() == ["SUPERSEDED"]
+    assert "lifecycle retrain -s looped" in alerts.iloc[-1]["payload"]["actions"][0]
+
+    retrained = retrain_flow("looped", trigger="drift")
+    assert retrained["status"] == "registered", retrained
+    new = registry.get_version("looped", retrained["challenger_version"])
+    assert int(new.tags[TRAINED_LABELS_TAG]) == 110  # every person's label, old and new
+    assert registry.aliases("looped")["challenger"] == new.version
+
+
 def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any) -> None:
     from flows.monitor import monitor_flow
     from lifecycle.registry import PROMOTED_AT, Registry
