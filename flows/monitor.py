@@ -87,5 +87,5 @@ def _event_payload(verdict: dict[str, Any]) -> dict[str, Any]:
         "window": {
             k: verdict["window"].get(k)
             for k in ("rows", "labelled", "first_request", "last_request")
-        }
+        },
     }
