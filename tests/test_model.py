@@ -72,6 +72,7 @@ def test_save_load_round_trip_and_mixed_batches(trained, host: AdapterHost, tmp_
         "adapter_config.json",
         "adapter_model.safetensors",
         "head.safetensors",
+        "ood.safetensors",
         "specialist.json",
     ]
     host.load_adapter("tiny@v1", folder)
