@@ -293,6 +293,7 @@ def assess(
             window,
             min_cluster_size=spec.monitoring.discovery_min_cluster,
             artifacts=report,
+            out_of_scope_label=spec.out_of_scope_label,
         )
     verdict = decide(signals=signals, estimate=estimate, **policy)
     verdict = _replace(verdict, discovery=discovery)

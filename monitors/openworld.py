@@ -81,8 +81,12 @@ def prepare(
     )
 
 
-def estimate(world: OpenWorld, current: MonitorData) -> tuple[Estimate | None, np.ndarray]:
-    """The window's accuracy estimate, and each row's out-of-scope score."""
+def estimate(
+    world: OpenWorld, current: MonitorData, *, out_of_scope_label: str | None = None
+) -> tuple[Estimate | None, np.ndarray]:
+    """The window's accuracy estimate, and each row's out-of-scope score. Rows the model
+    answered with the spec's ``out_of_scope_label`` count by their confidence: "not mine"
+    is the right answer for out-of-scope traffic."""
     from monitors.estimate import estimate_accuracy
 
     frame = current.frame
@@ -103,6 +107,9 @@ def estimate(world: OpenWorld, current: MonitorData) -> tuple[Estimate | None, n
         reference_scores=world.reference_scores,
         threshold=world.detector.threshold,
         correct=correct,
+        predicted_out_of_scope=None
+        if out_of_scope_label is None
+        else (frame["prediction"].astype(str) == out_of_scope_label).to_numpy(),
     )
     if result is None:
         return None, scores
@@ -203,12 +210,13 @@ def assess_open_world(
     *,
     min_cluster_size: int,
     artifacts: bool,
+    out_of_scope_label: str | None = None,
 ) -> tuple[Estimate | None, dict[str, Any]]:
     """The estimate and the discovery's JSON for one window; adds the detector's figures
     (and, with ``artifacts``, the paths of the table and map to log) to ``window``."""
     import tempfile
 
-    result, scores = estimate(world, current)
+    result, scores = estimate(world, current, out_of_scope_label=out_of_scope_label)
     window.update(window_figures(world, scores))
     found, flagged = discover_new_traffic(world, current, scores, min_cluster_size=min_cluster_size)
     if artifacts:

@@ -135,3 +135,54 @@ def test_rows_the_model_itself_calls_out_of_scope_count_by_their_confidence() ->
         predicted_out_of_scope=np.array([True, False]),
     )
     assert f[0] == pytest.approx(0.9)
+
+
+def test_a_specialist_that_says_not_mine_is_right_on_out_of_scope_traffic() -> None:
+    """Through the check's open-world part: far-away rows the model answered with its
+    out-of-scope label count by their confidence, the others as wrong."""
+    import pandas as pd
+
+    from monitors.frames import reference_data, window_data
+    from monitors.openworld import estimate, prepare
+
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(3, 16))
+
+    def rows(n: int, centre: np.ndarray) -> np.ndarray:
+        x = centre + 0.3 * rng.normal(size=(n, 16))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    ref_emb = np.concatenate([rows(100, centres[0]), rows(100, centres[1])])
+    reference = reference_data(
+        pd.DataFrame(
+            {
+                "text": ["t"] * 200,
+                "label": ["a"] * 100 + ["b"] * 100,
+                "prediction": ["a"] * 100 + ["b"] * 100,
+                "confidence": 0.95,
+            }
+        ),
+        ref_emb,
+        vocabulary=(),
+        escalation_threshold=0.0,
+    )
+    world = prepare(reference, None, target_rate=0.05)
+    assert world is not None
+    emb = np.concatenate([rows(150, centres[0]), rows(150, centres[2])])
+    window = window_data(
+        pd.DataFrame(
+            {
+                "text": ["t"] * 300,
+                "label": ["a"] * 150 + ["none_of_these"] * 150,
+                "confidence": 0.95,
+                "embedding": list(emb),
+            }
+        ),
+        vocabulary=(),
+        escalation_threshold=0.0,
+    )
+    plain, _ = estimate(world, window)
+    aware, _ = estimate(world, window, out_of_scope_label="none_of_these")
+    assert plain is not None and aware is not None
+    assert plain.accuracy < 0.6  # the far half counted wrong
+    assert aware.accuracy > 0.85  # ... unless the model said "not mine"
