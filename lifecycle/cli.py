@@ -496,7 +496,11 @@ def discover(
     specialists_file: Path | None = SpecialistsFileOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Cluster the requests the champion's out-of-scope detector flags in the newest window.
+    """Cluster the newest window's requests that look out of scope to the champion.
+
+    The rows clustered are those scoring past the 80th percentile of the champion's
+    in-scope scores (a looser cut than the out-of-scope flag, so that a new intent near
+    known ones is seen whole).
 
     Each cluster of new traffic gets its size and share, its top terms (class-based
     TF-IDF), representative texts and the nearest known label. With LIFECYCLE_STORE_TEXT
