@@ -149,6 +149,21 @@ def train_challenger(specialist: str, trigger: str) -> dict[str, Any]:
                 extra={"evaluation": outcome.evaluation},
                 actions=[f"lifecycle status -s {specialist}"],
             )
+        elif outcome.status == "rejected":
+            ctx.alert(
+                "retrain",
+                "REJECTED_CANDIDATE",
+                f"candidate v{outcome.challenger_version} not made challenger: it does not "
+                f"beat champion v{outcome.champion_version} on held-out drifted labels "
+                f"({outcome.reason})"[:500],
+                champion_version=outcome.champion_version,
+                extra={"evaluation": outcome.evaluation},
+                actions=[
+                    f"lifecycle status -s {specialist}   # the version's "
+                    "lifecycle.rejected_reason tag says why",
+                    f"collect more labels, then lifecycle retrain -s {specialist}",
+                ],
+            )
     return outcome.as_dict()
 
 

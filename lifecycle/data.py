@@ -289,20 +289,26 @@ def _per_class_split(
     return df.drop(index=held_index), held
 
 
-def replay_mix(new: pd.DataFrame, old: pd.DataFrame, *, ratio: float, seed: int) -> pd.DataFrame:
+def replay_mix(
+    new: pd.DataFrame, old: pd.DataFrame, *, ratio: float, seed: int, at_least: int = 0
+) -> pd.DataFrame:
     """New rows plus a label-proportional sample of old rows, marked by a ``source`` column.
 
     Retraining on drifted traffic alone forgets what the reference taught (catastrophic
     forgetting); replaying ``round(ratio * len(new))`` old rows (at most all of them) keeps
     the old classes present. The sample keeps the old label mix (largest-remainder quotas per
     label) and is deterministic for a seed. New rows come first, then the replayed ones.
+    ``at_least`` raises the count when the ratio gives fewer (few new rows would otherwise
+    replay too little of a large old set); it too is capped by ``len(old)``.
     """
     import numpy as np
     import pandas as pd
 
     if ratio < 0:
         raise ValueError(f"ratio must be >= 0, got {ratio}")
-    wanted = min(round(ratio * len(new)), len(old))
+    if at_least < 0:
+        raise ValueError(f"at_least must be >= 0, got {at_least}")
+    wanted = min(max(round(ratio * len(new)), at_least), len(old))
     rng = np.random.default_rng(seed)
     if wanted == 0:
         picked = old.iloc[0:0]

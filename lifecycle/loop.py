@@ -27,6 +27,10 @@ from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, PROMOTED_AT, TAG
 TRAINED_LABELS_TAG = f"{TAG}trained_labels"
 LABELS_UNTIL_TAG = f"{TAG}labels_until"
 SUPERSEDED_TAG = f"{TAG}superseded"
+#: On a retrained candidate: why it did not become challenger (it did not beat the champion
+#: on the held-out drifted rows); and, on every retrained version, the outcome of that check.
+REJECTED_REASON_TAG = f"{TAG}rejected_reason"
+CANDIDATE_CHECK_TAG = f"{TAG}candidate_check"
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,8 +50,10 @@ GUARD_TAG = f"{TAG}guardrail"
 
 @dataclass(frozen=True)
 class RetrainOutcome:
-    """``status``: registered, skipped (a challenger from this champion exists), or
-    needs_labels (``missing`` more labels would make it ready)."""
+    """``status``: registered, rejected (recorded as a version without the ``challenger``
+    alias: it did not beat the champion on held-out drifted rows), skipped (a challenger
+    from this champion exists), or needs_labels (``missing`` more labels would make it
+    ready)."""
 
     status: str
     reason: str
@@ -75,12 +81,18 @@ def retrain_from_traffic(
 
     People's labels come first, the fallback's where a person's is missing; the new rows
     are split into training rows and a held-out slice, and the challenger and champion are
-    both scored on that slice and on held-out reference rows (forgetting). The candidate is
-    registered with lineage and aliased ``challenger``; the gateway then shadows it.
+    both scored on that slice and on held-out reference rows (forgetting). The replay comes
+    from the champion's own training set (``Registry.training_set``; the spec's data for a
+    champion logged without one), and labels since the champion's registration count
+    ``training.recent_weight`` times. The candidate is registered with lineage either way;
+    it is aliased ``challenger`` (the gateway then shadows it) only when its accuracy on the
+    held-out new rows is strictly higher than the champion's (unchecked with fewer than
+    ``training.min_holdout_rows`` of them); otherwise the version is tagged
+    ``lifecycle.rejected_reason`` and the outcome is "rejected".
     """
     from lifecycle.pipeline import load_training_data, train_and_register
     from lifecycle.registry import Registry
-    from lifecycle.retraining import plan_retraining
+    from lifecycle.retraining import judge_candidate, plan_retraining
 
     registry = registry or Registry(settings)
     aliases = registry.aliases(spec.name)
@@ -105,13 +117,24 @@ def retrain_from_traffic(
     window = store.window(spec.name, since=since, with_embeddings=False)
     champion_info = registry.get_version(spec.name, champion)
     labels_known = json.loads(champion_info.lineage.get("labels", "[]"))
+    # The champion's own training rows to replay, its reference (validation rows it never
+    # trained on) to hold out; a champion logged before training sets were kept: the spec's.
+    champion_train = registry.training_set(spec.name, champion)
+    if champion_train is None:
+        reference, replay = load_training_data(spec), None
+    else:
+        reference, replay = registry.reference(spec.name, champion)[0], champion_train
     plan = plan_retraining(
         window,
-        reference=load_training_data(spec),
+        reference=reference,
         labels_known=labels_known,
         min_labels=spec.monitoring.min_labels,
         replay_ratio=spec.training.replay_ratio,
         min_examples_per_label=spec.training.min_examples_per_label,
+        replay=replay,
+        replay_rows=spec.training.replay_rows,
+        recent_since=datetime.fromtimestamp(champion_info.created_ms / 1000, tz=timezone.utc),
+        recent_weight=spec.training.recent_weight,
         seed=seed,
     )
     if not plan.ready:
@@ -131,6 +154,7 @@ def retrain_from_traffic(
         trigger=trigger,
         data_window=f"{first}..{last}",
         alias=CHALLENGER,
+        assign_alias=False,
         extra_tags={
             TRAINED_LABELS_TAG: str(plan.counts.human),
             LABELS_UNTIL_TAG: labels_until.isoformat(),
@@ -144,17 +168,40 @@ def retrain_from_traffic(
             trained.version.run_id or "",
             metrics=_metrics(evaluation),
         )
+    check = judge_candidate(
+        evaluation, holdout_rows=len(plan.holdout_new), min_rows=spec.training.min_holdout_rows
+    )
+    version = str(trained.version.version)
+    registry.client.set_model_version_tag(spec.name, version, CANDIDATE_CHECK_TAG, check.reason)
+    trained_on = (
+        f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback labels "
+        f"plus {int((plan.train['source'] == 'replay').sum())} replayed rows"
+    )
+    if not check.accepted:
+        registry.client.set_model_version_tag(spec.name, version, REJECTED_REASON_TAG, check.reason)
+        logger.warning(
+            "%s: candidate v%s not made challenger: %s", spec.name, version, check.reason
+        )
+        return RetrainOutcome(
+            "rejected",
+            f"candidate v{version} {trained_on}; {check.reason}",
+            champion_version=champion,
+            challenger_version=trained.version.version,
+            plan=plan.summary(),
+            evaluation=evaluation,
+        )
+    registry.set_alias(spec.name, CHALLENGER, trained.version.version)
     logger.info(
-        "%s: challenger v%d registered from %d labelled requests (%s)",
+        "%s: challenger v%d registered from %d labelled requests (%s; %s)",
         spec.name,
         trained.version.version,
         plan.counts.usable,
         ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items()),
+        check.reason,
     )
     return RetrainOutcome(
         "registered",
-        f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback labels "
-        f"plus {int((plan.train['source'] == 'replay').sum())} replayed rows",
+        f"{trained_on}; {check.reason}",
         champion_version=champion,
         challenger_version=trained.version.version,
         plan=plan.summary(),

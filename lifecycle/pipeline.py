@@ -52,6 +52,7 @@ def train_and_register(
     data_window: str = "",
     alias: str | None = None,
     extra_tags: Mapping[str, str] | None = None,
+    assign_alias: bool = True,
 ) -> Trained:
     """Train ``spec`` and register the result.
 
@@ -59,7 +60,9 @@ def train_and_register(
     ``challenger`` (unless ``alias`` says otherwise) and wait for the promotion
     gate. Data and the registry are checked before training starts, and nothing
     is written to the registry unless training succeeded. ``extra_tags`` go on the
-    version beside the lineage tags.
+    version beside the lineage tags. ``assign_alias=False`` registers without moving any
+    alias (``Trained.alias`` is then the alias it would have had): the retrain sets it only
+    once the candidate beats the champion.
     """
     from lifecycle.data import validate_training_table
     from lifecycle.model import resolve_base_model
@@ -88,7 +91,8 @@ def train_and_register(
         extra_tags=extra_tags,
     )
     chosen = alias or (CHAMPION if parent is None else CHALLENGER)
-    registry.set_alias(spec.name, chosen, version.version)
+    if assign_alias:
+        registry.set_alias(spec.name, chosen, version.version)
     return Trained(
         version=registry.get_version(spec.name, version.version), result=result, alias=chosen
     )

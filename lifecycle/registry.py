@@ -36,6 +36,10 @@ TRIGGERS = ("initial", "drift", "schedule", "manual")
 #: Artifact folders inside a training run.
 ADAPTER_PATH = "specialist"
 REFERENCE_PATH = "reference"
+#: The rows a version trained on (text, label; validation rows excluded): what a retrain
+#: replays so that the challenger keeps what the champion learnt.
+TRAINING_PATH = "training"
+TRAINING_FILE = "train.parquet"
 TAG = "lifecycle."
 #: When a version became champion (ISO time): where the guardrail's "after" begins.
 PROMOTED_AT = f"{TAG}promoted_at"
@@ -137,6 +141,8 @@ class Registry:
             mlflow.log_artifacts(str(folder), ADAPTER_PATH)
             reference = _write_reference(result, Path(tmp) / REFERENCE_PATH)
             mlflow.log_artifacts(str(reference), REFERENCE_PATH)
+            training = _write_training_set(result, Path(tmp) / TRAINING_PATH)
+            mlflow.log_artifacts(str(training), TRAINING_PATH)
             for artifact_path, local in (extra_artifacts or {}).items():
                 mlflow.log_artifact(str(local), artifact_path)
             run_id = run.info.run_id
@@ -345,6 +351,29 @@ class Registry:
             embeddings = load_file(str(local / "embeddings.safetensors"))["embeddings"]
         return frame, embeddings
 
+    def training_set(self, name: str, ref: str | int) -> pd.DataFrame | None:
+        """The (text, label) rows the version trained on, or None for a version logged
+        before training sets were kept (``training/train.parquet`` absent)."""
+        import mlflow
+        import pandas as pd
+
+        info = self.resolve(name, ref)
+        if not info.run_id:
+            return None
+        artifacts = {
+            a.path for a in self.client.list_artifacts(info.run_id, TRAINING_PATH) if not a.is_dir
+        }
+        if f"{TRAINING_PATH}/{TRAINING_FILE}" not in artifacts:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=info.run_id,
+                artifact_path=f"{TRAINING_PATH}/{TRAINING_FILE}",
+                dst_path=tmp,
+                tracking_uri=self.settings.tracking_uri,
+            )
+            return pd.read_parquet(local)
+
     # -- internals ----------------------------------------------------------------
 
     def _local_store(self) -> bool:
@@ -452,6 +481,13 @@ def _write_reference(result: TrainResult, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     result.validation_predictions.to_parquet(folder / "validation.parquet", index=False)
     save_file({"embeddings": result.validation_embeddings}, str(folder / "embeddings.safetensors"))
+    return folder
+
+
+def _write_training_set(result: TrainResult, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = result.train[["text", "label"]].astype({"text": str, "label": str})
+    frame.reset_index(drop=True).to_parquet(folder / TRAINING_FILE, index=False)
     return folder
 
 

@@ -18,6 +18,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 from lifecycle.data import replay_mix, stratified_split
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ class RetrainPlan:
     def summary(self) -> dict[str, Any]:
         """Plain numbers and strings for MLflow params, a log line or an event payload."""
         replayed = int((self.train["source"] == "replay").sum()) if "source" in self.train else 0
+        recent = int((self.train["source"] == "recent").sum()) if "source" in self.train else 0
         return {
             "ready": self.ready,
             "reason": self.reason,
@@ -87,6 +91,7 @@ class RetrainPlan:
             "dropped_no_text": self.counts.dropped_no_text,
             "train_rows": len(self.train),
             "replay_rows": replayed,
+            "recent_copies": recent,
             "holdout_new_rows": len(self.holdout_new),
             "holdout_old_rows": len(self.holdout_old),
             "new_labels": list(self.new_labels),
@@ -127,6 +132,10 @@ def plan_retraining(
     replay_ratio: float,
     min_examples_per_label: int = 1,
     holdout_fraction: float = 0.2,
+    replay: pd.DataFrame | None = None,
+    replay_rows: int = 0,
+    recent_since: datetime | None = None,
+    recent_weight: float = 1.0,
     seed: int = 0,
 ) -> RetrainPlan:
     """Plan a retrain from a traffic window and the champion's reference (text, label).
@@ -141,6 +150,15 @@ def plan_retraining(
     ``min_examples_per_label`` usable rows; the rows of one with fewer are held back (counted
     in ``counts.held_back``, named in ``short_labels``) until more arrive. Deterministic for a
     seed.
+
+    ``replay``, when given, is the champion's own training set (text, label): the replayed
+    rows come from it (less any text of ``holdout_old``) instead of the rest of the
+    reference, which then only provides ``holdout_old``. The count replayed is
+    ``replay_ratio`` per new training row, raised to ``replay_rows`` when that is larger,
+    at most the pool. New training rows created at or after ``recent_since`` (the drifted
+    traffic since the champion's registration) are duplicated to count ``recent_weight``
+    times (rounded; the copies have ``source`` "recent"); replay is sized on the rows before
+    duplication.
     """
     import pandas as pd
 
@@ -151,6 +169,8 @@ def plan_retraining(
     if min_labels < 0:
         raise ValueError(f"min_labels must be >= 0, got {min_labels}")
 
+    if recent_weight < 1:
+        raise ValueError(f"recent_weight must be >= 1, got {recent_weight}")
     if min_examples_per_label < 1:
         raise ValueError(f"min_examples_per_label must be >= 1, got {min_examples_per_label}")
 
@@ -209,8 +229,20 @@ def plan_retraining(
     new_train, holdout_new = _split(rows, fraction=holdout_fraction, seed=seed)
     old = _reference_frame(reference)
     old_rest, holdout_old = _split(old, fraction=holdout_fraction, seed=seed)
-    replay = old_rest.assign(label_source="reference", request_id=None)
-    train = replay_mix(new_train, replay[LABELLED_COLUMNS], ratio=replay_ratio, seed=seed)
+    if replay is not None:
+        pool = _reference_frame(replay)
+        old_rest = pool[~pool["text"].isin(set(holdout_old["text"]))].reset_index(drop=True)
+    replayed_rows = old_rest.assign(label_source="reference", request_id=None)
+    train = replay_mix(
+        new_train,
+        replayed_rows[LABELLED_COLUMNS],
+        ratio=replay_ratio,
+        seed=seed,
+        at_least=replay_rows,
+    )
+    copies = _recent_copies(window, train, since=recent_since, weight=recent_weight)
+    if len(copies):
+        train = pd.concat([train, copies], ignore_index=True)
 
     singles = sorted(str(label) for label, n in train["label"].value_counts().items() if n < 2)
     if singles:
@@ -226,7 +258,8 @@ def plan_retraining(
     replayed = int((train["source"] == "replay").sum())
     reason = (
         f"ready: {counts.usable} labels ({counts.human} human, {counts.fallback} fallback); "
-        f"{len(new_train)} new + {replayed} replayed rows to train, "
+        f"{len(new_train)} new (+{len(copies)} recent copies) + {replayed} replayed rows "
+        "to train, "
         f"{len(holdout_new)} new and {len(holdout_old)} reference rows held out"
     )
     return RetrainPlan(
@@ -242,6 +275,27 @@ def plan_retraining(
         label_counts=label_counts,
         warnings=warnings,
     )
+
+
+def _recent_copies(
+    window: pd.DataFrame, train: pd.DataFrame, *, since: datetime | None, weight: float
+) -> pd.DataFrame:
+    """Extra copies of the new training rows created at or after ``since``: ``round(weight)``
+    rows each in all (so ``round(weight) - 1`` copies), marked ``source`` "recent"."""
+    import pandas as pd
+
+    extra = round(weight) - 1
+    if since is None or extra < 1 or "created_at" not in window.columns or len(window) == 0:
+        return train.iloc[0:0]
+    ids = window["id"] if "id" in window.columns else pd.Series(window.index)
+    created = pd.to_datetime(window["created_at"], utc=True)
+    cut = pd.Timestamp(since)
+    cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+    recent_ids = set(ids[(created >= cut).to_numpy()].tolist())
+    new = train[(train["source"] == "new") & train["request_id"].isin(recent_ids)]
+    if new.empty:
+        return train.iloc[0:0]
+    return pd.concat([new] * extra, ignore_index=True).assign(source="recent")
 
 
 def _labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -337,3 +391,39 @@ def _split(frame: pd.DataFrame, *, fraction: float, seed: int) -> tuple[pd.DataF
     if fraction == 0 or len(frame) == 0:
         return frame.reset_index(drop=True), frame.iloc[0:0].reset_index(drop=True)
     return stratified_split(frame, fraction=fraction, seed=seed)
+
+
+@dataclass(frozen=True)
+class CandidateCheck:
+    """Whether a retrained candidate may become challenger, and why (for a version tag)."""
+
+    accepted: bool
+    reason: str
+    #: False when too few held-out new rows existed to compare: accepted unchecked.
+    checked: bool = True
+
+
+def judge_candidate(
+    evaluation: dict[str, float], *, holdout_rows: int, min_rows: int
+) -> CandidateCheck:
+    """A candidate beats the champion when its accuracy on the held-out new (drifted)
+    labelled rows is strictly higher. With fewer than ``min_rows`` such rows the comparison
+    is noise: the candidate is accepted unchecked, and the reason says so."""
+    mine = evaluation.get("holdout_new.challenger_accuracy")
+    theirs = evaluation.get("holdout_new.champion_accuracy")
+    if mine is None or theirs is None or holdout_rows < min_rows:
+        return CandidateCheck(
+            True,
+            f"unchecked: {holdout_rows} held-out drifted rows < {min_rows} needed to compare "
+            "with the champion",
+            checked=False,
+        )
+    if mine > theirs:
+        return CandidateCheck(
+            True,
+            f"held-out drifted accuracy {mine:.3f} > champion {theirs:.3f} on {holdout_rows} rows",
+        )
+    return CandidateCheck(
+        False,
+        f"held-out drifted accuracy {mine:.3f} <= champion {theirs:.3f} on {holdout_rows} rows",
+    )

@@ -54,6 +54,26 @@ class TrainingSpec(_Strict):
     replay_ratio: float = Field(
         default=1.0, ge=0, description="Rows of older data mixed in per new row when retraining."
     )
+    replay_rows: int = Field(
+        default=0,
+        ge=0,
+        description="At a retrain, replay at least this many rows of the champion's training "
+        "set (as many as it has), when replay_ratio x the new rows gives fewer; 0: the ratio "
+        "alone.",
+    )
+    recent_weight: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=10.0,
+        description="At a retrain, new labelled rows that arrived after the champion was "
+        "registered count this many times (duplicated in the training rows, rounded).",
+    )
+    min_holdout_rows: int = Field(
+        default=20,
+        ge=1,
+        description="Held-out new labelled rows needed for a retrain to compare the candidate "
+        "with the champion; with fewer, the candidate becomes challenger unchecked.",
+    )
     min_examples_per_label: int = Field(
         default=10,
         ge=1,

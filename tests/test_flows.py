@@ -656,3 +656,44 @@ def test_a_registry_outage_makes_the_monitor_retry_not_give_up(
     assert verdict["champion_version"] == 1
     assert _check_attempts(result) >= 2  # failed while the registry was down
     assert registry.aliases("looped") == {"champion": 1}
+
+
+def test_a_candidate_no_better_than_the_champion_is_recorded_but_not_challenger(
+    loop_env: Any,
+) -> None:
+    """Labels that agree with the champion everywhere: it scores 1.0 on the held-out drifted
+    rows, no candidate can beat that, so the version is kept without the challenger alias."""
+    from flows.retrain import retrain_flow
+    from lifecycle.loop import CANDIDATE_CHECK_TAG, REJECTED_REASON_TAG
+    from lifecycle.registry import Registry
+    from lifecycle.replay import record_traffic
+
+    env = loop_env
+    registry = Registry(env.settings)
+    training_set = registry.training_set("looped", 1)
+    assert training_set is not None and list(training_set.columns) == ["text", "label"]
+    assert len(training_set) == env.trained.result.params["n_train"]
+
+    host = env.trained.result.host
+    champion_id, _ = registry.load(host, "looped", "champion")
+    frame = generate_tickets(160, seed=81)
+    frame["label"] = [p.label for p in host.predict(frame["text"].tolist(), champion_id)]
+    record_traffic(
+        env.store,
+        host,
+        champion_id,
+        specialist="looped",
+        model_version=1,
+        frame=frame,
+        label_share=1.0,
+        start=datetime.now(timezone.utc) - timedelta(hours=1),
+    )
+    outcome = retrain_flow("looped", trigger="drift")
+    assert outcome["status"] == "rejected", outcome
+    assert outcome["evaluation"]["holdout_new.champion_accuracy"] == 1.0
+    version = registry.get_version("looped", outcome["challenger_version"])
+    assert "challenger" not in registry.aliases("looped")
+    reason = version.tags[REJECTED_REASON_TAG]
+    assert "<= champion 1.000 on " in reason and version.tags[CANDIDATE_CHECK_TAG] == reason
+    alerts = env.store.alerts("looped")
+    assert alerts["verdict"].tolist() == ["REJECTED_CANDIDATE"]

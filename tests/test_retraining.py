@@ -243,3 +243,69 @@ def test_bad_arguments_are_refused() -> None:
         _plan(_traffic(30, seed=0), replay_ratio=-1)
     with pytest.raises(ValueError, match="reference needs"):
         _plan(_traffic(30, seed=0), reference=pd.DataFrame({"sentence": ["x"]}))
+
+
+# --------------------------------------------------------------------------- replay and recency
+
+
+def test_replay_comes_from_the_champions_training_set_and_replay_rows_raises_it() -> None:
+    window = _traffic(60, seed=11)
+    champion_train = pd.DataFrame(
+        [(f"trained {label} {i}", label) for label in KNOWN for i in range(100)],
+        columns=["text", "label"],
+    )
+    plan = _plan(window, replay=champion_train, replay_ratio=0.5)
+    replayed = plan.train[plan.train["source"] == "replay"]
+    new_rows = int((plan.train["source"] == "new").sum())
+    assert len(replayed) == round(0.5 * new_rows)
+    assert replayed["text"].str.startswith("trained ").all()
+    # The reference only gives the old holdout, never replayed rows.
+    assert plan.holdout_old["text"].str.startswith("reference ").all()
+
+    more = _plan(window, replay=champion_train, replay_ratio=0.5, replay_rows=150)
+    assert int((more.train["source"] == "replay").sum()) == 150
+    capped = _plan(window, replay=champion_train, replay_ratio=0.5, replay_rows=10_000)
+    assert int((capped.train["source"] == "replay").sum()) == 300  # all of it, no more
+
+
+def test_rows_since_the_champion_count_recent_weight_times() -> None:
+    window = _traffic(100, seed=12)
+    since = window["created_at"].iloc[60]  # rows 60..99 are the drifted, recent ones
+    plan = _plan(window, recent_since=since, recent_weight=3.0)
+    new = plan.train[plan.train["source"] == "new"]
+    recent = plan.train[plan.train["source"] == "recent"]
+    recent_ids = set(window["id"].iloc[60:])
+    expected = new[new["request_id"].isin(recent_ids)]
+    assert len(recent) == 2 * len(expected) > 0
+    assert set(recent["request_id"]) == set(expected["request_id"])
+    assert plan.summary()["recent_copies"] == len(recent)
+    # Replay is sized on the new rows before duplication.
+    assert int((plan.train["source"] == "replay").sum()) == len(new)
+    # A weight of 1 (or no cut-off) duplicates nothing.
+    assert "recent" not in set(_plan(window, recent_since=since, recent_weight=1.0).train["source"])
+    assert "recent" not in set(_plan(window, recent_weight=3.0).train["source"])
+
+
+# --------------------------------------------------------------------------- candidate check
+
+
+def test_a_candidate_must_strictly_beat_the_champion_on_held_out_drifted_rows() -> None:
+    from lifecycle.retraining import judge_candidate
+
+    def scores(mine: float, theirs: float) -> dict[str, float]:
+        return {
+            "holdout_new.challenger_accuracy": mine,
+            "holdout_new.champion_accuracy": theirs,
+        }
+
+    better = judge_candidate(scores(0.70, 0.63), holdout_rows=120, min_rows=20)
+    assert better.accepted and better.checked
+    tie = judge_candidate(scores(0.63, 0.63), holdout_rows=120, min_rows=20)
+    assert not tie.accepted
+    worse = judge_candidate(scores(0.61, 0.63), holdout_rows=120, min_rows=20)
+    assert not worse.accepted
+    assert worse.reason == "held-out drifted accuracy 0.610 <= champion 0.630 on 120 rows"
+    # Too few rows to compare: accepted unchecked, and the reason says so.
+    few = judge_candidate(scores(0.40, 0.90), holdout_rows=12, min_rows=20)
+    assert few.accepted and not few.checked and "unchecked" in few.reason
+    assert judge_candidate({}, holdout_rows=0, min_rows=20).accepted
