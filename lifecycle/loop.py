@@ -172,13 +172,13 @@ def retrain_from_traffic(
         evaluation, holdout_rows=len(plan.holdout_new), min_rows=spec.training.min_holdout_rows
     )
     version = str(trained.version.version)
-    registry.client.set_model_version_tag(spec.name, version, CANDIDATE_CHECK_TAG, check.reason)
+    registry.tag_version(spec.name, version, CANDIDATE_CHECK_TAG, check.reason)
     trained_on = (
         f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback labels "
         f"plus {int((plan.train['source'] == 'replay').sum())} replayed rows"
     )
     if not check.accepted:
-        registry.client.set_model_version_tag(spec.name, version, REJECTED_REASON_TAG, check.reason)
+        registry.tag_version(spec.name, version, REJECTED_REASON_TAG, check.reason)
         logger.warning(
             "%s: candidate v%s not made challenger: %s", spec.name, version, check.reason
         )
@@ -359,20 +359,16 @@ def gate_challenger(
         if not spec.promotion.auto_promote:
             return GateOutcome("ready", decision, **common)
         registry.promote(spec.name, reason="gate", at=now)
-        registry.client.set_model_version_tag(
-            spec.name, str(challenger), f"{TAG}gate", "; ".join(decision.reasons)[:5000]
-        )
+        registry.tag_version(spec.name, challenger, f"{TAG}gate", "; ".join(decision.reasons))
         return GateOutcome("promoted", decision, **common)
     if decision.decision == "reject":
-        registry.client.delete_registered_model_alias(spec.name, CHALLENGER)
-        registry.client.set_model_version_tag(
-            spec.name, str(challenger), f"{TAG}rejected", "; ".join(decision.reasons)[:5000]
+        registry.retire_challenger(
+            spec.name, challenger, f"{TAG}rejected", "; ".join(decision.reasons)
         )
         return GateOutcome("rejected", decision, **common)
     if decision.decision == "supersede":
-        registry.client.delete_registered_model_alias(spec.name, CHALLENGER)
-        registry.client.set_model_version_tag(
-            spec.name, str(challenger), SUPERSEDED_TAG, "; ".join(decision.reasons)[:5000]
+        registry.retire_challenger(
+            spec.name, challenger, SUPERSEDED_TAG, "; ".join(decision.reasons)
         )
         return GateOutcome("superseded", decision, **common)
     return GateOutcome("waiting", decision, **common)
@@ -505,7 +501,7 @@ def guard_promotion(
         registry.rollback(spec.name, reason="guardrail: " + "; ".join(decision.reasons)[:4000])
         return GuardOutcome("rolled_back", decision, champion, previous)
     if decision.action == "keep":
-        registry.client.set_model_version_tag(spec.name, str(champion), GUARD_TAG, "kept")
+        registry.tag_version(spec.name, champion, GUARD_TAG, "kept")
         return GuardOutcome("kept", decision, champion, previous)
     return GuardOutcome("waiting", decision, champion, previous)
 

@@ -164,6 +164,15 @@ class Registry:
         self.get_version(name, version)
         self.client.set_registered_model_alias(name, alias, str(version))
 
+    def tag_version(self, name: str, version: int | str, key: str, value: str) -> None:
+        """Set one tag on a version (values are cut to MLflow's 5,000-character limit)."""
+        self.client.set_model_version_tag(name, str(version), key, value[:5000])
+
+    def retire_challenger(self, name: str, version: int | str, key: str, reason: str) -> None:
+        """The challenger alias goes; the version keeps why, under tag ``key``."""
+        self.client.delete_registered_model_alias(name, CHALLENGER)
+        self.tag_version(name, version, key, reason)
+
     def delete_alias(self, name: str, alias: str) -> None:
         if self.alias_version(name, alias) is not None:
             self.client.delete_registered_model_alias(name, alias)
