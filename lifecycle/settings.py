@@ -99,6 +99,15 @@ class Settings(BaseSettings):
     shadow_max_delay_s: float = Field(
         default=1.0, gt=0, le=3600, description="Longest shadow work waits for its batch to fill."
     )
+    shadow_drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="On a graceful stop, the longest the gateway keeps scoring queued shadow "
+        "work (on every model worker) before it exits; what is still unscored then is "
+        "discarded and counted (lifecycle_shadow_discarded_total, and a log line of each "
+        "specialist's scored/failed/dropped/discarded counts). 0 discards at once.",
+    )
     shadow_worker: bool | None = Field(
         default=None,
         description="One more copy of the base model that runs only shadow work, so that "

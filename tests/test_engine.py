@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lifecycle.serving.engine import ModelEngine
@@ -224,3 +226,214 @@ def test_a_shadow_worker_takes_all_shadow_work_and_no_champion_work(
     assert all(labels == expected for labels in answers)
     assert sum(shadowed) == 30
     assert counts == {"champion": 40, "shadow": 30}  # each worker did only its own kind
+
+
+# -- a graceful stop accounts for every shadow text -------------------------------------
+
+
+class FakeHost:
+    """No model: each pass takes ``seconds``; a pass of ``hang_on`` blocks until ``release``."""
+
+    def __init__(
+        self, seconds: float = 0.0, hang_on: threading.Event | None = None, fail: str = ""
+    ) -> None:
+        self.seconds, self.passes, self.fail = seconds, 0, fail
+        self.hang_on, self.release = hang_on, threading.Event()
+
+    def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+        from lifecycle.schemas import Prediction
+
+        self.passes += 1
+        if self.hang_on is not None and not self.hang_on.is_set():
+            self.hang_on.set()
+            assert self.release.wait(timeout=60), "never released"
+        time.sleep(self.seconds)
+        if self.fail in texts:
+            raise RuntimeError("challenger broke")
+        return [Prediction(label="x", confidence=1.0, embedding=None) for _ in texts]
+
+
+class Ledger:
+    """Every shadow text's fate, by its offset: each must end up in exactly one list."""
+
+    def __init__(self) -> None:
+        self.scored: list[int] = []
+        self.failed: list[int] = []
+        self.discarded: list[int] = []
+
+    def done(self, offset: int, predictions: list[Any]) -> None:
+        self.scored.extend(range(offset, offset + len(predictions)))
+
+    def error(self, offset: int, count: int, exc: BaseException) -> None:
+        self.failed.extend(range(offset, offset + count))
+
+    def discard(self, offset: int, count: int) -> None:
+        self.discarded.extend(range(offset, offset + count))
+
+    def shadow(self, engine: ModelEngine, texts: list[str]) -> bool:
+        return engine.shadow(texts, "challenger", self.done, self.error, self.discard)
+
+    def assert_each_text_once(self, count: int) -> None:
+        fates = self.scored + self.failed + self.discarded
+        assert sorted(fates) == list(range(count)), "a shadow text lost or counted twice"
+
+
+def test_a_graceful_stop_runs_the_shadow_work_still_queued() -> None:
+    """Work waiting for a fuller batch (or behind others) is scored before the stop ends."""
+    host = FakeHost()
+    ledger = Ledger()
+    texts = [f"text {i}" for i in range(10)]
+
+    async def scenario() -> ModelEngine:
+        # Batches of 4 that wait a minute to fill: 2 texts would never run without the drain.
+        engine = ModelEngine(host, shadow_batch_size=4, shadow_max_delay_s=60, shadow_drain_s=30)
+        await engine.start()
+        assert ledger.shadow(engine, texts)
+        await engine.stop()
+        return engine
+
+    engine = asyncio.run(scenario())
+    assert sorted(ledger.scored) == list(range(10)) and not ledger.discarded
+    stats = engine.shadow_stats
+    assert (stats.queued, stats.scored, stats.discarded, stats.pending) == (10, 10, 0, 0)
+
+
+def test_shadow_work_a_stop_cannot_wait_for_is_discarded_and_counted() -> None:
+    """A drain too short for the queue: what ran is scored or failed, the rest (the pass the
+    stop cut short included) discarded and counted; nothing is unaccounted for."""
+    hung = threading.Event()
+    host = FakeHost(seconds=0.05, fail="text 3")
+    ledger, late = Ledger(), Ledger()
+    texts = [f"text {i}" for i in range(400)]
+
+    async def scenario() -> ModelEngine:
+        engine = ModelEngine(host, shadow_batch_size=2, shadow_max_delay_s=0.01)
+        await engine.start()
+        assert ledger.shadow(engine, texts)
+        await _until(lambda: len(ledger.scored) >= 6)
+        host.hang_on = hung  # the next pass hangs: a stop has to cut it short
+        await asyncio.to_thread(hung.wait, 30)
+        releaser = threading.Timer(0.5, host.release.set)  # once the stop gave up on it
+        releaser.start()
+        await engine.stop(drain_s=0.2)
+        releaser.join()
+        # After the stop, shadow work is discarded as it comes, and counted too.
+        assert late.shadow(engine, ["late one", "late two"])
+        return engine
+
+    engine = asyncio.run(scenario())
+    ledger.assert_each_text_once(len(texts))
+    assert ledger.scored and ledger.discarded
+    assert ledger.failed == [2, 3]  # the failing pass is stored as failed, not lost
+    stats = engine.shadow_stats
+    assert stats.scored == len(ledger.scored) and stats.failed == 2
+    assert late.discarded == [0, 1] and not late.scored
+    assert stats.discarded == len(ledger.discarded) + 2
+    assert stats.queued == len(texts) + 2 and stats.pending == 0
+
+
+def test_a_stop_fails_champion_work_still_queued_rather_than_hang() -> None:
+    hung = threading.Event()
+    host = FakeHost(hang_on=hung)
+
+    async def scenario() -> None:
+        engine = ModelEngine(host, max_wait_ms=0)
+        await engine.start()
+        first = asyncio.ensure_future(engine.predict(["a"], ["champion"]))
+        await asyncio.to_thread(hung.wait, 30)
+        second = asyncio.ensure_future(engine.predict(["b"], ["champion"]))
+        await asyncio.sleep(0.05)
+        threading.Timer(0.3, host.release.set).start()
+        await engine.stop(drain_s=0)
+        for waiting in (first, second):
+            with pytest.raises(RuntimeError, match="engine stopped"):
+                await asyncio.wait_for(waiting, timeout=5)
+
+    asyncio.run(scenario())
+
+
+# -- mixed-adapter passes: two different specialists in one micro-batch -------------------
+
+
+@pytest.fixture(scope="module")
+def two_specialists(host: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two specialists that differ in every part: LoRA rank, target modules and weights
+    (seeded noise, as fresh LoRA B is zero), head and label set."""
+    import torch
+
+    from lifecycle.spec import LoraSpec
+
+    folders = {}
+    shapes = {
+        "sa": (LoraSpec(), ["x", "y", "z"], 1),
+        "sb": (LoraSpec(r=4, alpha=8, target_modules=("query", "key", "dense")), ["p", "q"], 2),
+    }
+    for name, (lora, labels, seed) in shapes.items():
+        adapter_id = f"mix-{name}"
+        host.new_adapter(adapter_id, name=name, labels=labels, lora=lora, max_length=64, seed=seed)
+        try:
+            generator = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                for param_name, param in host._peft.named_parameters():
+                    if f".{adapter_id}." in param_name and "lora_" in param_name:
+                        noise = torch.randn(param.shape, generator=generator) * 0.05
+                        param.add_(noise)
+            folders[name] = Path(
+                host.save_adapter(adapter_id, tmp_path_factory.mktemp(name) / name)
+            )
+        finally:
+            host.remove_adapter(adapter_id)
+    return folders
+
+
+def test_two_different_specialists_in_one_micro_batch_answer_as_each_alone(
+    host: Any, two_specialists: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lifecycle.model as model
+
+    mixed_passes: list[int] = []
+    token_plan = model._token_plan
+
+    def counting_plan(*args: Any, **kwargs: Any) -> Any:
+        mixed_passes.append(1)
+        return token_plan(*args, **kwargs)
+
+    monkeypatch.setattr(model, "_token_plan", counting_plan)
+    batches: list[set[str]] = []
+
+    class Recording(SharedHost):
+        def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
+            batches.append(set(adapter_ids))
+            return super().predict(texts, adapter_ids, **kwargs)
+
+    texts = TEXTS * 3
+
+    async def scenario() -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        with Recording(host) as a:
+            engine = ModelEngine(a, max_wait_ms=200, max_batch_size=64)
+            await engine.start()
+            try:
+                for name, folder in two_specialists.items():
+                    await engine.load_adapter(name, folder)
+                assert mixed_passes  # each load probed the mixed path
+                mixed_passes.clear()
+                alone = {n: await engine.predict(texts, [n] * len(texts)) for n in two_specialists}
+                assert all(len(b) == 1 for b in batches) and not mixed_passes
+                together = await asyncio.gather(
+                    *(engine.predict(texts, [n] * len(texts)) for n in two_specialists)
+                )
+            finally:
+                await engine.stop()
+        return alone, dict(zip(two_specialists, together, strict=True))
+
+    assert host.packing and host.mixing  # the load-time probes passed
+    alone, together = asyncio.run(scenario())
+    assert batches[-1] == {"sa", "sb"} and mixed_passes  # one micro-batch, rows mixed by token
+    for name in two_specialists:
+        for a, b in zip(alone[name], together[name], strict=True):
+            assert a.label == b.label
+            np.testing.assert_allclose(b.probabilities, a.probabilities, atol=1e-4)
+            np.testing.assert_allclose(b.embedding, a.embedding, atol=1e-5)
+    # and the two really are different specialists: other label sets, other answers
+    assert {p.label for p in alone["sa"]} <= {"x", "y", "z"}
+    assert {p.label for p in alone["sb"]} <= {"p", "q"}

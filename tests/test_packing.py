@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -122,7 +125,7 @@ def test_a_dora_adapter_is_never_mixed_into_rows_by_token(host: AdapterHost) -> 
     host._adapters["pd"] = host._adapters["pc"]  # same head; only the LoRA part differs
     try:
         _perturb(host, "pc", "pd")
-        assert not host._plain_lora(["pc", "pd"]) and host._plain_lora(["pc"])
+        assert not host._mixable(["pc", "pd"]) and host._mixable(["pc"])
         texts = _texts(30)
         _assert_same(*_packed_and_padded(host, texts, ["pd"] * len(texts)))
     finally:
@@ -131,13 +134,95 @@ def test_a_dora_adapter_is_never_mixed_into_rows_by_token(host: AdapterHost) -> 
         host.remove_adapter("pc")
 
 
+def _perturb_all(host: AdapterHost, *adapter_ids: str, seed: int = 0) -> None:
+    """Seeded noise on every LoRA weight: an embedding LoRA starts at zero in A, not B."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in host._peft.named_parameters():
+            # a ParameterDict's entry (lora_embedding_A.<id>) ends its name
+            if "lora_" in name and any(f".{a}." in f"{name}." for a in adapter_ids):
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
+def test_an_adapter_with_embedding_lora_runs_in_rows_of_its_own(host: AdapterHost) -> None:
+    """The per-token hooks apply linear LoRA only: an adapter that also has LoRA on the
+    word embeddings would lose that part in a mixed row, so it is never mixed by token;
+    peft applies it to rows of its own, and its answers are those of a padded pass."""
+    from peft import LoraConfig
+
+    from lifecycle.spec import LoraSpec
+
+    host.new_adapter("ea", name="ea", labels=["x", "y"], lora=LoraSpec(), max_length=64)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["word_embeddings", "query"])
+    host._attach("eb", config)
+    host._adapters["eb"] = host._adapters["ea"]  # same head; only the LoRA part differs
+    try:
+        _perturb_all(host, "ea", "eb")
+        assert any(
+            name.endswith("lora_embedding_A.eb") for name, _ in host._peft.named_parameters()
+        )
+        assert host._mixable(["ea"]) and not host._mixable(["eb"])
+        assert not host._mixable(["ea", "eb"])
+        texts = _texts(40)
+        ids = ["eb" if i % 2 else "ea" for i in range(len(texts))]
+        _assert_same(*_packed_and_padded(host, texts, ids))
+        _assert_same(*_packed_and_padded(host, texts[:10], ["eb"] * 10))
+    finally:
+        del host._adapters["eb"]
+        host._detach("eb")
+        host.remove_adapter("ea")
+
+
+@pytest.fixture(scope="module")
+def trained_folder(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained.host.save_adapter(trained.adapter_id, tmp_path_factory.mktemp("t") / "t")
+
+
+def test_the_mixed_path_passes_its_load_time_probe(host: AdapterHost, trained_folder: Path) -> None:
+    host.load_adapter("probe-a", trained_folder)
+    host.load_adapter("probe-b", trained_folder)  # probed together with probe-a
+    try:
+        assert host.packing and host.mixing
+    finally:
+        host.remove_adapter("probe-a")
+        host.remove_adapter("probe-b")
+
+
+@pytest.mark.parametrize("fault", ["skewed", "raising"])
+def test_a_mixed_path_that_disagrees_at_load_is_switched_off(
+    fault: str, trained_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-token hook that no longer reproduces peft (a peft upgrade, say) is caught when
+    an adapter loads; mixed batches then run one adapter per row and stay right."""
+    hook = AdapterHost._add_token_deltas
+
+    def broken(self: AdapterHost, module: Any, args: Any, output: Any) -> Any:
+        out = hook(self, module, args, output)
+        if self._token_adapters is None:
+            return out
+        if fault == "raising":
+            raise RuntimeError("lora_A has no attribute weight")
+        return out + 0.01
+
+    monkeypatch.setattr(AdapterHost, "_add_token_deltas", broken)
+    fresh = AdapterHost("minilm", device="cpu")
+    assert fresh.packing and fresh.mixing
+    fresh.load_adapter("first", trained_folder)
+    assert not fresh.mixing
+    fresh.load_adapter("second", trained_folder)
+    _perturb_all(fresh, "second", seed=3)  # the two must differ for the rows to matter
+    texts = _texts(30)
+    ids = ["first" if i % 2 else "second" for i in range(len(texts))]
+    _assert_same(*_packed_and_padded(fresh, texts, ids))
+
+
 def test_an_encoder_that_packs_differently_is_run_padded() -> None:
     class Skewed(AdapterHost):
-        def _pooled_packed(self, model, texts, adapter_ids, max_length):  # type: ignore[no-untyped-def]
-            return super()._pooled_packed(model, texts, adapter_ids, max_length) + 0.01
+        def _pooled_packed(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return super()._pooled_packed(*args, **kwargs) + 0.01
 
     class Refusing(AdapterHost):
-        def _pooled_packed(self, model, texts, adapter_ids, max_length):  # type: ignore[no-untyped-def]
+        def _pooled_packed(self, *args: Any, **kwargs: Any) -> torch.Tensor:
             raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
 
     assert not Skewed("minilm").packing

@@ -19,7 +19,7 @@ REQUESTS = 2000
 
 
 @pytest.mark.slow
-def test_a_short_soak_has_no_errors_and_logs_every_request(
+def test_a_short_soak_has_no_errors_logs_every_request_and_accounts_for_its_shadow(
     served_home: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "soak.json"
@@ -43,5 +43,16 @@ def test_a_short_soak_has_no_errors_and_logs_every_request(
     assert result["rows_logged"] == REQUESTS
     assert result["shadow_rows"] + result["shadow_failures"] > 0  # the challenger did shadow
     assert result["gateway_exit"] in (0, -15)
+    # Every request's shadow work is stored, dropped (queue full) or discarded at the stop
+    # (past the drain time), and counted: none is lost silently.
+    counts = result["shadow_counts_at_shutdown"]
+    assert counts is not None, "no shadow counts logged at shutdown: " + run.stdout[-3000:]
+    stored = result["shadow_rows"] + result["shadow_failures"]
+    assert stored + counts["dropped"] + counts["discarded"] == REQUESTS, (stored, counts)
+    assert counts["scored"] + counts["failed"] == stored  # the gateway's counts match the store
+    assert result["verdicts"]["shadow_accounted"]
+    # Right answers, not only 200s: a sample equals the champion's own, run in-process.
+    assert result["answers_checked"] >= 50, result["answers_checked"]
+    assert result["answer_mismatch_count"] == 0, result["answer_mismatches"]
     # A short run still warms the allocator, so its bound is looser than the full soak's 10%.
     assert result["rss_end_over_warmup"] <= 1.25, result["rss_mb"]

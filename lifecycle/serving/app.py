@@ -7,6 +7,7 @@ store, fallback) knows nothing of HTTP. What a running gateway holds is on ``app
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -135,6 +136,7 @@ async def _start(
         shadow_max_delay_s=settings.shadow_max_delay_s,
         forward_batch_size=settings.forward_batch_size,
         piggyback_shadow=settings.shadow_piggyback,
+        shadow_drain_s=settings.shadow_drain_s,
         on_batch=metrics.observe_batch,
     )
     await engine.start()
@@ -187,9 +189,15 @@ def _review_queues(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
     }
 
 
+#: Starts the log line with each specialist's shadow counts at shutdown, after the drain:
+#: /metrics is gone by then, so this line is where a soak (bench/soak.py) reads them.
+SHADOW_COUNTS_LOG = "shadow work at shutdown:"
+
+
 async def _stop(gw: Gateway) -> None:
     await gw.sync.stop()
     await gw.engine.stop()
+    logger.info("%s %s", SHADOW_COUNTS_LOG, json.dumps(gw.metrics.shadow_counts(), sort_keys=True))
     for fb in [*gw.fallbacks.values(), *gw.review_queues.values()]:
         close = getattr(fb, "aclose", None)
         if close is not None:

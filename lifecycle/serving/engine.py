@@ -11,6 +11,9 @@ worker (a copy of the base model for shadow work only) champions keep every othe
 without one, a worker serves shadow work only when no champion work waits. Either way,
 while a champion pass runs, a shadow pass waits between encoder layers (``priority``), so
 that it takes no CPU from that answer.
+
+Every shadow text the engine accepts ends one way, counted in ``shadow_stats``: scored,
+failed, or discarded at a stop (queued or mid-pass when the drain time ran out).
 """
 
 from __future__ import annotations
@@ -54,13 +57,32 @@ class Route:
 
 
 @dataclass
+class ShadowStats:
+    """Shadow texts by fate since start. ``queued`` = ``scored + failed + discarded`` once
+    the engine has stopped; ``dropped`` texts never entered the queue (it was full)."""
+
+    queued: int = 0
+    scored: int = 0
+    failed: int = 0
+    dropped: int = 0
+    discarded: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.queued - self.scored - self.failed - self.discarded
+
+
+@dataclass
 class _Job:
     texts: list[str]
     adapter_ids: list[str]
     future: asyncio.Future[list[Prediction]] | None
     on_done: Callable[[list[Prediction]], None] | None = None  # shadow: bound to an offset
     on_error: Callable[[BaseException], None] | None = None  # shadow: bound to an offset
+    on_discard: Callable[[], None] | None = None  # shadow: bound to an offset and size
     enqueued: float = field(default_factory=time.perf_counter)
+    #: A shadow job's fate (scored, failed or discarded) was told: it is never told twice.
+    settled: bool = False
 
 
 # Fewest texts a worker takes for itself when more wait: splitting a smaller batch between
@@ -84,6 +106,7 @@ class ModelEngine:
         shadow_max_delay_s: float = 1.0,
         forward_batch_size: int = 64,
         piggyback_shadow: bool = False,
+        shadow_drain_s: float = 5.0,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         #: The first worker's host: what is loaded is the same in every worker.
@@ -117,6 +140,13 @@ class ModelEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_batch = on_batch
         self.priority = ChampionFirst()
+        self.shadow_drain_s = shadow_drain_s
+        self.shadow_stats = ShadowStats()
+        #: Per worker, the jobs of the pass it runs: a stop that cancels the pass must still
+        #: account for their shadow work.
+        self._running: dict[int, list[_Job]] = {}
+        self._draining = False
+        self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -131,14 +161,74 @@ class ModelEngine:
             for k in range(self.workers, len(self.hosts))
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain_s: float | None = None) -> None:
+        """Stop the workers, after running queued shadow work for at most ``drain_s``
+        seconds (default ``shadow_drain_s``; 0 for none).
+
+        Shadow work still unscored then (queued, or in a pass the stop cuts short) is
+        discarded: counted in ``shadow_stats`` and told to its ``on_discard``, never lost
+        silently. Champion work still queued fails with an error rather than hang.
+        """
+        wait = self.shadow_drain_s if drain_s is None else drain_s
+        if self._tasks and wait > 0:
+            await self._drain(wait)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # No await from here on: shadow work arriving later is discarded as it comes.
+        self._closed = True
+        self._settle_leftovers()
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _drain(self, seconds: float) -> None:
+        """Run queued shadow work on every worker, without waiting for full batches."""
+        assert self._wakeup is not None
+        self._draining = True
+        self._wakeup.set()
+        started = time.perf_counter()
+        pending = self.shadow_stats.pending
+        while self.shadow_stats.pending > 0:
+            if time.perf_counter() - started >= seconds:
+                logger.warning(
+                    "shadow drain stopped after %.1f s with %d texts unscored: they are "
+                    "discarded (LIFECYCLE_SHADOW_DRAIN_S)",
+                    seconds,
+                    self.shadow_stats.pending,
+                )
+                return
+            await asyncio.sleep(0.01)
+        if pending:
+            logger.info(
+                "shadow drain ran the %d texts left in %.1f s",
+                pending,
+                time.perf_counter() - started,
+            )
+
+    def _settle_leftovers(self) -> None:
+        left = [job for jobs in self._running.values() for job in jobs]
+        self._running.clear()
+        for queue in (self._primary, self._shadow):
+            while queue is not None and not queue.empty():
+                left.append(queue.get_nowait())
+        for job in left:
+            if job.future is None:
+                self._discard(job)
+            elif not job.future.done():
+                job.future.set_exception(RuntimeError("the model engine stopped"))
+
+    def _discard(self, job: _Job) -> None:
+        if job.settled:
+            return
+        job.settled = True
+        self.shadow_stats.discarded += len(job.texts)
+        if job.on_discard is not None:
+            try:
+                job.on_discard()
+            except Exception:
+                logger.exception("shadow discard callback failed")
 
     async def run_on_model_thread(self, func: Callable[..., T], *args: Any, worker: int = 0) -> T:
         """Run ``func`` on a worker's model thread, between its batches."""
@@ -213,6 +303,7 @@ class ModelEngine:
         adapter_id: str,
         on_done: Callable[[int, list[Prediction]], None],
         on_error: Callable[[int, int, BaseException], None] | None = None,
+        on_discard: Callable[[int, int], None] | None = None,
     ) -> bool:
         """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed.
 
@@ -220,7 +311,8 @@ class ModelEngine:
         of shadow work is there (a batch costs far less per text than single rows) or the
         oldest has waited ``shadow_max_delay_s``, and run only when no champion waits.
         ``on_done`` gets each chunk's offset into ``texts`` and its predictions; ``on_error``
-        a failed chunk's offset, its size and the exception.
+        a failed chunk's offset, its size and the exception; ``on_discard`` the offset and
+        size of a chunk a stop left unscored (after ``stop`` has begun discarding, at once).
         """
         assert self._shadow is not None and self._wakeup is not None, "engine not started"
         step = self.shadow_batch_size
@@ -233,12 +325,19 @@ class ModelEngine:
                 None,
                 functools.partial(on_done, offset),
                 None if on_error is None else functools.partial(on_error, offset, len(chunk)),
+                None if on_discard is None else functools.partial(on_discard, offset, len(chunk)),
             )
+            if self._closed:
+                self.shadow_stats.queued += len(chunk)
+                self._discard(job)
+                continue
             try:
                 self._shadow.put_nowait(job)
             except asyncio.QueueFull:
+                self.shadow_stats.dropped += len(chunk)
                 queued_all = False
                 continue
+            self.shadow_stats.queued += len(chunk)
             self._shadow_texts += len(chunk)
             if self._shadow_since is None:
                 self._shadow_since = job.enqueued
@@ -266,9 +365,12 @@ class ModelEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
                 continue
-            ran = await self._run_jobs(self._take_shadow_batch(), worker)
+            jobs = self._take_shadow_batch()
+            self._running[worker] = jobs
+            ran = await self._run_jobs(jobs, worker)
             if ran is not None:
                 self._deliver(*ran)
+            del self._running[worker]
 
     async def _loop(self, worker: int) -> None:
         assert self._primary is not None and self._shadow is not None and self._wakeup is not None
@@ -287,6 +389,7 @@ class ModelEngine:
             shadow_only = all(job.future is None for job in jobs)
             if shadow_only:
                 self._shadow_busy = True
+            self._running[worker] = jobs
             try:
                 ran = await self._run_jobs(jobs, worker)
             finally:
@@ -295,6 +398,7 @@ class ModelEngine:
                     self._wakeup.set()  # the shadow work left is free for any worker now
             if ran is not None:
                 self._deliver(*ran)
+            del self._running[worker]
 
     def _deliver(self, jobs: list[_Job], predictions: list[Prediction]) -> None:
         offset = 0
@@ -304,11 +408,14 @@ class ModelEngine:
             if job.future is not None:
                 if not job.future.done():
                     job.future.set_result(part)
-            elif job.on_done is not None:
-                try:
-                    job.on_done(part)
-                except Exception:
-                    logger.exception("shadow callback failed")
+            elif not job.settled:
+                job.settled = True
+                self.shadow_stats.scored += len(job.texts)
+                if job.on_done is not None:
+                    try:
+                        job.on_done(part)
+                    except Exception:
+                        logger.exception("shadow callback failed")
 
     async def _run_jobs(
         self, jobs: list[_Job], worker: int
@@ -337,6 +444,10 @@ class ModelEngine:
                 exc_info=bool(champions),
             )
             for job in shadows:
+                if job.settled:
+                    continue
+                job.settled = True
+                self.shadow_stats.failed += len(job.texts)
                 if job.on_error is not None:
                     try:
                         job.on_error(exc)
@@ -442,6 +553,8 @@ class ModelEngine:
     def _shadow_available(self) -> bool:
         """Shadow work ready for a champion worker: none when shadow workers take it all,
         and with several workers one always stays free for champions."""
+        if self._draining:
+            return self._shadow_ready()  # no champion comes any more: every worker helps
         if self.shadow_workers:
             return False
         return not (self._shadow_busy and self.workers > 1) and self._shadow_ready()
@@ -450,7 +563,7 @@ class ModelEngine:
         """Shadow work runs in full batches (cheap per text), or once its oldest has waited."""
         if self._shadow is None or self._shadow.empty():
             return False
-        if self._shadow_texts >= self.shadow_batch_size:
+        if self._shadow_texts >= self.shadow_batch_size or self._draining:
             return True
         since = self._shadow_since or time.perf_counter()
         return time.perf_counter() - since >= self.shadow_max_delay_s

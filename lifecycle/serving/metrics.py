@@ -72,6 +72,13 @@ class GatewayMetrics:
             ["specialist"],
             registry=r,
         )
+        self.shadow_discarded = Counter(
+            "lifecycle_shadow_discarded",
+            "Shadow texts queued but never scored: still waiting when a graceful stop's drain "
+            "time (LIFECYCLE_SHADOW_DRAIN_S) ran out.",
+            ["specialist"],
+            registry=r,
+        )
         self.shadow_pauses = Gauge(
             "lifecycle_shadow_pauses",
             "Encoder layers at which a shadow pass waited for a champion pass, since start.",
@@ -136,6 +143,26 @@ class GatewayMetrics:
             ["where"],
             registry=r,
         )
+
+    def shadow_counts(self) -> dict[str, dict[str, int]]:
+        """Per specialist, what became of its shadow work: texts ``scored`` and ``failed``
+        (both stored), requests ``dropped`` (queue full), texts ``discarded`` (at a stop)."""
+        counters = {
+            "scored": self.shadow_predictions,
+            "failed": self.shadow_errors,
+            "dropped": self.shadow_dropped,
+            "discarded": self.shadow_discarded,
+        }
+        counts: dict[str, dict[str, int]] = {}
+        for kind, counter in counters.items():
+            for family in counter.collect():
+                for sample in family.samples:
+                    if not sample.name.endswith("_total"):
+                        continue  # the _created timestamps
+                    name = sample.labels["specialist"]
+                    row = counts.setdefault(name, dict.fromkeys(counters, 0))
+                    row[kind] += int(sample.value)
+        return counts
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

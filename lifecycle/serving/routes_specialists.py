@@ -457,7 +457,10 @@ def _shadow(
             )
         gw.metrics.shadow_errors.labels(name, str(challenger.version)).inc(count)
 
-    if not gw.engine.shadow(texts, challenger.adapter_id, done, failed):
+    def discarded(offset: int, count: int) -> None:
+        gw.metrics.shadow_discarded.labels(name).inc(count)
+
+    if not gw.engine.shadow(texts, challenger.adapter_id, done, failed, discarded):
         gw.metrics.shadow_dropped.labels(name).inc()  # a request with some shadow work dropped
 
 
