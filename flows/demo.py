@@ -6,6 +6,12 @@ the loop: monitor (real Prefect flow runs on an ephemeral server), retrain on th
 shadow the challenger in the gateway, gate it, promote it. Accuracy is measured on what
 the gateway answered: before the drift, during it, and after the promotion.
 
+Nothing about the drift is declared up front: the specialists file names only the labels of
+the first champion's data. A simulated person labels a share of the requests from the
+gateway's label-request queue, under the true label's name; a name the champion does not
+know is stored as a proposed label, and the retrain grows the head for it once it has
+enough examples (the open label set).
+
 The steps call the same flows that ``lifecycle deploy`` schedules and triggers; here the
 demo starts each one at the moment its schedule or trigger would, so a run takes minutes.
 """
@@ -17,17 +23,20 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from lifecycle.settings import Settings
+    from lifecycle.simulate import Labeller
 
 logger = logging.getLogger(__name__)
 
 NAME = "support-router"
 CHUNK = 200
+#: The share of requests the simulated person labels, from the label-request queue first.
+LABEL_SHARE = 0.3
 #: After a promotion, retrain on the labels that kept arriving every this many requests.
 RETRAIN_EVERY = 800
 
@@ -67,8 +76,10 @@ class DemoResult:
     timeline: Timeline
     detection_delay: int | None
     seconds: float
-    #: Requests served before the promotion took effect (the stream index it happened at).
+    #: Requests served before the last promotion took effect (the stream index it happened at).
     promoted_at: int | None = None
+    #: The simulated person's labels: from the label-request queue, at random, refused.
+    labels: dict[str, int] = field(default_factory=dict)
 
     def seconds_at(self, what: str) -> float | None:
         """When the timeline first recorded ``what`` (seconds from the start)."""
@@ -130,7 +141,8 @@ def run_demo(
     """The demo on a generated scenario, or on ``data`` with intents released late."""
     sc = scenario_stream(scenario, data, n_before=n_before, n_after=n_after, seed=seed)
     print(f"scenario {sc.name}: {sc.description}", flush=True)
-    labels = sorted(set(sc.labels_before) | set(sc.labels_after))
+    # Only what the first champion's data holds: labels the drift brings are learned.
+    labels = sorted(set(sc.reference["label"]))
     return run_loop(home, reference=sc.reference, stream=sc.stream, onset=sc.onset, labels=labels)
 
 
@@ -143,14 +155,20 @@ def run_loop(
     labels: list[str],
     epochs: int = 3,
     retrain_every: int = RETRAIN_EVERY,
+    label_share: float = LABEL_SHARE,
+    label_source: Literal["queue", "random"] = "queue",
+    seed: int = 0,
 ) -> DemoResult:
     """Train a champion on ``reference``, then serve ``stream`` (text, label, phase) through
-    a gateway while the flows run the loop."""
+    a gateway while the flows run the loop. ``labels`` are the spec's (the stream may bring
+    others); a person labels ``label_share`` of the requests, taking the gateway's
+    label-request queue first (``label_source`` "queue") or at random ("random")."""
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.retrain import retrain_flow
     from lifecycle.pipeline import train_and_register
     from lifecycle.settings import load_settings
+    from lifecycle.simulate import Labeller
     from lifecycle.spec import load_specialists
 
     timeline = Timeline()
@@ -185,6 +203,7 @@ def run_loop(
         retrain_flow=retrain_flow,
         promote_flow=promote_flow,
         retrain_every=retrain_every,
+        labeller=Labeller(share=label_share, source=label_source, seed=seed),
     )
     result.seconds = time.perf_counter() - timeline.started
     return result
@@ -203,6 +222,7 @@ def _loop(
     retrain_flow: Any,
     promote_flow: Any,
     retrain_every: int,
+    labeller: Labeller,
 ) -> DemoResult:
     import httpx
 
@@ -220,18 +240,38 @@ def _loop(
     detected: int | None = None
     headers = {"Authorization": f"Bearer {token}"}
 
+    proposed_seen: set[str] = set()
+
+    def people_label(sent: int, report: Any) -> None:
+        labeller.saw(report)
+        labeller.label(client, NAME, token=token)
+        fresh = sorted(set(labeller.proposed) - proposed_seen)
+        if fresh:
+            proposed_seen.update(fresh)
+            timeline.add(
+                sent,
+                "labels under new names",
+                ", ".join(f"{k} ({labeller.proposed[k]})" for k in fresh)
+                + f"; {labeller.from_queue} of {labeller.sent} labels from the queue so far",
+            )
+
     def train(sent: int, trigger: str) -> bool:
+        nonlocal schedule_from
         outcome = retrain_flow(NAME, trigger=trigger)
         timeline.add(sent, f"retrain: {outcome['status']}", outcome.get("reason", "")[:80])
+        if outcome["status"] == "rejected" and schedule_from is not None:
+            schedule_from = sent  # a retrain was done: the next one waits for the schedule
         if outcome["status"] != "registered":
             return False
         ev = outcome.get("evaluation", {})
+        grown = (outcome.get("plan") or {}).get("new_labels") or []
         timeline.add(
             sent,
             "challenger registered",
             f"v{outcome['challenger_version']} ({trigger}): held-out new traffic "
             f"{ev.get('holdout_new.challenger_accuracy', float('nan')):.3f} vs "
-            f"champion {ev.get('holdout_new.champion_accuracy', float('nan')):.3f}",
+            f"champion {ev.get('holdout_new.champion_accuracy', float('nan')):.3f}"
+            + (f"; head grows: {', '.join(grown)}" if grown else ""),
         )
         client.post("/v1/admin/reload", headers=headers)
         timeline.add(sent, "shadow starts", "the gateway scores the challenger too")
@@ -243,16 +283,7 @@ def _loop(
             chunk = stream.iloc[start : start + CHUNK]
             if start <= onset < start + CHUNK:
                 timeline.add(onset, "drift onset", "traffic changes from here")
-            report = simulate(
-                url,
-                NAME,
-                chunk,
-                feedback_share=0.5,
-                feedback_delay=20,
-                seed=start,
-                token=token,
-                client=client,
-            )
+            report = simulate(url, NAME, chunk, feedback_share=0.0, token=token, client=client)
             for phase, stats in report.phases.items():
                 if phase == "before":
                     before.add(stats.correct, stats.requests)
@@ -260,16 +291,23 @@ def _loop(
                     during.add(stats.correct, stats.requests)
                 else:
                     served.setdefault(promoted, Accuracy()).add(stats.correct, stats.requests)
-            app.state.gw.writer.flush()  # this chunk's requests and labels are in the store
             sent = start + len(chunk)
+            app.state.gw.writer.flush()  # this chunk's requests are in the store
+            # The person labels this round from the queue over what is stored.
+            people_label(sent, report)
+            app.state.gw.writer.flush()
             if state == "watching" and sent > onset:
                 verdict = monitor_flow(NAME)["verdict"]
                 if verdict["status"] != "OK":
                     drifted = ", ".join(verdict.get("drifted", []))
                     timeline.add(sent, f"monitor: {verdict['status']}", drifted)
                 if verdict["retrain"]:
-                    detected = detected or sent - onset
-                    timeline.add(sent, "alert sent", "stored in the traffic store and webhooks")
+                    if detected is None:
+                        detected = sent - onset
+                        timeline.add(sent, "alert sent", "stored in the traffic store and webhooks")
+                        headline = (verdict.get("discovery") or {}).get("headline")
+                        if headline:
+                            timeline.add(sent, "discovery", headline[:100])
                     if train(sent, "drift"):
                         state = "shadowing"
                 elif (
@@ -300,7 +338,12 @@ def _loop(
                     schedule_from = sent if schedule_from is not None else None
                     state = "watching"
     after = served.get(promoted, Accuracy()) if promoted is not None else Accuracy()
-    return DemoResult(before, during, after, promoted, timeline, detected, 0.0, promoted_at)
+    labels = {
+        "from_queue": labeller.from_queue,
+        "at_random": labeller.at_random,
+        "refused": labeller.refused,
+    }
+    return DemoResult(before, during, after, promoted, timeline, detected, 0.0, promoted_at, labels)
 
 
 def summary(result: DemoResult, settings_home: Path, tracking_uri: str) -> str:

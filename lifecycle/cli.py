@@ -744,10 +744,12 @@ def demo(
     """Run the closed loop end to end on embedded defaults and print its timeline.
 
     Trains a first champion, serves it from an in-process gateway, replays traffic with
-    a drift while labels arrive late, and lets the flows monitor, retrain, shadow, gate
-    and promote (MLflow on sqlite, Prefect on a temporary local server). Ends with the
-    accuracy before the drift, during it and after the promotion, and how to open the
-    MLflow and Prefect UIs on what it produced.
+    a drift while a simulated person labels 30% of the requests, taking the gateway's
+    label-request queue first, and lets the flows monitor, retrain, shadow, gate and
+    promote (MLflow on sqlite, Prefect on a temporary local server). Nothing about the
+    drift is declared: a new intent's labels arrive under a new name and the retrain grows
+    the head for it. Ends with the accuracy before the drift, during it and after the
+    promotion, and how to open the MLflow and Prefect UIs on what it produced.
     """
     _setup_logging(verbose)
     if not verbose:

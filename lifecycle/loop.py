@@ -111,6 +111,11 @@ def retrain_from_traffic(
                 challenger_version=existing,
             )
 
+    if trigger != "manual":
+        waiting = _cooling_down(registry, store, spec, champion)
+        if waiting is not None:
+            return RetrainOutcome("skipped", waiting, champion_version=champion)
+
     # Every labelled request counts, whichever version answered it: a label is about the
     # text, and the traffic of earlier champions holds most of what people labelled.
     labels_until = datetime.now(timezone.utc)
@@ -135,6 +140,7 @@ def retrain_from_traffic(
         replay_rows=spec.training.replay_rows,
         recent_since=datetime.fromtimestamp(champion_info.created_ms / 1000, tz=timezone.utc),
         recent_weight=spec.training.recent_weight,
+        wait_share=spec.training.wait_share,
         seed=seed,
     )
     if not plan.ready:
@@ -372,6 +378,32 @@ def gate_challenger(
         )
         return GateOutcome("superseded", decision, **common)
     return GateOutcome("waiting", decision, **common)
+
+
+def _cooling_down(
+    registry: Registry, store: TrafficStore, spec: SpecialistSpec, champion: int
+) -> str | None:
+    """Why an automatic retrain waits, or None: the newest candidate trained from this
+    champion did not become champion (rejected by the candidate check or the gate, or
+    superseded) and fewer than ``monitoring.min_labels`` people's labels arrived since its
+    training read them. The same labels would train much the same model again; an
+    unattended schedule or a drift that persists would otherwise retrain every window."""
+    tried = [
+        v
+        for v in registry.versions(spec.name)
+        if v.lineage.get("parent_version") == str(champion) and v.version != champion
+    ]
+    if not tried:
+        return None
+    last = tried[-1]
+    trained, since = _labels_since_training(registry, store, spec.name, last.version)
+    if trained is None or since is None or since >= spec.monitoring.min_labels:
+        return None
+    return (
+        f"candidate v{last.version} from champion v{champion} was not promoted and only "
+        f"{since} people's labels arrived since it trained ({spec.monitoring.min_labels} "
+        "needed for another try; lifecycle retrain --trigger manual does not wait)"
+    )
 
 
 def _labels_since_training(

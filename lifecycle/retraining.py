@@ -136,6 +136,7 @@ def plan_retraining(
     replay_rows: int = 0,
     recent_since: datetime | None = None,
     recent_weight: float = 1.0,
+    wait_share: float = 0.0,
     seed: int = 0,
 ) -> RetrainPlan:
     """Plan a retrain from a traffic window and the champion's reference (text, label).
@@ -148,7 +149,10 @@ def plan_retraining(
     are replayed, so the old holdout measures forgetting on rows the challenger never saw.
     A proposed label (one not in ``labels_known``) trains, growing the head, only with at least
     ``min_examples_per_label`` usable rows; the rows of one with fewer are held back (counted
-    in ``counts.held_back``, named in ``short_labels``) until more arrive. Deterministic for a
+    in ``counts.held_back``, named in ``short_labels``) until more arrive. When those held-back
+    rows are at least ``wait_share`` of the labelled rows, the plan waits (not ready, ``missing``
+    the examples they lack): a new intent that is a real part of the traffic is learned once it
+    can be, not left out of a retrain that would then have to be replaced. Deterministic for a
     seed.
 
     ``replay``, when given, is the champion's own training set (text, label): the replayed
@@ -203,17 +207,30 @@ def plan_retraining(
             "and cannot be used"
         )
 
+    if not 0.0 <= wait_share <= 1.0:
+        raise ValueError(f"wait_share must be within [0, 1], got {wait_share}")
     empty_new = rows.iloc[0:0]
-    if counts.usable < min_labels or counts.usable == 0:
+    labelled = counts.usable + counts.held_back
+    waits = bool(short) and wait_share > 0 and counts.held_back >= wait_share * labelled
+    if counts.usable < min_labels or counts.usable == 0 or waits:
         missing = max(min_labels - counts.usable, 1 if counts.usable == 0 else 0)
-        return RetrainPlan(
-            ready=False,
-            reason=(
+        if waits:
+            missing = max(missing, sum(min_examples_per_label - n for n in short.values()))
+            reason = (
+                f"waiting for proposed labels that make {counts.held_back / labelled:.0%} of "
+                f"the {labelled} labelled requests (training.wait_share "
+                f"{wait_share:g}): {short_text}"
+            )
+        else:
+            reason = (
                 f"too few labels to retrain: {counts.usable} usable ({counts.human} human, "
                 f"{counts.fallback} fallback), need {max(min_labels, 1)}; "
                 f"{missing} more needed"
                 + (f"; proposed labels short of examples: {short_text}" if short else "")
-            ),
+            )
+        return RetrainPlan(
+            ready=False,
+            reason=reason,
             counts=counts,
             train=empty_new.assign(source=pd.Series(dtype=object)),
             holdout_new=empty_new,

@@ -3,7 +3,12 @@
 What a client population does to the gateway in production, compressed: texts in
 arrival order, the true label of a share of them sent back some requests later
 (people label with a delay), and the accuracy the clients saw before and after
-the drift's onset.
+the drift's onset. A failed request counts as a wrong answer: the client got none.
+
+Two kinds of simulated people: :func:`simulate`'s ``feedback_share`` labels requests at
+random as they are answered; a :class:`Labeller` labels a share of them in rounds, taking
+the gateway's label-request queue first (what a team labelling from
+``GET /v1/specialists/{name}/label-requests`` does) or at random for comparison.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +46,11 @@ class SimulationReport:
     versions: dict[int, int] = field(default_factory=dict)
     phases: dict[str, PhaseStats] = field(default_factory=dict)
     seconds: float = 0.0
+    #: (request id, true label) of every answered text, in order: what a :class:`Labeller`
+    #: may label later.
+    answered: list[tuple[str, str]] = field(default_factory=list)
+    #: Labels the gateway stored as proposed (unknown to the champion), with how many sent.
+    proposed: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +113,10 @@ def simulate(
             if response.status_code != 200:
                 report.errors += 1
                 logger.warning("predict answered %d: %s", response.status_code, response.text[:200])
+                for row in chunk:  # the client got no answer: a wrong one, not a missing one
+                    report.phases.setdefault(
+                        str(row.get("phase", "all")), PhaseStats()
+                    ).requests += 1
                 continue
             for row, pred in zip(chunk, response.json()["predictions"], strict=True):
                 phase = report.phases.setdefault(str(row.get("phase", "all")), PhaseStats())
@@ -111,6 +125,7 @@ def simulate(
                 phase.escalated += pred["escalated"]
                 version = int(pred["model_version"])
                 report.versions[version] = report.versions.get(version, 0) + 1
+                report.answered.append((pred["request_id"], row["label"]))
                 if rng.random() < feedback_share:
                     pending.append((report.sent + feedback_delay, pred["request_id"], row["label"]))
             while pending and pending[0][0] <= report.sent:
@@ -139,5 +154,83 @@ def _send_feedback(
     )
     if response.status_code == 202:
         report.feedback_sent += 1
+        if label in (response.json().get("proposed_labels") or ()):
+            report.proposed[label] = report.proposed.get(label, 0) + 1
     else:
         report.feedback_refused += 1
+
+
+@dataclass
+class Labeller:
+    """A simulated person who labels ``share`` of the answered requests, in rounds.
+
+    ``source="queue"`` takes the gateway's ranked label requests first and fills the rest of
+    the round's budget at random; ``"random"`` draws every label at random from the same
+    pool, for a comparison at the same label count. The pool is the newest ``pool_size``
+    answered requests not yet labelled (the queue covers the champion's newest window too).
+    Call :meth:`saw` with each :func:`simulate` report, then :meth:`label`.
+    """
+
+    share: float
+    source: Literal["queue", "random"] = "queue"
+    seed: int = 0
+    pool_size: int = 1000
+    from_queue: int = 0
+    at_random: int = 0
+    refused: int = 0
+    #: Labels sent that the gateway stored as proposed labels, with how many.
+    proposed: dict[str, int] = field(default_factory=dict)
+    _pool: OrderedDict[str, str] = field(default_factory=OrderedDict, repr=False)
+    _owed: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"share must be within [0, 1], got {self.share}")
+        self._rng = random.Random(self.seed)
+
+    @property
+    def sent(self) -> int:
+        return self.from_queue + self.at_random
+
+    def saw(self, report: SimulationReport) -> None:
+        for request_id, label in report.answered:
+            self._pool[request_id] = label
+        while len(self._pool) > self.pool_size:
+            self._pool.popitem(last=False)
+        self._owed += self.share * len(report.answered)
+
+    def label(self, client: Any, specialist: str, *, token: str | None = None) -> dict[str, int]:
+        """Send this round's labels through ``/feedback``; what was sent, by where it came from."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        budget = int(self._owed)
+        chosen: list[str] = []
+        if self.source == "queue" and budget > 0:
+            chosen = self._queue(client, specialist, headers, budget)
+        n_queue, taken = len(chosen), set(chosen)
+        rest = [rid for rid in self._pool if rid not in taken]
+        chosen += self._rng.sample(rest, min(budget - n_queue, len(rest)))
+        round_report = SimulationReport()
+        for rid in chosen:
+            _send_feedback(client, specialist, (0, rid, self._pool.pop(rid)), round_report, headers)
+        self._owed -= len(chosen)
+        self.from_queue += n_queue
+        self.at_random += len(chosen) - n_queue
+        self.refused += round_report.feedback_refused
+        for label, n in round_report.proposed.items():
+            self.proposed[label] = self.proposed.get(label, 0) + n
+        return {"queue": n_queue, "random": len(chosen) - n_queue}
+
+    def _queue(
+        self, client: Any, specialist: str, headers: dict[str, str], budget: int
+    ) -> list[str]:
+        response = client.get(
+            f"/v1/specialists/{specialist}/label-requests",
+            # More than the budget: the queue may hold requests this person never saw.
+            params={"limit": min(max(4 * budget, 100), 1000)},
+            headers=headers,
+        )
+        if response.status_code != 200:
+            logger.warning("label-requests answered %d: %s", response.status_code, response.text)
+            return []
+        ids = [item["request_id"] for item in response.json()["items"]]
+        return [rid for rid in ids if rid in self._pool][:budget]

@@ -80,6 +80,16 @@ class TrainingSpec(_Strict):
         description="A proposed label (one the champion does not know) joins the head at a "
         "retrain once it has this many usable labels; until then its rows wait.",
     )
+    wait_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A retrain waits (NEEDS_LABELS, naming the labels and how many more each "
+        "needs) while proposed labels short of min_examples_per_label hold at least this "
+        "share of the labelled requests: a new intent that is a real part of the traffic is "
+        "learned once it can be. Rarer ones (a typo, a one-off) train without them. 0: never "
+        "wait.",
+    )
 
 
 class GeneratorData(_Strict):

@@ -697,3 +697,13 @@ def test_a_candidate_no_better_than_the_champion_is_recorded_but_not_challenger(
     assert "<= champion 1.000 on " in reason and version.tags[CANDIDATE_CHECK_TAG] == reason
     alerts = env.store.alerts("looped")
     assert alerts["verdict"].tolist() == ["REJECTED_CANDIDATE"]
+
+    # The same labels would train the same model: an automatic retrain now waits for
+    # monitoring.min_labels new labels; a person's manual one does not.
+    again = retrain_flow("looped", trigger="schedule")
+    assert again["status"] == "skipped", again
+    assert f"candidate v{version.version}" in again["reason"] and "not promoted" in again["reason"]
+    assert len(registry.versions("looped")) == version.version
+    manual = retrain_flow("looped", trigger="manual")
+    assert manual["status"] in ("rejected", "registered"), manual
+    assert manual["challenger_version"] == version.version + 1

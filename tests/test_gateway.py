@@ -586,6 +586,7 @@ def test_simulate_replays_a_scenario_with_late_labels(gateway: RunningGateway) -
     assert new > 0
     assert report.feedback_refused == 0
     assert report.feedback_sent == 90
+    assert sum(report.proposed.values()) == new and set(report.proposed) <= set(NEW_INTENTS)
     # The new intent cannot be right: accuracy after the onset drops.
     assert report.phases["after"].accuracy < report.phases["before"].accuracy
 

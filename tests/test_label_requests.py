@@ -329,3 +329,66 @@ def test_bulk_feedback_reports_per_row_and_stores_exactly_the_valid_rows(
     assert clean.exit_code == 0, clean.output
     assert json.loads(clean.stdout)["written"] == 1
     assert stored() == {ids[0]: labels[0], ids[1]: "bulk_new_intent", ids[2]: labels[1]}
+
+
+# -- the simulated person of the demo and bench/loop.py --------------------------------------
+
+
+def test_a_simulated_person_labels_from_the_queue_first_then_at_random(
+    gateway: RunningGateway,
+) -> None:
+    from lifecycle.simulate import Labeller, simulate
+
+    labels = gateway.gw.engine.routes["tiny"].champion.labels
+    stream = pd.DataFrame(
+        {
+            "text": [f"{t} (person {i})" for i, t in enumerate(TEXTS * 2)],
+            "label": [labels[i % len(labels)] for i in range(2 * len(TEXTS))],
+            "phase": "after",
+        }
+    )
+    with gateway.client() as client:
+        report = simulate(gateway.url, "tiny", stream, feedback_share=0.0, client=client)
+        assert report.feedback_sent == 0 and len(report.answered) == len(stream)
+        gateway.gw.writer.flush(timeout=30)
+        queued = client.get(
+            "/v1/specialists/tiny/label-requests",
+            params={"limit": 1000},
+            headers=gateway.admin_headers(),
+        ).json()["items"]
+        in_queue = {i["request_id"] for i in queued} & {rid for rid, _ in report.answered}
+        person = Labeller(share=0.5, source="queue", seed=1)
+        person.saw(report)
+        sent = person.label(client, "tiny", token=TOKEN)
+        gateway.gw.writer.flush(timeout=30)
+        # Half the 24 requests, the queue's own first.
+        assert sent["queue"] + sent["random"] == 12 and person.refused == 0
+        assert sent["queue"] == min(12, len(in_queue)) and sent["queue"] > 0
+        # What was labelled leaves the queue; a second round with nothing new owes nothing.
+        after = client.get(
+            "/v1/specialists/tiny/label-requests",
+            params={"limit": 1000},
+            headers=gateway.admin_headers(),
+        ).json()["items"]
+        labelled_now = len(in_queue) - len(in_queue & {i["request_id"] for i in after})
+        assert labelled_now == sent["queue"]
+        assert person.label(client, "tiny", token=TOKEN) == {"queue": 0, "random": 0}
+
+        # The random person never asks the queue, at the same label count.
+        report = simulate(gateway.url, "tiny", stream, feedback_share=0.0, client=client)
+        at_random = Labeller(share=0.5, source="random", seed=1)
+        at_random.saw(report)
+        assert at_random.label(client, "tiny", token=TOKEN) == {"queue": 0, "random": 12}
+    with pytest.raises(ValueError, match="share"):
+        Labeller(share=1.5)
+
+
+def test_a_failed_request_counts_as_a_wrong_answer(gateway: RunningGateway) -> None:
+    from lifecycle.simulate import simulate
+
+    stream = pd.DataFrame({"text": ["fine text", ""], "label": ["a", "a"], "phase": "x"})
+    report = simulate(gateway.url, "tiny", stream, feedback_share=0.0)
+    # The empty text is refused (422): the client got no answer, so it counts, as wrong.
+    assert report.errors == 1 and report.sent == 2
+    assert report.phases["x"].requests == 2 and report.phases["x"].correct <= 1
+    assert len(report.answered) == 1

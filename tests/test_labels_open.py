@@ -184,6 +184,37 @@ def test_plan_grows_the_head_only_for_labels_with_enough_examples() -> None:
     assert "'short' needs 6 more" in waiting.reason
 
 
+def test_plan_waits_for_a_new_label_that_is_a_real_share_of_the_traffic() -> None:
+    reference = pd.DataFrame({"text": [f"r{i}" for i in range(40)], "label": ["a", "b"] * 20})
+    kwargs: dict[str, Any] = {
+        "reference": reference,
+        "labels_known": ["a", "b"],
+        "min_labels": 10,
+        "replay_ratio": 0.0,
+        "min_examples_per_label": 10,
+        "wait_share": 0.05,
+    }
+    # 'new' is 6 of 46 labelled rows (13%): training now would leave it out, so the plan waits.
+    waiting = plan_retraining(_window({"a": 20, "b": 20, "new": 6}), **kwargs)
+    assert not waiting.ready
+    assert waiting.missing == 4
+    assert (
+        "waiting for proposed labels" in waiting.reason and "'new' needs 4 more" in waiting.reason
+    )
+    assert waiting.summary()["labels_short"] == {"new": 4}
+    # Once it has enough it trains, growing the head.
+    ready = plan_retraining(_window({"a": 20, "b": 20, "new": 10}), **kwargs)
+    assert ready.ready and ready.new_labels == ["new"]
+    # A rare proposed label (2 of 202 rows, 1%) does not hold the retrain back.
+    rare = plan_retraining(_window({"a": 100, "b": 100, "typo": 2}), **kwargs)
+    assert rare.ready and rare.counts.held_back == 2
+    # wait_share 0: never waits.
+    never = plan_retraining(_window({"a": 20, "b": 20, "new": 6}), **{**kwargs, "wait_share": 0})
+    assert never.ready
+    with pytest.raises(ValueError, match="wait_share"):
+        plan_retraining(_window({"a": 20}), **{**kwargs, "wait_share": 1.5})
+
+
 # -- the gateway --------------------------------------------------------------------------------
 
 
