@@ -4,10 +4,19 @@ Everything runs in one go, on the same texts (Banking77's test set, shuffled onc
 with a fixed seed), with one load generator (wrk when present, else a Python
 asyncio + httpx generator with a fixed number of keep-alive connections):
 
+0. setup: one quick LoRA adapter trained (1 epoch on ~1,000 rows: accuracy is not the
+   point, the weights just have to be real) and eight adapters registered in a temporary
+   LIFECYCLE_HOME: mix-0 with the trained weights, mix-1..7 derived from them by seed
+   (seeded noise on every LoRA matrix, the head's rows dealt to the labels by a seeded
+   permutation; ``derived``), so that each answers differently. Setup stops unless every
+   pair differs in >= 50% of labels and of confidences on 64 texts, as computed in this
+   process from the registered versions; those in-process answers are the reference every
+   server's answers are compared with below.
 1. limit: the raw forward in this process (AdapterHost.logits_and_embeddings), texts
    sorted by length, batch sizes 8/16/32/64 (packed, as the host runs on a CPU) and
-   32/64 padded; two model workers; unsorted batches; batches of one. The limit is
-   the best of them.
+   32/64 padded; two model workers (one torch thread each, both copies loaded and warmed
+   before the clock starts); unsorted batches; batches of one. The limit is the best of
+   them.
 2. gateway: `lifecycle serve` as a subprocess; one sweep of 1 text per request at
    concurrency 1/4/16/64 and 16 texts per request at 1/4/16; the same gateway with
    LIFECYCLE_MAX_BATCH_SIZE=1 (no batching) at 1 text per request, concurrency 16. Per
@@ -15,8 +24,19 @@ asyncio + httpx generator with a fixed number of keep-alive connections):
    the CPU of the server, of its event-loop thread, and of unrelated processes (noise).
    Each point starts once the work the previous one left queued is done.
 3. `mlflow models serve` on the same adapter as a models-from-code pyfunc
-   (bench/pyfunc_specialist.py), running beside the gateway.
-4. 8 specialists on one base: requests spread at random over 8 vs all to one.
+   (bench/pyfunc_specialist.py), running beside the gateway in two configurations: its
+   defaults (1 worker, torch on every core) and `--workers 2` with one torch thread per
+   worker (OMP_NUM_THREADS=MKL_NUM_THREADS=1), each ready once all its workers logged
+   their startup (they load the model before) and warmed up at c=16 before any timing.
+   The peer's figure in a round is the faster of the two.
+4. 8 specialists on one base: requests spread at random over the 8 adapters vs all to
+   mix-0. The load generator keeps one response in 10 (CHECK_EVERY) on both sides, and
+   every answer in it is compared with its own adapter's in-process answer for the same
+   text (the text is the one the gateway logged under the answer's request id): the label
+   must be the same, the confidence within 1e-3 (a different label only where the
+   in-process top two are within 1e-4 counts as a near-tie, reported apart). Before any
+   load, every server (the gateway's 10 adapters, both pyfuncs, the gateway without
+   batching) answers 8 texts that are compared the same way.
 5. shadow: a specialist with a challenger vs one without, paced at ~30% of the
    capacity measured at concurrency 16; champion p50 latency on vs off.
 6. the out-of-scope score (open-world issue): two `lifecycle serve` gateways up side by
@@ -25,24 +45,26 @@ asyncio + httpx generator with a fixed number of keep-alive connections):
    adapter must carry its detector (ood.safetensors, fitted by training), and every
    answer is checked before and after the load: a float ood_score on, None off.
 
-Every floor is checked in rounds (3 in full mode, --rounds to change): within a round the
-two figures of a ratio are measured one after the other (the limit once more, then the
-gateway at its best concurrency; the gateway and `mlflow models serve` at c=16; 8 adapters
-and 1; shadow off and on; score on and off, in alternating order), and the verdict is the
-median of the rounds' ratios. On a shared machine the speed drifts by more than the
-floors' margins over a run.
+Every ratio floor is checked in rounds (3 in full mode, --rounds to change): within a round
+the two figures of a ratio are measured one after the other (the limit's two ways once more,
+one worker at its best batch and two workers, and the better of the two, then the gateway at
+its best concurrency; the gateway, then `mlflow models serve` with 1 and with 2 workers, at
+c=16; 8 adapters and 1; shadow off and on; score on and off, in alternating order), and the
+verdict is the median of the rounds' ratios. On a shared machine the speed drifts by more
+than the floors' margins over a run.
 
-It prints a table of ratios against their floors (PASS/FAIL) and writes everything as
-JSON (--out). Setup trains one quick LoRA adapter (1 epoch on ~1,000 rows: accuracy is
-not the point, the weights just have to be real) and registers it under every
-specialist name in a temporary LIFECYCLE_HOME.
+It prints a table of the floors (PASS/FAIL), writes everything as JSON (--out) and exits 1
+when any floor fails or could not be judged (n/a), so that it can gate; the answers'
+floor is 0 mismatches (plus unverifiable answers) with at least 5% of the answers under
+load checked.
 
     .venv/bin/python bench/gateway.py [--quick] [--out bench/gateway_results.json]
     .venv/bin/python bench/gateway.py --only ood [--rounds 5]   # part 6 alone
 
-Full mode takes ~18 minutes on 2 cores; --quick is a smoke run (~5 minutes) whose
-figures are too short to quote; --only ood takes ~4 minutes plus ~1 per extra round (it
-trains, and registers, only the one specialist it serves).
+Full mode took ~18 minutes on 2 cores before the second `mlflow models serve`, the limit's
+second way per round and the answer checks were added (more now; not timed yet); --quick is
+a smoke run whose figures are too short to quote; --only ood takes ~4 minutes plus ~1 per
+extra round (it trains, and registers, only the one specialist it serves).
 """
 
 from __future__ import annotations
@@ -68,7 +90,8 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +104,26 @@ TOKEN = "x"
 SEED = 0
 #: Cores used by other processes during a measurement above which it is flagged as noisy.
 NOISY = 0.25
-#: Texts whose labels are compared across the in-process model, the gateway and the pyfunc.
+#: Texts each server answers before any load, compared with the in-process answers.
 CHECK_TEXTS = 8
+#: Under the adapters' load the load generator keeps one answer in CHECK_EVERY, and each kept
+#: answer is compared with its adapter's in-process answer for the same text (10%: a sample
+#: large enough to catch a routing slip that touches a share of the traffic).
+CHECK_EVERY = 10
+#: A server's confidence may differ from the in-process one by float noise only (another batch
+#: composition, another thread count: ~1e-6 on a CPU); a larger gap means other weights.
+CONFIDENCE_TOLERANCE = 1e-3
+#: A different label counts as a near-tie, not a wrong answer, where the in-process probability
+#: of the server's label is within this of the top one.
+TIE = 1e-4
+#: Seeded noise added to every LoRA matrix of a derived adapter, relative to the matrix's RMS:
+#: enough to change the answer's confidence on most texts (and its label on some) by the LoRA
+#: weights alone, which are the part a packed pass routes per token.
+LORA_NOISE = 2.0
+#: Setup fails unless every pair of served adapters differs in at least this share of a
+#: sample's labels and, separately, of its confidences (permuting the head's rows leaves the
+#: top probability as it was, so differing confidences come from the LoRA weights).
+MIN_DIFFER = 0.5
 
 #: Specialists served by the main gateway: eight plain ones (mix-0 is also the
 #: single-specialist target of every other gateway point) and one with a challenger.
@@ -344,7 +385,7 @@ def mlflow_body(chunk: list[str]) -> dict[str, Any]:
     return {"dataframe_split": {"columns": ["text"], "data": [[t] for t in chunk]}}
 
 
-# -- setup: one quick adapter, registered under every name --
+# -- setup: one quick adapter, and seven derived from it --
 
 
 @dataclass
@@ -359,21 +400,21 @@ class Setup:
     #: The registered adapter's out-of-scope detector, as ``describe()`` gives it.
     detector: dict[str, Any]
     pyfunc_uri: str = ""
+    #: How each registered name's weights were made: "trained", or the derivation's seed.
+    weights: dict[str, str] = field(default_factory=dict)
 
 
-def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
-    """Train one adapter and register it under ``names`` (with a challenger for SHADOWED);
-    an error if the registered adapter lacks the out-of-scope detector part 6 measures."""
-    import yaml
-
+def setup(
+    tmp: Path, data: Path, *, train_rows: int, names: list[str], device: str = "auto"
+) -> Setup:
+    """Train one adapter and register it under ``names``: MIX[k] for k >= 1 gets weights
+    derived from it (``derived``), every other name the trained ones (SHADOWED also as its
+    challenger). An error if the registered adapter lacks the out-of-scope detector part 6
+    measures."""
     from lifecycle.data import load_table
-    from lifecycle.ood import OOD_FILE
-    from lifecycle.registry import CHALLENGER, CHAMPION, Registry
-    from lifecycle.settings import Settings
     from lifecycle.spec import SpecialistSpec, TrainingSpec
     from lifecycle.train import train_specialist
 
-    home = tmp / "home"
     train = load_table(data / "train.csv", label_column="category")
     per_label = max(2, math.ceil(train_rows / train["label"].nunique()))
     smallest = int(train["label"].value_counts().min())
@@ -390,19 +431,81 @@ def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
     )
     log(f"setup: training one adapter, 1 epoch on {len(subset)} Banking77 rows")
     started = time.perf_counter()
-    result = train_specialist(spec, subset, progress=False)
+    result = train_specialist(spec, subset, device=device, progress=False)
     train_seconds = time.perf_counter() - started
     log(
         f"setup: trained in {train_seconds:.1f} s "
         f"(val accuracy {result.evaluation.accuracy:.3f}); registering"
     )
+    return register(
+        tmp, spec, result, names=names, train_seconds=train_seconds, train_rows=len(subset)
+    )
 
+
+@contextlib.contextmanager
+def derived(result: Any, k: int) -> Iterator[str]:
+    """The trained adapter in ``result`` turned, while the block runs, into the k-th derived
+    one; k == 0 leaves it as trained. Yields how its weights were made.
+
+    Derived: seeded Gaussian noise (LORA_NOISE x each matrix's RMS) on every LoRA matrix and
+    the head's rows dealt to the labels by a seeded permutation. Eight trained adapters would
+    cost eight trainings; the forward costs the same whatever the weights' values, and what
+    the bench needs is adapters whose answers differ, so that an answer routed to the wrong
+    adapter shows.
+    """
+    if k == 0:
+        yield "trained"
+        return
+    import torch
+
+    lora, head = result.host.trainable_parameters(result.adapter_id)
+    saved = [p.detach().clone() for p in (*lora, *head)]
+    seed = SEED * 1000 + k
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for p in lora:
+                rms = p.pow(2).mean().sqrt()
+                noise = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+                p.add_(noise * rms * LORA_NOISE)
+            order = torch.randperm(head[0].shape[0], generator=generator).to(head[0].device)
+            for p in head:
+                p.copy_(p[order])
+        yield f"derived: seed {seed}, LoRA noise {LORA_NOISE} x RMS, head rows permuted"
+    finally:
+        with torch.no_grad():
+            for p, original in zip((*lora, *head), saved, strict=True):
+                p.copy_(original)
+
+
+def register(
+    tmp: Path,
+    spec: Any,
+    result: Any,
+    *,
+    names: list[str],
+    train_seconds: float,
+    train_rows: int,
+) -> Setup:
+    """Register the trained adapter (derived for MIX[1:]) under ``names`` in a fresh home
+    under ``tmp``, and write the specialists file a gateway serving them reads."""
+    import yaml
+
+    from lifecycle.ood import OOD_FILE
+    from lifecycle.registry import CHALLENGER, CHAMPION, Registry
+    from lifecycle.settings import Settings
+
+    home = tmp / "home"
     started = time.perf_counter()
     registry = Registry(Settings(home=home))
+    weights: dict[str, str] = {}
     for name in names:
-        info = registry.log_training(
-            spec.model_copy(update={"name": name}), result, trigger="manual"
-        )
+        k = MIX.index(name) if name in MIX else 0
+        with derived(result, k) as how:
+            info = registry.log_training(
+                spec.model_copy(update={"name": name}), result, trigger="manual"
+            )
+        weights[name] = how
         registry.set_alias(name, CHAMPION, info.version)
     if SHADOWED in names:
         # A second version of the shadowed specialist, same weights, as its challenger.
@@ -413,7 +516,7 @@ def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
     register_seconds = time.perf_counter() - started
     # Training fits the detector; the gateway loads it from the registered folder. Without it
     # every ood_score is None and "score on" would measure nothing.
-    _, folder = registry.download(SOLO, "champion")
+    _, folder = registry.download(names[0], "champion")
     if not (folder / OOD_FILE).is_file():
         raise RuntimeError(f"the registered adapter {folder} has no {OOD_FILE}")
     detector = result.host.detector(result.adapter_id).describe()
@@ -422,8 +525,8 @@ def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
     entries = [
         {
             "name": name,
-            "base_model": "minilm",
-            "training": {"max_length": 64},
+            "base_model": spec.base_model,
+            "training": {"max_length": spec.training.max_length},
             "escalation": {"confidence_threshold": 0.0, "fallback": "none"},
             "promotion": {"shadow_sample_rate": 1.0},
         }
@@ -432,7 +535,8 @@ def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
     specialists_file.write_text(yaml.safe_dump({"specialists": entries}, sort_keys=False))
     versions = len(names) + int(SHADOWED in names)
     log(
-        f"setup: registered {versions} versions in {register_seconds:.1f} s; detector "
+        f"setup: registered {versions} versions in {register_seconds:.1f} s"
+        f" ({sum(w != 'trained' for w in weights.values())} derived); detector "
         f"{detector.get('method')} in {folder / OOD_FILE}"
     )
     return Setup(
@@ -441,10 +545,206 @@ def setup(tmp: Path, data: Path, *, train_rows: int, names: list[str]) -> Setup:
         tracking_uri=registry.settings.tracking_uri,
         train_seconds=train_seconds,
         register_seconds=register_seconds,
-        train_rows=len(subset),
+        train_rows=train_rows,
         val_accuracy=float(result.evaluation.accuracy),
         detector=detector,
+        weights=weights,
     )
+
+
+# -- answers: every served adapter's own, in process --
+
+
+@dataclass
+class Tally:
+    """Answers compared with their adapter's in-process answer."""
+
+    checked: int = 0
+    mismatches: int = 0
+    #: A different label where the in-process top two are within TIE: float noise, not a fault.
+    ties: int = 0
+    #: Kept answers that could not be compared (malformed, or not in the traffic store).
+    unverifiable: int = 0
+    #: The largest confidence gap among answers that matched.
+    max_confidence_gap: float = 0.0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def faults(self) -> int:
+        return self.mismatches + self.unverifiable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "mismatches": self.mismatches,
+            "ties": self.ties,
+            "unverifiable": self.unverifiable,
+            "max_confidence_gap": self.max_confidence_gap,
+            "examples": self.examples,
+        }
+
+    def note(self, example: str) -> None:
+        if len(self.examples) < 5:
+            self.examples.append(example)
+
+
+class Oracle:
+    """Each served adapter's own answers, computed in this process on a host that loaded
+    the registered versions the way the gateway does; cached per (name, text)."""
+
+    def __init__(
+        self,
+        host: Any,
+        ids: dict[str, str],
+        *,
+        confidence_tolerance: float = CONFIDENCE_TOLERANCE,
+        tie: float = TIE,
+    ) -> None:
+        self.host = host
+        self.ids = ids
+        self.confidence_tolerance = confidence_tolerance
+        self.tie = tie
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def from_registry(
+        cls,
+        home: Path,
+        names: Sequence[str],
+        *,
+        device: str = "auto",
+        confidence_tolerance: float = CONFIDENCE_TOLERANCE,
+        tie: float = TIE,
+    ) -> Oracle:
+        from lifecycle.model import AdapterHost
+        from lifecycle.registry import Registry
+        from lifecycle.settings import Settings
+
+        registry = Registry(Settings(home=home))
+        host = AdapterHost("minilm", device=device)
+        ids = {name: registry.load(host, name, "champion")[0] for name in names}
+        return cls(host, ids, confidence_tolerance=confidence_tolerance, tie=tie)
+
+    def answers(self, name: str, texts: Sequence[str]) -> list[Any]:
+        missing = list(dict.fromkeys(t for t in texts if (name, t) not in self._cache))
+        if missing:
+            found = self.host.predict(missing, self.ids[name])
+            for text, prediction in zip(missing, found, strict=True):
+                self._cache[(name, text)] = prediction
+        return [self._cache[(name, t)] for t in texts]
+
+    def compare(
+        self,
+        tally: Tally,
+        name: str,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        confidences: Sequence[float],
+        *,
+        where: str,
+    ) -> None:
+        """Count each (label, confidence) a server gave against ``name``'s own answer."""
+        label_set = list(self.host.meta(self.ids[name]).labels)
+        own = self.answers(name, texts)
+        for text, label, confidence, pred in zip(texts, labels, confidences, own, strict=True):
+            tally.checked += 1
+            gap = abs(float(confidence) - pred.confidence)
+            if gap <= self.confidence_tolerance and label == pred.label:
+                tally.max_confidence_gap = max(tally.max_confidence_gap, gap)
+                continue
+            if gap <= self.confidence_tolerance and label in label_set:
+                runner_up = pred.probabilities[label_set.index(label)]
+                if runner_up >= pred.confidence - self.tie:
+                    tally.ties += 1
+                    continue
+            tally.mismatches += 1
+            tally.note(
+                f"{where}: {name} answered {text[:60]!r} with {label} ({float(confidence):.4f});"
+                f" in process {pred.label} ({pred.confidence:.4f})"
+            )
+
+
+def distinct_answers(oracle: Oracle, names: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
+    """How much the served adapters' answers differ on ``texts``; an error below MIN_DIFFER,
+    where a request answered by the wrong adapter could pass for a right one."""
+    answers = {name: oracle.answers(name, texts) for name in names}
+    label_shares, confidence_shares = [], []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pairs = list(zip(answers[a], answers[b], strict=True))
+            label_shares.append(sum(x.label != y.label for x, y in pairs) / len(pairs))
+            confidence_shares.append(
+                sum(abs(x.confidence - y.confidence) > CONFIDENCE_TOLERANCE for x, y in pairs)
+                / len(pairs)
+            )
+    out = {
+        "adapters": len(names),
+        "texts": len(texts),
+        "min_label_differ": min(label_shares, default=1.0),
+        "min_confidence_differ": min(confidence_shares, default=1.0),
+    }
+    log(
+        f"setup: {len(names)} adapters on {len(texts)} texts: every pair differs in at least"
+        f" {out['min_label_differ']:.0%} of labels and {out['min_confidence_differ']:.0%} of"
+        " confidences"
+    )
+    if out["min_label_differ"] < MIN_DIFFER or out["min_confidence_differ"] < MIN_DIFFER:
+        raise RuntimeError(
+            f"served adapters answer too much alike (floor {MIN_DIFFER:.0%} per pair): {out}"
+        )
+    return out
+
+
+def check_recorded(
+    record: Path, oracle: Oracle, traffic_url: str, tally: Tally, *, where: str
+) -> int:
+    """Compare every answer the load generator kept in ``record`` (one response body per
+    line) with its adapter's in-process answer for the same text; the text is the one the
+    gateway logged under the answer's request id. Returns the number of answers kept."""
+    import sqlalchemy as sa
+
+    from lifecycle.store.schema import requests
+
+    kept: list[tuple[str, str, str, float]] = []  # specialist, request id, label, confidence
+    lines = record.read_text(encoding="utf-8").splitlines() if record.is_file() else []
+    for line in lines:
+        try:
+            body = json.loads(line)
+            kept.extend(
+                (str(body["specialist"]), str(p["request_id"]), str(p["label"]), p["confidence"])
+                for p in body["predictions"]
+            )
+        except (ValueError, KeyError, TypeError):
+            tally.unverifiable += 1
+            tally.note(f"{where}: a kept response is not an answer: {line[:120]!r}")
+    stored: dict[str, tuple[str, str | None]] = {}
+    engine = sa.create_engine(traffic_url)
+    try:
+        with engine.connect() as conn:
+            ids = [k[1] for k in kept]
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    sa.select(requests.c.id, requests.c.specialist, requests.c.text).where(
+                        requests.c.id.in_(ids[start : start + 500])
+                    )
+                )
+                stored.update((row.id, (row.specialist, row.text)) for row in rows)
+    finally:
+        engine.dispose()
+    by_name: dict[str, tuple[list[str], list[str], list[float]]] = {}
+    for name, request_id, label, confidence in kept:
+        row = stored.get(request_id)
+        if row is None or row[0] != name or row[1] is None or name not in oracle.ids:
+            tally.unverifiable += 1
+            tally.note(f"{where}: answer {request_id} of {name} has no stored text to check")
+            continue
+        texts, labels, confidences = by_name.setdefault(name, ([], [], []))
+        texts.append(row[1])
+        labels.append(label)
+        confidences.append(float(confidence))
+    for name, (texts, labels, confidences) in by_name.items():
+        oracle.compare(tally, name, texts, labels, confidences, where=where)
+    return len(kept)
 
 
 # -- 1. the limit --
@@ -507,12 +807,15 @@ def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]
         best_config = ("one", int(best_padded), False)
     else:
         best_config = ("one", int(best_bs), host.packing)
+    out["one_worker_config"] = {"batch": best_config[1], "packed": best_config[2]}
     # The gateway may run two model workers (a copy of the model each, one torch thread
     # each): the limit is the better of the two ways to spend the cores, so that the
     # ratios below never credit the gateway with a configuration the limit did not try.
+    # Loading the two copies is no part of a forward: it happens before the clock starts.
+    _build_two_workers(st, sample, int(best_bs))
     out["two_workers"] = step(
         "two_workers",
-        lambda: _two_workers(st, sample, int(best_bs)),
+        lambda: _two_workers(sample, int(best_bs)),
         len(sample),
         f"two model workers, one thread each, sorted, batch {best_bs}",
     )
@@ -555,8 +858,6 @@ def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]
             len(sample),
             f"micro-batches of 32 sorted within, forwards of {sub}",
         )
-    # The same texts go through the gateway and the pyfunc: their labels must agree.
-    out["labels"] = [p.label for p in host.predict(texts[:CHECK_TEXTS], adapter_id)]
     ones = sample[:200] if quick else sample[:1000]
     out["batch_1_texts"] = len(ones)
     out["batch_1"] = step(
@@ -565,37 +866,45 @@ def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]
     return out
 
 
-def limit_again(st: Setup, texts: list[str], limit: dict[str, Any]) -> float:
-    """The limit's best way, measured once more: the figure a paired round divides by."""
-    config = limit["best_config"]
+def limit_round(texts: list[str], limit: dict[str, Any]) -> dict[str, float]:
+    """Both ways the limit can spend the cores (one worker at its best batch and packing, two
+    workers with one thread each), measured once more: a paired round divides by the better
+    of the two as measured in that round, since which one wins changes with the machine."""
+    assert _HOST is not None, "measure_limit first"
+    host, adapter_id = _HOST
+    config = limit["one_worker_config"]
     sample = texts[: limit["texts"]]
-    watch = CpuWatch()
-    started = time.perf_counter()
-    if config["workers"] == "two":
-        _two_workers(st, sample, config["batch"])
-    else:
-        assert _HOST is not None, "measure_limit first"
-        host, adapter_id = _HOST
+
+    def one() -> None:
         packing, host.packing = host.packing, bool(config["packed"] and host.packing)
         try:
             host.logits_and_embeddings(sample, adapter_id, batch_size=config["batch"])
         finally:
             host.packing = packing
-    value = len(sample) / (time.perf_counter() - started)
-    other = watch.other_cores()
-    noisy = f"  (other processes used {other:.2f} cores: noisy)" if other > NOISY else ""
-    how = f"{config['workers']} worker(s), batch {config['batch']}"
-    log(f"limit again ({how}): {value:.0f} seq/s{noisy}")
-    return value
+
+    out: dict[str, float] = {}
+    for key, run in (("one", one), ("two", lambda: _two_workers(sample, limit["best_batch_size"]))):
+        watch = CpuWatch()
+        started = time.perf_counter()
+        run()
+        out[key] = len(sample) / (time.perf_counter() - started)
+        out[f"{key}_other_cpu_cores"] = watch.other_cores()
+    out["best"] = max(out["one"], out["two"])
+    noisy = max(out["one_other_cpu_cores"], out["two_other_cpu_cores"])
+    log(
+        f"limit again: one worker (batch {config['batch']}"
+        f"{', packed' if config['packed'] else ', padded'}) {out['one']:.0f} seq/s, two workers"
+        f" {out['two']:.0f} seq/s: {out['best']:.0f}"
+        + (f"  (other processes used {noisy:.2f} cores: noisy)" if noisy > NOISY else "")
+    )
+    return out
 
 
 _HOST: tuple[Any, str] | None = None
 
 
-def _two_workers(st: Setup, texts: list[str], batch_size: int) -> None:
-    """Sorted batches dealt out to two hosts, each on its own thread with one torch thread."""
-    import threading
-
+def _build_two_workers(st: Setup, texts: list[str], batch_size: int) -> None:
+    """The two hosts of the two-worker limit, loaded and warmed once."""
     import torch
 
     from lifecycle.model import AdapterHost
@@ -603,22 +912,39 @@ def _two_workers(st: Setup, texts: list[str], batch_size: int) -> None:
     from lifecycle.settings import Settings
 
     global _HOSTS
+    if _HOSTS is not None:
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if _HOSTS is None:
-            registry = Registry(Settings(home=st.home))
-            _HOSTS = []
-            for _ in range(2):
-                host = AdapterHost("minilm")
-                adapter_id, _ = registry.load(host, SOLO, "champion")
-                host.logits_and_embeddings(texts[:64], adapter_id, batch_size=batch_size)
-                _HOSTS.append((host, adapter_id))
+        registry = Registry(Settings(home=st.home))
+        hosts = []
+        for _ in range(2):
+            host = AdapterHost("minilm")
+            adapter_id, _ = registry.load(host, SOLO, "champion")
+            host.logits_and_embeddings(texts[:batch_size], adapter_id, batch_size=batch_size)
+            hosts.append((host, adapter_id))
+        _HOSTS = hosts
+    finally:
+        torch.set_num_threads(before)
+
+
+def _two_workers(texts: list[str], batch_size: int) -> None:
+    """Sorted batches dealt out to two hosts, each on its own thread with one torch thread."""
+    import threading
+
+    import torch
+
+    hosts = _HOSTS
+    assert hosts is not None, "_build_two_workers first"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         ordered = sorted(texts, key=len)
         batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
         def run(k: int) -> None:
-            host, adapter_id = _HOSTS[k]
+            host, adapter_id = hosts[k]
             for batch in batches[k::2]:
                 host.logits_and_embeddings(batch, adapter_id, batch_size=batch_size)
 
@@ -694,7 +1020,10 @@ class LoadGenerator:
         connections: int,
         seconds: float,
         think_ms: float = 0.0,
+        record: Path | None = None,
     ) -> dict[str, Any]:
+        """One closed-loop run; with ``record``, one response body in CHECK_EVERY is appended
+        to that file (a line each) for the answers to be checked afterwards."""
         if self.kind == "wrk":
             args = [
                 str(self.wrk),
@@ -710,15 +1039,22 @@ class LoadGenerator:
                 "--",
                 str(bodies),
             ]
-            if think_ms > 0:
+            if think_ms > 0 or record is not None:
                 args.append(f"{think_ms:.3f}")
+            if record is not None:
+                args += [str(record), str(CHECK_EVERY)]
             done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
             if done.returncode != 0:
                 raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
             return parse_wrk(done.stdout)
         return asyncio.run(
             _python_load(
-                base_url, bodies, connections=connections, seconds=seconds, think_ms=think_ms
+                base_url,
+                bodies,
+                connections=connections,
+                seconds=seconds,
+                think_ms=think_ms,
+                record=record,
             )
         )
 
@@ -735,7 +1071,13 @@ def _wrk_version(wrk: str | None) -> str:
 
 
 async def _python_load(
-    base_url: str, bodies: Path, *, connections: int, seconds: float, think_ms: float
+    base_url: str,
+    bodies: Path,
+    *,
+    connections: int,
+    seconds: float,
+    think_ms: float,
+    record: Path | None = None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -744,6 +1086,7 @@ async def _python_load(
         path, _, body = line.partition("\t")
         requests.append((path, body.encode()))
     latencies: list[float] = []
+    kept: list[str] = []
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     headers = {"Content-Type": "application/json"}
@@ -766,6 +1109,8 @@ async def _python_load(
                     ok = False
                 if ok:
                     latencies.append((time.perf_counter() - t0) * 1000.0)
+                    if record is not None and len(latencies) % CHECK_EVERY == 0:
+                        kept.append(response.text.replace("\n", " "))
                 else:
                     errors += 1
                 if think_ms > 0:
@@ -774,6 +1119,9 @@ async def _python_load(
         await asyncio.gather(*(worker(k) for k in range(connections)))
         elapsed = time.perf_counter() - started
     latencies.sort()
+    if record is not None:
+        with record.open("a", encoding="utf-8") as out:
+            out.writelines(f"{text}\n" for text in kept)
 
     def pct(p: float) -> float:
         return (
@@ -824,8 +1172,15 @@ class Server:
 
 
 def start_gateway(
-    procs: Processes, st: Setup, tmp: Path, *, label: str, extra: dict[str, str] | None = None
+    procs: Processes,
+    st: Setup,
+    tmp: Path,
+    *,
+    label: str,
+    extra: dict[str, str] | None = None,
+    name: str = SOLO,
 ) -> Server:
+    """``lifecycle serve`` on ``st``'s registry; ``name`` is the specialist ``drain`` probes."""
     port = free_port()
     env = base_env(
         {
@@ -846,12 +1201,12 @@ def start_gateway(
     base_url = f"http://127.0.0.1:{port}"
     ready = wait_until(proc, f"{base_url}/readyz", log_file, timeout_s=240, what=f"gateway {label}")
     log(f"{label}: ready in {ready:.1f} s at {base_url} (log {log_file})")
-    probe = (f"/v1/specialists/{SOLO}/predict", gateway_body(["probe"]))
+    probe = (f"/v1/specialists/{name}/predict", gateway_body(["probe"]))
     return Server(label, proc, base_url, log_file, ready, metrics=True, probe=probe)
 
 
-def check_gateway(server: Server, name: str, texts: list[str]) -> list[str]:
-    """The labels the gateway gives ``texts``; an error if the answer is malformed."""
+def check_gateway(server: Server, name: str, texts: list[str]) -> tuple[list[str], list[float]]:
+    """The labels and confidences the gateway gives ``texts``; an error if malformed."""
     status, body = http(
         "POST", f"{server.base_url}/v1/specialists/{name}/predict", {"texts": texts}
     )
@@ -860,7 +1215,7 @@ def check_gateway(server: Server, name: str, texts: list[str]) -> list[str]:
         raise RuntimeError(f"gateway {name} answered {status}: {str(body)[:500]}")
     if not all("label" in p and "confidence" in p for p in preds):
         raise RuntimeError(f"gateway {name}: predictions lack label/confidence: {preds[:1]}")
-    return [str(p["label"]) for p in preds]
+    return [str(p["label"]) for p in preds], [float(p["confidence"]) for p in preds]
 
 
 def scrape(server: Server) -> dict[str, float]:
@@ -927,7 +1282,13 @@ def drain(server: Server, *, timeout_s: float = 120.0) -> float:
 
 
 def measure(
-    gen: LoadGenerator, server: Server, bodies: Path, point: Point, *, seconds: float
+    gen: LoadGenerator,
+    server: Server,
+    bodies: Path,
+    point: Point,
+    *,
+    seconds: float,
+    record: Path | None = None,
 ) -> dict[str, Any]:
     drained = drain(server)
     pid = server.proc.pid
@@ -941,6 +1302,7 @@ def measure(
         connections=point.connections,
         seconds=seconds,
         think_ms=point.think_ms,
+        record=record,
     )
     wall = time.perf_counter() - wall0
     cpu = group_cpu_seconds(pid) - cpu0
@@ -1046,9 +1408,16 @@ def log_pyfunc(st: Setup) -> str:
     return f"models:/bench-pyfunc/{version}"
 
 
-def start_mlflow(procs: Processes, st: Setup, tmp: Path) -> Server:
+def start_mlflow(procs: Processes, st: Setup, tmp: Path, *, workers: int = 1) -> Server:
+    """``mlflow models serve`` with ``workers`` uvicorn worker processes, each with its own
+    copy of the model; ready once every worker has loaded it."""
     port = free_port()
-    env = base_env({"MLFLOW_TRACKING_URI": st.tracking_uri, "MLFLOW_REGISTRY_URI": st.tracking_uri})
+    extra = {"MLFLOW_TRACKING_URI": st.tracking_uri, "MLFLOW_REGISTRY_URI": st.tracking_uri}
+    if workers > 1:
+        # One torch thread per worker process, as the gateway gives each of its model workers:
+        # two processes that each spawn a thread per core would fight over the same cores.
+        extra.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = base_env(extra)
     args = [
         str(BIN / "mlflow"),
         "models",
@@ -1061,27 +1430,48 @@ def start_mlflow(procs: Processes, st: Setup, tmp: Path) -> Server:
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
-    log_file = tmp / "mlflow-serve.log"
+    label = f"mlflow-w{workers}"
+    log_file = tmp / f"{label}.log"
     proc = procs.start(args, env=env, log_file=log_file, cwd=tmp)
     base_url = f"http://127.0.0.1:{port}"
-    ready = wait_until(
-        proc, f"{base_url}/ping", log_file, timeout_s=240, what="mlflow models serve"
-    )
-    log(f"mlflow models serve: ready in {ready:.1f} s at {base_url}")
+    what = f"mlflow models serve --workers {workers}"
+    started = time.perf_counter()
+    wait_until(proc, f"{base_url}/ping", log_file, timeout_s=240, what=what)
+    # /ping answers as soon as one worker serves; each worker loads the model before it logs
+    # its startup, so once every worker has logged it none is still loading.
+    while _startups(log_file) < workers:
+        if proc.poll() is not None or time.perf_counter() - started > 240:
+            raise RuntimeError(
+                f"{what}: {_startups(log_file)} of {workers} workers started; log tail:\n"
+                + tail(log_file)
+            )
+        time.sleep(0.5)
+    ready = time.perf_counter() - started
+    log(f"{what}: ready in {ready:.1f} s at {base_url}")
     probe = ("/invocations", mlflow_body(["probe"]))
-    return Server("mlflow", proc, base_url, log_file, ready, metrics=False, probe=probe)
+    return Server(label, proc, base_url, log_file, ready, metrics=False, probe=probe)
 
 
-def check_mlflow(server: Server, texts: list[str]) -> list[str]:
-    """The labels the pyfunc gives ``texts``; an error if the answer is malformed."""
+def _startups(log_file: Path) -> int:
+    """Worker processes of a uvicorn server that have completed their startup."""
+    try:
+        return log_file.read_text(errors="replace").count("Application startup complete")
+    except OSError:
+        return 0
+
+
+def check_mlflow(server: Server, texts: list[str]) -> tuple[list[str], list[float]]:
+    """The labels and confidences the pyfunc gives ``texts``; an error if malformed."""
     status, body = http("POST", f"{server.base_url}/invocations", mlflow_body(texts))
     preds = body.get("predictions") if isinstance(body, dict) else None
     if status != 200 or not isinstance(preds, list) or len(preds) != len(texts):
         raise RuntimeError(f"mlflow models serve answered {status}: {str(body)[:500]}")
-    if not all(isinstance(p, dict) and "label" in p for p in preds):
-        raise RuntimeError(f"mlflow models serve: predictions lack a label: {preds[:1]}")
-    return [str(p["label"]) for p in preds]
+    if not all(isinstance(p, dict) and "label" in p and "confidence" in p for p in preds):
+        raise RuntimeError(f"mlflow models serve: predictions lack label/confidence: {preds[:1]}")
+    return [str(p["label"]) for p in preds], [float(p["confidence"]) for p in preds]
 
 
 # -- 6. the out-of-scope score, on vs off --
@@ -1253,6 +1643,13 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
         out_of_scope_part()
         return
 
+    # Every served adapter's own answers, in process: the reference each server's are held to.
+    oracle = Oracle.from_registry(st.home, [*MIX, SHADOWED])
+    results["setup"]["weights"] = st.weights
+    results["setup"]["distinct"] = distinct_answers(oracle, MIX, texts[:64])
+    before_load = Tally()
+    loaded = Tally()
+
     limit = measure_limit(st, texts, quick=quick)
     results["limit"] = limit
 
@@ -1261,15 +1658,19 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     started = time.perf_counter()
     st.pyfunc_uri = log_pyfunc(st)
     results["mlflow"] = {"model_uri": st.pyfunc_uri, "log_seconds": time.perf_counter() - started}
-    ml = start_mlflow(procs, st, tmp)
-    results["mlflow"]["ready_seconds"] = ml.ready_seconds
-    labels = check_mlflow(ml, texts[:CHECK_TEXTS])
-    if labels != limit["labels"]:
-        log(f"WARNING: mlflow pyfunc labels differ from the in-process model: {labels}")
-    results.setdefault("consistency", {})["mlflow pyfunc"] = labels == limit["labels"]
+    # The peer at its defaults (one worker, torch on every core) and at two workers of one
+    # thread each; each round takes the faster as the peer's figure.
+    ml_workers = (1, 2)
+    mls = {w: start_mlflow(procs, st, tmp, workers=w) for w in ml_workers}
     ml_one = bodies / "mlflow-1.txt"
     write_bodies(ml_one, texts, per_request=1, paths=["/invocations"], make=mlflow_body)
-    warm(gen, ml, ml_one, warm_s)
+    check = texts[:CHECK_TEXTS]
+    for w, ml in mls.items():
+        results["mlflow"][f"ready_seconds_w{w}"] = ml.ready_seconds
+        labels, confidences = check_mlflow(ml, check)
+        oracle.compare(before_load, SOLO, check, labels, confidences, where=ml.name)
+        # Long enough at c=16 that both workers of the two-worker server have run requests.
+        warm(gen, ml, ml_one, warm_s)
 
     # -- 2, 4, 5: the gateway, with its defaults --------------------------------------------
     from lifecycle.settings import Settings
@@ -1298,10 +1699,8 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     gw = start_gateway(procs, st, tmp, label="gateway")
     results["gateway_ready_seconds"] = gw.ready_seconds
     for name in (*MIX, SHADOWED):
-        labels = check_gateway(gw, name, texts[:CHECK_TEXTS])
-        if labels != limit["labels"]:
-            log(f"WARNING: gateway {name} labels differ from the in-process model: {labels}")
-        results.setdefault("consistency", {})[f"gateway {name}"] = labels == limit["labels"]
+        labels, confidences = check_gateway(gw, name, check)
+        oracle.compare(before_load, name, check, labels, confidences, where="gateway")
     warm(gen, gw, one, warm_s)
     conc_1 = [1, 4, 16, 64] if not quick else [1, 16, 64]
     conc_16 = [1, 4, 16] if not quick else [4, 16]
@@ -1321,37 +1720,81 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     # the floors' margins over a run, which a single pair taken minutes apart would report.
     c16, c1 = best_c(16), best_c(1)
     log(
-        f"paired rounds ({rounds}): limit again, gateway 16 texts/request c={c16},"
-        f" 1 text/request c={c1} and c=16, mlflow models serve c=16"
+        f"paired rounds ({rounds}): the limit's two ways again, gateway 16 texts/request"
+        f" c={c16}, 1 text/request c={c1} and c=16, mlflow models serve c=16 with"
+        f" {' and '.join(str(w) for w in ml_workers)} worker(s)"
     )
     paired: list[dict[str, Any]] = []
     for r in range(1, rounds + 1):
-        row: dict[str, Any] = {"round": r, "limit": limit_again(st, texts, limit)}
+        lim = limit_round(texts, limit)
+        row: dict[str, Any] = {
+            "round": r,
+            "limit": lim["best"],
+            "limit_one_worker": lim["one"],
+            "limit_two_workers": lim["two"],
+        }
         row.update(c16=c16, c1=c1)
-        for key, server, requests, point in (
+        runs = [
             ("sixteen", gw, sixteen, Point(f"gateway r{r}", 16, c16)),
             ("one", gw, one, Point(f"gateway r{r}", 1, c1)),
             ("one_c16", gw, one, Point(f"gateway r{r}", 1, 16)),
-            ("mlflow_c16", ml, ml_one, Point(f"mlflow-models-serve r{r}", 1, 16)),
-        ):
+        ]
+        runs += [
+            (f"mlflow_c16_w{w}", ml, ml_one, Point(f"mlflow-models-serve-w{w} r{r}", 1, 16))
+            for w, ml in mls.items()
+        ]
+        for key, server, requests, point in runs:
             measured = measure(gen, server, requests, point, seconds=dur)
             points.append(measured)
             row[key] = measured["texts_per_s"]
+        best_w = max(ml_workers, key=lambda w: row[f"mlflow_c16_w{w}"])
+        row["mlflow_c16"] = row[f"mlflow_c16_w{best_w}"]
+        row["mlflow_best_workers"] = best_w
         paired.append(row)
     results["paired"] = paired
 
-    log(f"8 adapters mixed vs 1 adapter, 1 text/request, c=16 ({rounds} rounds, alternating)")
-    singles, mixes = [], []
-    for _ in range(rounds):
-        singles.append(measure(gen, gw, one, Point("gateway-1-adapter", 1, 16), seconds=dur))
-        mixes.append(measure(gen, gw, mixed, Point("gateway-8-adapters-mixed", 1, 16), seconds=dur))
+    log(
+        f"8 adapters mixed vs 1 adapter, 1 text/request, c=16 ({rounds} rounds, alternating);"
+        f" one answer in {CHECK_EVERY} checked against its adapter's in-process answer"
+    )
+    singles: list[dict[str, Any]] = []
+    mixes: list[dict[str, Any]] = []
+    answered = kept = 0
+    for r in range(1, rounds + 1):
+        for key, requests, target in (
+            ("one", one, "gateway-1-adapter"),
+            ("mixed", mixed, "gateway-8-adapters-mixed"),
+        ):
+            record = tmp / f"answers-{key}-r{r}.jsonl"
+            measured = measure(gen, gw, requests, Point(target, 1, 16), seconds=dur, record=record)
+            (singles if key == "one" else mixes).append(measured)
+            answered += max(0, measured["requests"] - measured["non_2xx"])
+            # The answers' rows must be in the traffic store before they are looked up.
+            drain(gw)
+            kept += check_recorded(
+                record, oracle, Settings(home=st.home).traffic_url, loaded, where=target
+            )
     points += singles + mixes
+    log(
+        f"answers under load: {loaded.checked} of {answered} checked, {loaded.mismatches}"
+        f" mismatches, {loaded.unverifiable} unverifiable, {loaded.ties} near-ties;"
+        f" largest confidence gap {loaded.max_confidence_gap:.1e}"
+    )
     results["adapters"] = {
         "rounds": rounds,
         "one_texts_per_s": [p["texts_per_s"] for p in singles],
         "eight_mixed_texts_per_s": [p["texts_per_s"] for p in mixes],
         "one_p50_ms": [p["p50_ms"] for p in singles],
         "eight_mixed_p50_ms": [p["p50_ms"] for p in mixes],
+    }
+    results["answers"] = {
+        "check_every": CHECK_EVERY,
+        "confidence_tolerance": CONFIDENCE_TOLERANCE,
+        "tie": TIE,
+        "answered_under_load": answered,
+        "kept_under_load": kept,
+        "under_load": loaded.as_dict(),
+        "before_load": before_load.as_dict(),
     }
 
     log("shadow: capacity at c=16, then ~30% of it, champion p50 with shadow on vs off")
@@ -1419,16 +1862,20 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     procs.stop(gw.proc)
 
     # -- 3b. mlflow models serve at lower concurrencies (informative) ------------------------
-    for c in [1, 4] if not quick else [4]:
-        points.append(measure(gen, ml, ml_one, Point("mlflow-models-serve", 1, c), seconds=dur))
-    procs.stop(ml.proc)
+    for w, ml in mls.items():
+        for c in [1, 4] if not quick else [4]:
+            point = Point(f"mlflow-models-serve-w{w}", 1, c)
+            points.append(measure(gen, ml, ml_one, point, seconds=dur))
+        procs.stop(ml.proc)
 
     # -- 2b. the same gateway without batching --------------------------------------------------
     log("gateway without batching: LIFECYCLE_MAX_BATCH_SIZE=1")
     gw1 = start_gateway(
         procs, st, tmp, label="gateway-batch1", extra={"LIFECYCLE_MAX_BATCH_SIZE": "1"}
     )
-    check_gateway(gw1, SOLO, texts[:1])
+    labels, confidences = check_gateway(gw1, SOLO, check)
+    oracle.compare(before_load, SOLO, check, labels, confidences, where=gw1.name)
+    results["answers"]["before_load"] = before_load.as_dict()
     warm(gen, gw1, one, warm_s)
     points.append(measure(gen, gw1, one, Point("gateway-batch-of-one", 1, 16), seconds=dur))
     procs.stop(gw1.proc)
@@ -1463,6 +1910,12 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     g16, g16_detail = per_round("sixteen", "limit")
     g1, g1_detail = per_round("one", "limit")
     ml, ml_detail = per_round("one_c16", "mlflow_c16")
+    if paired and "mlflow_best_workers" in paired[0]:
+        ml_detail += (
+            " (peer's workers: "
+            + ", ".join(str(row["mlflow_best_workers"]) for row in paired)
+            + ")"
+        )
     eight, one = adapters.get("eight_mixed_texts_per_s", []), adapters.get("one_texts_per_s", [])
     on, off = shadow.get("on_p50_ms", []), shadow.get("off_p50_ms", [])
     c16 = paired[0].get("c16", "") if paired else ""
@@ -1480,7 +1933,40 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             rounds(scored, bare, "texts/s") + (f" ERRORS {errors}" if errors else ""),
         )
 
+    answers = results.get("answers", {})
+    loaded = answers.get("under_load", {})
+    before = answers.get("before_load", {})
+    faults: int | None = None
+    answers_detail = ""
+    if loaded:
+        answered = answers["answered_under_load"]
+        share = loaded["checked"] / answered if answered else 0.0
+        faults = (
+            loaded["mismatches"]
+            + loaded["unverifiable"]
+            + before.get("mismatches", 0)
+            + before.get("unverifiable", 0)
+        )
+        # Too small a sample proves nothing: it fails the floor as a mismatch would.
+        if share < 0.05:
+            faults += 1
+        answers_detail = (
+            f"{loaded['checked']} of {answered} answers under load ({share:.1%}), "
+            f"{before.get('checked', 0)} before;"
+            f" mismatches {loaded['mismatches']} + {before.get('mismatches', 0)},"
+            f" unverifiable {loaded['unverifiable']}, near-ties {loaded['ties']},"
+            f" max confidence gap {loaded['max_confidence_gap']:.1e}"
+        )
+
     rows = [
+        (
+            "main",
+            "answers != own adapter's in-process answer (8 adapters)",
+            faults,
+            "<=",
+            0,
+            answers_detail,
+        ),
         (
             "main",
             "gateway / limit, 16 texts/request, best concurrency",
@@ -1490,7 +1976,14 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             g16_detail + (f" (c={c16})" if c16 else ""),
         ),
         ("main", "gateway / limit, 1 text/request, best concurrency", g1, ">=", 0.5, g1_detail),
-        ("main", "gateway / mlflow models serve, 1 text/request, c=16", ml, ">=", 3.0, ml_detail),
+        (
+            "main",
+            "gateway / mlflow models serve at best, 1 text/request, c=16",
+            ml,
+            ">=",
+            3.0,
+            ml_detail,
+        ),
         (
             "main",
             "8 adapters mixed / 1 adapter, 1 text/request, c=16",
@@ -1519,6 +2012,12 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             {"check": name, "ratio": value, "op": op, "floor": floor, "pass": ok, "detail": detail}
         )
     return out
+
+
+def failed_floors(checks: list[dict[str, Any]]) -> list[str]:
+    """The checks whose floor failed or could not be judged (n/a): any fails the run (exit
+    1), so that the bench can gate a change."""
+    return [v["check"] for v in checks if v["pass"] is not True]
 
 
 def report(results: dict[str, Any]) -> None:
@@ -1583,13 +2082,24 @@ def report(results: dict[str, Any]) -> None:
         " used by the server; loop: cores used by its event-loop thread; other: cores used by"
         " unrelated processes meanwhile (noise)"
     )
-    consistency = results.get("consistency", {})
-    if consistency:
-        same = all(consistency.values())
+    distinct = results.get("setup", {}).get("distinct")
+    if distinct:
         print(
-            f"labels of {CHECK_TEXTS} texts: in-process model vs {len(consistency)} servers: "
-            + ("all the same" if same else f"DIFFER: {consistency}")
+            f"adapters: {distinct['adapters']} with different weights (1 trained, the rest derived"
+            f" by seed); on {distinct['texts']} texts every pair differs in >="
+            f" {distinct['min_label_differ']:.0%} of labels and >="
+            f" {distinct['min_confidence_differ']:.0%} of confidences"
         )
+    answers = results.get("answers")
+    if answers:
+        for when in ("before_load", "under_load"):
+            tally = answers[when]
+            print(
+                f"answers {when.replace('_', ' ')} vs each adapter's in-process answer:"
+                f" {tally['checked']} checked, {tally['mismatches']} mismatches,"
+                f" {tally['unverifiable']} unverifiable, {tally['ties']} near-ties"
+                + "".join(f"\n  {example}" for example in tally["examples"])
+            )
     ood = results.get("ood")
     if ood:
         print(
@@ -1612,11 +2122,13 @@ def report(results: dict[str, Any]) -> None:
         "Each ratio is the median of the ratios of rounds measured side by side"
         " (detail: each round's pair)."
     )
-    print(f"{'check':<56}{'ratio':>8}  {'floor':<8}{'result':<7} detail")
+    print(f"{'check':<60}{'ratio':>8}  {'floor':<8}{'result':<7} detail")
     for v in results.get("verdicts", []):
         value = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}"
+        if isinstance(v["ratio"], int):
+            value = str(v["ratio"])
         verdict = "n/a" if v["pass"] is None else ("PASS" if v["pass"] else "FAIL")
-        print(f"{v['check']:<56}{value:>8}  {v['op']} {v['floor']:<5}{verdict:<7} {v['detail']}")
+        print(f"{v['check']:<60}{value:>8}  {v['op']} {v['floor']:<5}{verdict:<7} {v['detail']}")
     if results.get("error"):
         print(f"\nINCOMPLETE: {results['error']}")
 
@@ -1688,9 +2200,15 @@ def main() -> int:
         procs.stop_all()
         results["seconds"] = time.perf_counter() - started
         results["verdicts"] = verdicts(results)
+        failed = failed_floors(results["verdicts"])
+        results["failed_floors"] = failed
+        if failed:
+            code = 1
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         report(results)
+        if failed:
+            print(f"\nFLOORS NOT MET ({len(failed)}): " + "; ".join(failed))
         print(f"\nwrote {args.out} in {results['seconds']:.0f} s")
         if args.keep or code:
             print(f"logs kept in {tmp}")
