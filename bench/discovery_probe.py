@@ -37,8 +37,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monitors import discovery  # noqa: E402
-from monitors.discovery import discover, purity_coverage  # noqa: E402
+from lifecycle.labels import discovery  # noqa: E402
+from lifecycle.labels.discovery import discover, purity_coverage  # noqa: E402
 
 NEW, SNIPS, KEPT = 10, 100, 25
 

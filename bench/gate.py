@@ -12,7 +12,7 @@ labelled pair (``--every``), at the same alpha (0.05), margin 0:
   exact McNemar test (binomial on the discordant pairs) for better (promote) and for worse
   (reject) at alpha, reading the fixed-n p-value at every look; undecided at 4 x
   ``min_samples``: rejected.
-- the sequential gate (``lifecycle.sequential``, the very arithmetic ``gate()`` runs):
+- the sequential gate (``lifecycle.promotion.sequential``, the very arithmetic ``gate()`` runs):
   promote when the e-value for better reaches 1/alpha, reject when the one for worse does,
   undecided at ``sample_cap`` (2 x ``min_samples``): rejected.
 
@@ -115,7 +115,7 @@ def sequential_gate(
     wins: Any, losses: Any, looks: Any, *, alpha: float, cap: int, difference: float
 ) -> Row:
     """The new gate's decision rule on the same sequences (margin 0: no ties needed)."""
-    from lifecycle.sequential import log_e_value
+    from lifecycle.promotion.sequential import log_e_value
 
     w, lo = wins[:, looks - 1], losses[:, looks - 1]
     bar = math.log(1 / alpha)
@@ -127,7 +127,7 @@ def sequential_gate(
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
-    from lifecycle.spec import PromotionSpec
+    from lifecycle.config.spec import PromotionSpec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2000)

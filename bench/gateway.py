@@ -411,9 +411,9 @@ def setup(
     derived from it (``derived``), every other name the trained ones (SHADOWED also as its
     challenger). An error if the registered adapter lacks the out-of-scope detector part 6
     measures."""
-    from lifecycle.data import load_table
-    from lifecycle.spec import SpecialistSpec, TrainingSpec
-    from lifecycle.train import train_specialist
+    from lifecycle.config.spec import SpecialistSpec, TrainingSpec
+    from lifecycle.training.data import load_table
+    from lifecycle.training.train import train_specialist
 
     train = load_table(data / "train.csv", label_column="category")
     per_label = max(2, math.ceil(train_rows / train["label"].nunique()))
@@ -491,9 +491,9 @@ def register(
     under ``tmp``, and write the specialists file a gateway serving them reads."""
     import yaml
 
-    from lifecycle.ood import OOD_FILE
-    from lifecycle.registry import CHALLENGER, CHAMPION, Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.model.ood import OOD_FILE
+    from lifecycle.registry.models import CHALLENGER, CHAMPION, Registry
 
     home = tmp / "home"
     started = time.perf_counter()
@@ -616,9 +616,9 @@ class Oracle:
         confidence_tolerance: float = CONFIDENCE_TOLERANCE,
         tie: float = TIE,
     ) -> Oracle:
-        from lifecycle.model import AdapterHost
-        from lifecycle.registry import Registry
-        from lifecycle.settings import Settings
+        from lifecycle.config.settings import Settings
+        from lifecycle.model.host import AdapterHost
+        from lifecycle.registry.models import Registry
 
         registry = Registry(Settings(home=home))
         host = AdapterHost("minilm", device=device)
@@ -752,9 +752,9 @@ def check_recorded(
 
 def measure_limit(st: Setup, texts: list[str], *, quick: bool) -> dict[str, Any]:
     """Sequences/s of the raw forward in this process, on the adapter the gateway serves."""
-    from lifecycle.model import AdapterHost
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.registry.models import Registry
 
     global _HOST
     registry = Registry(Settings(home=st.home))
@@ -907,9 +907,9 @@ def _build_two_workers(st: Setup, texts: list[str], batch_size: int) -> None:
     """The two hosts of the two-worker limit, loaded and warmed once."""
     import torch
 
-    from lifecycle.model import AdapterHost
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.registry.models import Registry
 
     global _HOSTS
     if _HOSTS is not None:
@@ -1195,7 +1195,11 @@ def start_gateway(
         }
     )
     exe = BIN / "lifecycle"
-    args = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "lifecycle.cli", "serve"]
+    args = (
+        [str(exe), "serve"]
+        if exe.exists()
+        else [sys.executable, "-m", "lifecycle.cli.main", "serve"]
+    )
     log_file = tmp / f"{label}.log"
     proc = procs.start(args, env=env, log_file=log_file, cwd=tmp)
     base_url = f"http://127.0.0.1:{port}"
@@ -1381,8 +1385,8 @@ def log_pyfunc(st: Setup) -> str:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.registry.models import Registry
 
     registry = Registry(Settings(home=st.home))
     _, folder = registry.download(SOLO, "champion")
@@ -1673,7 +1677,7 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
         warm(gen, ml, ml_one, warm_s)
 
     # -- 2, 4, 5: the gateway, with its defaults --------------------------------------------
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
 
     # The servers get a clean environment (no LIFECYCLE_* of ours): the defaults apply.
     fields = Settings.model_fields

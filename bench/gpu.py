@@ -98,10 +98,10 @@ def pick_device(choice: str) -> str | None:
 
 def train(data: Path, *, device: str, quick: bool) -> tuple[Any, Any, dict[str, Any]]:
     """Train the Banking77 specialist; (spec, result, figures)."""
-    from lifecycle.data import load_table
-    from lifecycle.evaluate import evaluate
-    from lifecycle.spec import LoraSpec, SpecialistSpec, TrainingSpec
-    from lifecycle.train import predict_probabilities, train_specialist
+    from lifecycle.config.spec import LoraSpec, SpecialistSpec, TrainingSpec
+    from lifecycle.training.data import load_table
+    from lifecycle.training.evaluate import evaluate
+    from lifecycle.training.train import predict_probabilities, train_specialist
 
     rows = load_table(data / "train.csv", label_column="category")
     test = load_table(data / "test.csv", label_column="category")
@@ -215,7 +215,7 @@ def gateway(
     *,
     device: str,
 ) -> dict[str, Any]:
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
 
     quick = args.quick
     seconds = args.duration or (2.0 if quick else 15.0)

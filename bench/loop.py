@@ -58,7 +58,7 @@ def build(table: Any, test: Any, *, seed: int, per_intent: int) -> dict[str, Any
     import numpy as np
     import pandas as pd
 
-    from lifecycle.data import stratified_split
+    from lifecycle.training.data import stratified_split
 
     labels = sorted(table["label"].unique())
     held = sorted(random.Random(seed).sample(labels, HOLDOUT))
@@ -94,8 +94,8 @@ def oracle_predictions(parts: dict[str, Any], epochs: int, cache: Path) -> dict[
     """The oracle's label for every text of the stream (cached per seed), and its train time."""
     if cache.exists():
         return dict(json.loads(cache.read_text()))
-    from lifecycle.spec import SpecialistSpec, TrainingSpec
-    from lifecycle.train import train_specialist
+    from lifecycle.config.spec import SpecialistSpec, TrainingSpec
+    from lifecycle.training.train import train_specialist
 
     labels = tuple(sorted(set(parts["oracle_data"]["label"])))
     spec = SpecialistSpec(
@@ -207,7 +207,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-    from lifecycle.data import load_table
+    from lifecycle.training.data import load_table
 
     table = load_table(args.data / "train.csv", label_column="category")
     test = load_table(args.data / "test.csv", label_column="category")

@@ -43,8 +43,8 @@ def _machine() -> str:
 
 def champion(settings: Any, spec: Any, data: pd.DataFrame | None = None) -> tuple[Any, str, Any]:
     """The spec's champion (trained and registered on first run), loaded in a host."""
-    from lifecycle.pipeline import train_and_register
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
+    from lifecycle.training.pipeline import train_and_register
 
     registry = Registry(settings)
     if not registry.has_model(spec.name) or "champion" not in registry.aliases(spec.name):
@@ -53,7 +53,7 @@ def champion(settings: Any, spec: Any, data: pd.DataFrame | None = None) -> tupl
         print(f"trained {spec.name} in {time.perf_counter() - started:.0f} s")
         host = trained.result.host
     else:
-        from lifecycle.model import AdapterHost
+        from lifecycle.model.host import AdapterHost
 
         host = AdapterHost(spec.base_model)
     adapter_id, info = registry.load(host, spec.name, "champion")
@@ -151,9 +151,9 @@ def scenarios(
 
 
 def generator_part(settings: Any, n_stationary: int) -> tuple[dict[str, Any], Any, str, Any]:
-    from lifecycle.registry import Registry
-    from lifecycle.scenarios import build_scenario, generate_tickets
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.spec import load_specialists
+    from lifecycle.registry.models import Registry
+    from lifecycle.synthetic.scenarios import build_scenario, generate_tickets
     from monitors.check import load_reference
 
     spec = load_specialists(settings.specialists_file).get("support-router")
@@ -179,10 +179,10 @@ def banking77_part(settings: Any, folder: Path, n_stationary: int) -> dict[str, 
     """Banking77's train set only: its test set is balanced while train is not, so windows
     from test would be a real label-prior shift against a train-based reference, not the
     stationary traffic this part needs."""
-    from lifecycle.data import load_table, stratified_split
-    from lifecycle.registry import Registry
-    from lifecycle.scenarios import holdout_scenario
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.registry.models import Registry
+    from lifecycle.synthetic.scenarios import holdout_scenario
+    from lifecycle.training.data import load_table, stratified_split
     from monitors.check import load_reference
 
     train = load_table(folder / "train.csv", label_column="category")
@@ -227,8 +227,8 @@ def cost_part(
 ) -> dict[str, Any]:
     """Seconds of one check by window size: rows are real predictions of 5,000 generated
     tickets, drawn with replacement up to the size (the model is not what is timed)."""
-    from lifecycle.scenarios import generate_tickets
     from lifecycle.store import RequestRecord, TrafficStore
+    from lifecycle.synthetic.scenarios import generate_tickets
     from monitors.check import run_check
 
     spec, info = spec_info
@@ -293,7 +293,7 @@ def main() -> None:
 
     os.environ.setdefault("LIFECYCLE_PROGRESS", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from lifecycle.settings import load_settings
+    from lifecycle.config.settings import load_settings
 
     settings = load_settings(home=args.home, specialists_file=root / "specialists.yaml")
     results: dict[str, Any] = {"machine": _machine()}

@@ -116,7 +116,7 @@ def from_host(host: Any, adapter_id: str, frame: pd.DataFrame) -> Scored:
 
 
 def from_pools(pools: Any, name: str) -> Scored:
-    from lifecycle.calibration import softmax
+    from lifecycle.model.calibration import softmax
 
     probs = softmax(pools.logits[name].astype(float), pools.temperature)
     labels = np.array(pools.labels, dtype=object)
@@ -136,8 +136,8 @@ def mix(parts: list[tuple[Scored, int]], rng: np.random.Generator) -> Scored:
 
 
 def detector_part(pools: Any) -> dict[str, Any]:
-    from lifecycle.calibration import softmax
-    from lifecycle.ood import auroc, fit_detector
+    from lifecycle.model.calibration import softmax
+    from lifecycle.model.ood import auroc, fit_detector
 
     e, lg, f = pools.embeddings, pools.logits, pools.frames
     conf = {p: softmax(lg[p].astype(float), pools.temperature).max(1) for p in e}
@@ -364,10 +364,10 @@ def discovery_part(reference: Any, pools: Any, n_windows: int) -> dict[str, Any]
 def generator_setup(home: Path, quick: bool) -> tuple[Any, Any, dict[str, list[Scored]], Scored]:
     from monitor import champion  # bench/monitor.py
 
-    from lifecycle.registry import Registry
-    from lifecycle.scenarios import build_scenario, generate_tickets
-    from lifecycle.settings import load_settings
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import load_specialists
+    from lifecycle.registry.models import Registry
+    from lifecycle.synthetic.scenarios import build_scenario, generate_tickets
     from monitors.check import load_reference
 
     root = Path(__file__).resolve().parents[1]
@@ -388,7 +388,7 @@ def generator_setup(home: Path, quick: bool) -> tuple[Any, Any, dict[str, list[S
 def banking77_setup(home: Path, data: Path) -> tuple[Any, Any, Any]:
     from openworld_data import load
 
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from monitors.check import load_reference
 
     pools = load(home, data)

@@ -48,7 +48,7 @@ class Pools:
 
 
 def _spec() -> Any:
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
 
     return SpecialistSpec(
         name=NAME,
@@ -62,7 +62,7 @@ def _spec() -> Any:
 def _split(data: Path) -> tuple[dict[str, pd.DataFrame], tuple[str, ...]]:
     import random
 
-    from lifecycle.data import load_table, stratified_split
+    from lifecycle.training.data import load_table, stratified_split
 
     train = load_table(data / "banking77" / "train.csv", label_column="category")
     test = load_table(data / "banking77" / "test.csv", label_column="category")
@@ -91,10 +91,10 @@ def load(home: Path, data: Path) -> Pools:
     """The pools, training the champion and scoring them on first use."""
     os.environ.setdefault("LIFECYCLE_PROGRESS", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from lifecycle.model import AdapterHost
-    from lifecycle.pipeline import train_and_register
-    from lifecycle.registry import Registry
-    from lifecycle.settings import load_settings
+    from lifecycle.config.settings import load_settings
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.registry.models import Registry
+    from lifecycle.training.pipeline import train_and_register
 
     settings = load_settings(home=home, specialists_file=Path(__file__).parent / "none.yaml")
     spec = _spec()

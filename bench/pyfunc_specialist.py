@@ -25,7 +25,7 @@ class SpecialistPyfunc(PythonModel):
     """Input: a DataFrame with a ``text`` column. Output: ``label`` and ``confidence`` per row."""
 
     def load_context(self, context: Any) -> None:
-        from lifecycle.model import AdapterHost
+        from lifecycle.model.host import AdapterHost
 
         self.host = AdapterHost("minilm")
         self.host.load_adapter(ADAPTER_ID, context.artifacts["specialist"])

@@ -81,9 +81,9 @@ def rss_bytes(pid: int) -> int:
 
 def prepare_home(home: Path, spec: dict[str, Any]) -> None:
     """Train the soak specialist twice: v1 champion, v2 challenger (shadowed)."""
-    from lifecycle.pipeline import train_and_register
-    from lifecycle.settings import Settings
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.training.pipeline import train_and_register
 
     settings = Settings(home=home, progress=False)
     parsed = SpecialistSpec.model_validate(spec)
@@ -92,7 +92,7 @@ def prepare_home(home: Path, spec: dict[str, Any]) -> None:
 
 
 def texts_for_load(n: int) -> list[str]:
-    from lifecycle.scenarios import generate_tickets
+    from lifecycle.synthetic.scenarios import generate_tickets
 
     return [str(t) for t in generate_tickets(max(n, 200), seed=11)["text"].tolist()]
 
@@ -229,9 +229,9 @@ def check_answers(
 ) -> tuple[int, list[str]]:
     """Compare the gateway's answers with the champion's own for the same texts, run in
     this process from the registry's copy: (answers compared, mismatches described)."""
-    from lifecycle.model import AdapterHost, check_artifact
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.model.host import AdapterHost, check_artifact
+    from lifecycle.registry.models import Registry
 
     answered = [(text, a) for text, a in answers if a.get("source") == "specialist"]
     if not answered:

@@ -31,10 +31,10 @@ def _machine() -> str:
 
 
 def banking77(folder: Path, epochs: int) -> dict[str, float]:
-    from lifecycle.data import load_table
-    from lifecycle.evaluate import evaluate
-    from lifecycle.spec import SpecialistSpec
-    from lifecycle.train import predict_probabilities, train_specialist
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.training.data import load_table
+    from lifecycle.training.evaluate import evaluate
+    from lifecycle.training.train import predict_probabilities, train_specialist
 
     train = load_table(folder / "train.csv", label_column="category")
     test = load_table(folder / "test.csv", label_column="category")
@@ -69,10 +69,10 @@ def banking77(folder: Path, epochs: int) -> dict[str, float]:
 
 
 def generated() -> dict[str, float]:
-    from lifecycle.evaluate import evaluate
-    from lifecycle.scenarios import generate_tickets
-    from lifecycle.spec import load_specialists
-    from lifecycle.train import predict_probabilities, train_specialist
+    from lifecycle.config.spec import load_specialists
+    from lifecycle.synthetic.scenarios import generate_tickets
+    from lifecycle.training.evaluate import evaluate
+    from lifecycle.training.train import predict_probabilities, train_specialist
 
     spec = load_specialists(Path(__file__).resolve().parents[1] / "specialists.yaml").specialists[0]
     started = time.perf_counter()

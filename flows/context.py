@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.registry.models import Registry
     from lifecycle.store import TrafficStore
 
 
@@ -23,7 +23,7 @@ class Context:
 
     def alert(self, kind: str, verdict: str, summary: str, **fields: Any) -> None:
         """Tell on-call (webhooks, and the traffic store) about a step of the loop."""
-        from lifecycle.alerts import Alerter, AlertMessage
+        from lifecycle.notify.alerts import Alerter, AlertMessage
 
         message = AlertMessage(
             specialist=self.spec.name, kind=kind, verdict=verdict, summary=summary, **fields
@@ -33,9 +33,9 @@ class Context:
 
 @contextmanager
 def context(specialist: str, **overrides: Any) -> Iterator[Context]:
-    from lifecycle.registry import Registry
-    from lifecycle.settings import load_settings
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import load_specialists
+    from lifecycle.registry.models import Registry
     from lifecycle.store import TrafficStore
 
     settings = load_settings(**overrides)

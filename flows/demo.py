@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lifecycle.settings import Settings
-    from lifecycle.simulate import Labeller
+    from lifecycle.config.settings import Settings
+    from lifecycle.synthetic.simulate import Labeller
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +117,11 @@ def write_demo_spec(
 def scenario_stream(
     scenario: str, data: Path | None, *, n_before: int, n_after: int, seed: int
 ) -> Any:
-    from lifecycle.scenarios import build_scenario, holdout_scenario
+    from lifecycle.synthetic.scenarios import build_scenario, holdout_scenario
 
     if data is None:
         return build_scenario(scenario, n_before=n_before, n_after=n_after, seed=seed)
-    from lifecycle.data import load_table
+    from lifecycle.training.data import load_table
 
     table = load_table(data)
     return holdout_scenario(
@@ -166,10 +166,10 @@ def run_loop(
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.retrain import retrain_flow
-    from lifecycle.pipeline import train_and_register
-    from lifecycle.settings import load_settings
-    from lifecycle.simulate import Labeller
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import load_specialists
+    from lifecycle.synthetic.simulate import Labeller
+    from lifecycle.training.pipeline import train_and_register
 
     timeline = Timeline()
     specialists_file = write_demo_spec(home, reference, labels, epochs=epochs)
@@ -228,7 +228,7 @@ def _loop(
 
     from lifecycle.serving.app import create_app
     from lifecycle.serving.background import serve_in_background
-    from lifecycle.simulate import simulate
+    from lifecycle.synthetic.simulate import simulate
 
     before, during = Accuracy(), Accuracy()
     served: dict[int, Accuracy] = {}  # drifted traffic answered by each promoted champion

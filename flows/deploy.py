@@ -27,7 +27,7 @@ from flows.promote import promote_flow
 from flows.retrain import retrain_flow
 
 if TYPE_CHECKING:
-    from lifecycle.spec import SpecialistsFile
+    from lifecycle.config.spec import SpecialistsFile
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ def check(specialist: str) -> dict[str, Any]:
 
 @task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS)
 def guard(specialist: str) -> dict[str, Any]:
-    from lifecycle.loop import guard_promotion
+    from lifecycle.steps import guard_promotion
 
     with context(specialist) as ctx:
         outcome = guard_promotion(ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry)

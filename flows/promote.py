@@ -1,7 +1,7 @@
 """The shadow-and-promote flow: gate the shadowed challenger against the champion.
 
 Runs on a schedule (and after a candidate is registered). The gate is a sequential paired
-test on labelled shadowed requests, valid at every run (``lifecycle.promotion``); promotion
+test on labelled shadowed requests, valid at every run (``lifecycle.promotion.gate``); promotion
 moves the aliases, emits ``lifecycle.promoted`` and alerts; a failing challenger loses its
 alias and the alert says why; an undecided one outgrown by the labels that arrived since its
 training is superseded (alias removed, alert ``SUPERSEDED``, event ``lifecycle.rejected``)
@@ -38,7 +38,7 @@ ACTIONS: dict[str, tuple[str, list[str]]] = {
 
 @task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS)
 def decide(specialist: str) -> dict[str, Any]:
-    from lifecycle.loop import gate_challenger
+    from lifecycle.steps import gate_challenger
 
     with context(specialist) as ctx:
         outcome = gate_challenger(ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry)

@@ -112,7 +112,7 @@ def ensure_limit(name: str) -> None:
 
 @task
 def train_challenger(specialist: str, trigger: str) -> dict[str, Any]:
-    from lifecycle.loop import retrain_from_traffic
+    from lifecycle.steps import retrain_from_traffic
 
     with context(specialist) as ctx:
         outcome = retrain_from_traffic(

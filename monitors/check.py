@@ -3,7 +3,7 @@
 This is the I/O shell around the pure parts (frames, drift, thresholds, quality, policy):
 it reads the champion's reference and thresholds from MLflow and a window from the traffic
 store, logs the verdict's metrics and the Evidently report to the specialist's monitoring
-run, and hands an alert to ``lifecycle.alerts``. Flows call ``run_check`` as a task.
+run, and hands an alert to ``lifecycle.notify.alerts``. Flows call ``run_check`` as a task.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.errors import LifecycleError, RegistryError
+from lifecycle.config.errors import LifecycleError, RegistryError
 from monitors.results import Status, Verdict
 
 if TYPE_CHECKING:
-    from lifecycle.alerts import AlertOutcome
-    from lifecycle.registry import Registry, VersionInfo
-    from lifecycle.settings import Settings
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.notify.alerts import AlertOutcome
+    from lifecycle.registry.models import Registry, VersionInfo
     from lifecycle.store import TrafficStore
     from monitors.frames import MonitorData
     from monitors.openworld import OpenWorld
@@ -68,7 +68,7 @@ def load_reference(
         vocabulary=tokenizer_vocabulary(spec.base_model),
         escalation_threshold=spec.escalation.confidence_threshold,
     )
-    from lifecycle.ood import OutOfScopeDetector
+    from lifecycle.model.ood import OutOfScopeDetector
     from monitors.openworld import prepare
 
     _, folder = registry.download(spec.name, version.version)
@@ -142,7 +142,7 @@ def run_check(
 ) -> CheckResult:
     """Check the newest window (``last`` requests, default the spec's window size) or a time
     range of the champion's traffic, and record and announce the verdict."""
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from lifecycle.store import TrafficStore
 
     registry = registry or Registry(settings)
@@ -200,7 +200,7 @@ def _with_proposed_labels(
 ) -> Verdict:
     """Add to the window the labels people proposed that the champion does not know, with
     their counts (one grouped query; a store that cannot be read leaves them out)."""
-    from lifecycle.feedback import proposed_labels
+    from lifecycle.labels.feedback import proposed_labels
 
     try:
         counts = store.label_counts(spec.name)
@@ -431,7 +431,7 @@ def _alert(
 ) -> AlertOutcome | None:
     if verdict.status is not Status.OK and verdict.status not in ALERTING:
         return None
-    from lifecycle.alerts import Alerter
+    from lifecycle.notify.alerts import Alerter
     from monitors.message import alert_message
 
     return Alerter(settings, store).notify(alert_message(spec, verdict), now=now)

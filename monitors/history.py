@@ -8,7 +8,7 @@ with the champion's promotions and rollbacks as vertical lines. The figure goes 
 check's own folder (``checks/TIME/signals.png``) beside its Evidently report and verdict.
 
 The markers and the drawing are pure functions of plain numbers; ``check_number`` and
-``log_history_figure`` read and write through ``lifecycle.registry.Registry`` only.
+``log_history_figure`` read and write through ``lifecycle.registry.models.Registry`` only.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from monitors.results import SIGNALS
 
 if TYPE_CHECKING:
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def log_history_figure(
 
 def _rolled_back(registry: Registry, name: str) -> set[int] | None:
     """Versions the registry tagged as rolled back; None when the registry cannot say."""
-    from lifecycle.registry import TAG
+    from lifecycle.registry.models import TAG
 
     try:
         return {v.version for v in registry.versions(name) if f"{TAG}rolled_back" in v.tags}

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 from monitors.results import Status, Verdict
 
 if TYPE_CHECKING:
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
 
 
 def alert_message(spec: SpecialistSpec, verdict: Verdict) -> Any:
     """The on-call message for a verdict: what drifted, by how much, and what to run."""
-    from lifecycle.alerts import AlertMessage, AlertReason
+    from lifecycle.notify.alerts import AlertMessage, AlertReason
 
     name = spec.name
     actions: list[str] = []

@@ -21,8 +21,8 @@ import numpy as np
 from monitors.results import Estimate
 
 if TYPE_CHECKING:
-    from lifecycle.ood import OutOfScopeDetector
-    from monitors.discovery import Discovery
+    from lifecycle.labels.discovery import Discovery
+    from lifecycle.model.ood import OutOfScopeDetector
     from monitors.frames import MonitorData
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def prepare(
     reference: MonitorData, detector: OutOfScopeDetector | None, *, target_rate: float
 ) -> OpenWorld | None:
     """Ready the open-world part from the reference rows; None without embeddings."""
-    from lifecycle.ood import fit_from_reference
+    from lifecycle.model.ood import fit_from_reference
 
     emb = reference.embeddings
     if emb is None:
@@ -137,7 +137,7 @@ def discover_new_traffic(
     min_cluster_size: int,
 ) -> tuple[Discovery, np.ndarray]:
     """Clusters of the window's flagged rows, and those rows' embeddings (for the map)."""
-    from monitors.discovery import discover
+    from lifecycle.labels.discovery import discover
 
     flagged = np.flatnonzero(candidates(world, scores))
     emb = (
@@ -174,7 +174,7 @@ def write_artifacts(
     world: OpenWorld, found: Discovery, embeddings: np.ndarray, folder: Path
 ) -> list[Path]:
     """The clusters as a table (CSV) and a 2-D map (PNG), for the check's MLflow folder."""
-    from monitors.discovery import discovery_map, discovery_table
+    from lifecycle.labels.discovery import discovery_map, discovery_table
 
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "discovery.csv"

@@ -111,7 +111,7 @@ class Verdict:
     reference: dict[str, float] = field(default_factory=dict)
     report_uri: str | None = None
     run_id: str | None = None
-    #: Clusters of the window's out-of-scope requests (``monitors.discovery``'s JSON form).
+    #: Clusters of the window's out-of-scope requests (``lifecycle.labels.discovery``'s JSON form).
     discovery: dict[str, Any] | None = None
 
     @property

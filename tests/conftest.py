@@ -48,14 +48,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def host():  # type: ignore[no-untyped-def]
     """One real MiniLM base model shared by the session's model tests."""
-    from lifecycle.model import AdapterHost
+    from lifecycle.model.host import AdapterHost
 
     return AdapterHost("minilm", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_spec():  # type: ignore[no-untyped-def]
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
 
     return SpecialistSpec.model_validate(TINY)
 
@@ -63,8 +63,8 @@ def tiny_spec():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def trained(tiny_spec):  # type: ignore[no-untyped-def]
     """A tiny specialist trained once for the session (real peft training on MiniLM)."""
-    from lifecycle.pipeline import load_training_data
-    from lifecycle.train import train_specialist
+    from lifecycle.training.pipeline import load_training_data
+    from lifecycle.training.train import train_specialist
 
     return train_specialist(tiny_spec, load_training_data(tiny_spec), device="cpu", progress=False)
 
@@ -82,8 +82,8 @@ def shared_host(host):  # type: ignore[no-untyped-def]
 def served_home(tmp_path_factory: pytest.TempPathFactory, trained, tiny_spec) -> Path:  # type: ignore[no-untyped-def]
     """A registry holding the tiny specialist twice: v1 champion, v2 challenger."""
     home = tmp_path_factory.mktemp("gateway") / "home"
-    from lifecycle.registry import CHALLENGER, CHAMPION, Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.registry.models import CHALLENGER, CHAMPION, Registry
 
     registry = Registry(Settings(home=home))
     first = registry.log_training(tiny_spec, trained, trigger="initial")

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from lifecycle.alerts import (
+from lifecycle.config.settings import Settings
+from lifecycle.notify.alerts import (
     Alerter,
     AlertMessage,
     AlertOutcome,
     AlertReason,
     slack_payload,
 )
-from lifecycle.settings import Settings
 from lifecycle.store import TrafficStore
 from tests.fakes.slack_server import TOKEN_PATH, FakeSlack
 
@@ -389,7 +389,7 @@ def test_a_webhook_that_keeps_failing_is_recorded_and_retried_next_run(
 ) -> None:
     slack.mode = "always_500"
     alerts = alerter([slack.url], store, retries=2)
-    with caplog.at_level(logging.WARNING, logger="lifecycle.alerts"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.notify.alerts"):
         outcome = alerts.notify(drift(("psi", 0.31, 0.2)), now=T0)
 
     assert (outcome.status, outcome.delivered, outcome.attempts) == ("failed", 0, 3)
@@ -452,7 +452,7 @@ def test_an_unreachable_webhook_does_not_stop_the_others(
     slack: FakeSlack, store: TrafficStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     dead = f"http://127.0.0.1:{closed_port()}/services/T0/B0/deadT0k3n"
-    with caplog.at_level(logging.WARNING, logger="lifecycle.alerts"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.notify.alerts"):
         outcome = alerter([dead, slack.url], store, retries=2).notify(
             drift(("psi", 0.3, 0.2)), now=T0
         )
@@ -472,7 +472,7 @@ def test_a_store_outage_still_delivers_and_says_stored_false(
     blocker.write_text("a file where the database folder should be")
     broken = TrafficStore(f"sqlite:///{blocker / 'traffic.db'}", lock_timeout_ms=50)
     alerts = alerter([slack.url], broken)
-    with caplog.at_level(logging.WARNING, logger="lifecycle.alerts"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.notify.alerts"):
         outcome = alerts.notify(drift(("psi", 0.3, 0.2)), now=T0)
         again = alerts.notify(drift(("psi", 0.3, 0.2)), now=T0 + timedelta(minutes=1))
     broken.dispose()

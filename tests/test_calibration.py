@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lifecycle.calibration import (
+from lifecycle.model.calibration import (
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     softmax,
 )
-from lifecycle.evaluate import evaluate
+from lifecycle.training.evaluate import evaluate
 
 
 def _overconfident(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lifecycle.cli import app
+from lifecycle.cli.main import app
 
 from .conftest import TINY
 
@@ -26,8 +26,8 @@ def _spec_file(folder: Path, **overrides: object) -> Path:
 
 
 def _registry_is_empty(home: Path) -> bool:
-    from lifecycle.registry import Registry
-    from lifecycle.settings import load_settings
+    from lifecycle.config.settings import load_settings
+    from lifecycle.registry.models import Registry
 
     if not (home / "mlflow.db").exists():
         return True

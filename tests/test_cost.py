@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.cost import estimate_cost
+from lifecycle.serving.cost import estimate_cost
 
 
 def test_cost_grows_with_escalations() -> None:
@@ -32,7 +32,7 @@ def test_no_traffic_costs_the_base_price() -> None:
 
 
 def test_cost_per_correct_counts_labels_and_expects_the_rest() -> None:
-    from lifecycle.cost import OutcomeCounts, cost_per_correct
+    from lifecycle.serving.cost import OutcomeCounts, cost_per_correct
 
     counts = OutcomeCounts(
         requests=1000,
@@ -60,7 +60,7 @@ def test_cost_per_correct_counts_labels_and_expects_the_rest() -> None:
 
 
 def test_labelled_escalations_measure_the_fallback_once_there_are_enough() -> None:
-    from lifecycle.cost import MIN_FALLBACK_LABELS, OutcomeCounts, cost_per_correct
+    from lifecycle.serving.cost import MIN_FALLBACK_LABELS, OutcomeCounts, cost_per_correct
 
     n = MIN_FALLBACK_LABELS
     counts = OutcomeCounts(
@@ -77,7 +77,7 @@ def test_labelled_escalations_measure_the_fallback_once_there_are_enough() -> No
 
 
 def test_no_traffic_has_no_cost_per_correct_but_the_fallback_figure_stands() -> None:
-    from lifecycle.cost import OutcomeCounts, cost_per_correct
+    from lifecycle.serving.cost import OutcomeCounts, cost_per_correct
 
     got = cost_per_correct(
         OutcomeCounts(),
@@ -90,7 +90,7 @@ def test_no_traffic_has_no_cost_per_correct_but_the_fallback_figure_stands() -> 
 
 
 def test_the_store_counts_the_answer_the_client_got(tmp_path: Path) -> None:
-    from lifecycle.cost import OutcomeCounts
+    from lifecycle.serving.cost import OutcomeCounts
     from lifecycle.store import AlertRecord, FeedbackRecord, RequestRecord, TrafficStore
 
     store = TrafficStore(f"sqlite:///{tmp_path / 'traffic.db'}")

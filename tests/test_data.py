@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lifecycle.data import (
+from lifecycle.config.errors import DataError
+from lifecycle.training.data import (
     load_table,
     replay_mix,
     stratified_split,
     training_set_hash,
     validate_training_table,
 )
-from lifecycle.errors import DataError
 
 ROWS = pd.DataFrame(
     {
@@ -149,7 +149,7 @@ def test_blank_texts_are_dropped_with_a_warning(
     pd.DataFrame(
         {"text": ["ok", None, "  ", "", "fine"], "label": ["a", "a", "b", "b", "b"]}
     ).to_parquet(path)
-    with caplog.at_level(logging.WARNING, logger="lifecycle.data"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.training.data"):
         df = load_table(path)
     assert df["text"].tolist() == ["ok", "fine"]
     assert "dropped 3 of 5" in caplog.text

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import monitors.discovery as discovery
-from monitors.discovery import (
+import lifecycle.labels.discovery as discovery
+from lifecycle.labels.discovery import (
     Cluster,
     Discovery,
     discover,

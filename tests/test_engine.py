@@ -53,7 +53,7 @@ class BrokenLoad(SharedHost):
 
 @pytest.fixture(scope="module")
 def second_base() -> Any:
-    from lifecycle.model import AdapterHost
+    from lifecycle.model.host import AdapterHost
 
     return AdapterHost("minilm", device="cpu")
 
@@ -241,7 +241,7 @@ class FakeHost:
         self.hang_on, self.release = hang_on, threading.Event()
 
     def predict(self, texts: Any, adapter_ids: Any, **kwargs: Any) -> Any:
-        from lifecycle.schemas import Prediction
+        from lifecycle.model.artifacts import Prediction
 
         self.passes += 1
         if self.hang_on is not None and not self.hang_on.is_set():
@@ -361,7 +361,7 @@ def two_specialists(host: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
     (seeded noise, as fresh LoRA B is zero), head and label set."""
     import torch
 
-    from lifecycle.spec import LoraSpec
+    from lifecycle.config.spec import LoraSpec
 
     folders = {}
     shapes = {
@@ -389,7 +389,7 @@ def two_specialists(host: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
 def test_two_different_specialists_in_one_micro_batch_answer_as_each_alone(
     host: Any, two_specialists: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lifecycle.model as model
+    import lifecycle.model.host as model
 
     mixed_passes: list[int] = []
     token_plan = model._token_plan

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from lifecycle.errors import ConfigError
-from lifecycle.fallback import (
+from lifecycle.config.errors import ConfigError
+from lifecycle.serving.fallback import (
     NOT_IN_SET,
     RAW_LIMIT,
     FallbackAnswer,

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lifecycle.cli import app
-from lifecycle.scenarios import generate_tickets
+from lifecycle.cli.main import app
+from lifecycle.synthetic.scenarios import generate_tickets
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +45,10 @@ def prefect() -> Iterator[None]:
 @pytest.fixture
 def loop_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect: None) -> Iterator[Any]:
     """A home with the champion v1 of ``looped`` and an empty traffic store."""
-    from lifecycle.pipeline import train_and_register
-    from lifecycle.settings import load_settings
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import load_specialists
     from lifecycle.store import TrafficStore
+    from lifecycle.training.pipeline import train_and_register
 
     specialists_file = tmp_path / "specialists.yaml"
     specialists_file.write_text(yaml.safe_dump({"specialists": [SPEC]}))
@@ -88,7 +88,7 @@ def _check_attempts(result: Any) -> int:
 
 def _bad_challenger(env: Any) -> Any:
     """A challenger trained on shuffled labels: it answers at random."""
-    from lifecycle.pipeline import load_training_data, train_and_register
+    from lifecycle.training.pipeline import load_training_data, train_and_register
 
     data = load_training_data(env.spec)
     data["label"] = data["label"].sample(frac=1.0, random_state=0).to_numpy()
@@ -98,7 +98,7 @@ def _bad_challenger(env: Any) -> Any:
 def _traffic(
     env: Any, host: Any, adapter: str, version: int, n: int, *, seed: int, start: datetime
 ) -> Any:
-    from lifecycle.replay import record_traffic
+    from lifecycle.synthetic.replay import record_traffic
 
     return record_traffic(
         env.store,
@@ -114,8 +114,8 @@ def _traffic(
 
 def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
     from flows.promote import promote_flow
-    from lifecycle.registry import Registry
-    from lifecycle.replay import record_shadow
+    from lifecycle.registry.models import Registry
+    from lifecycle.synthetic.replay import record_shadow
 
     env = loop_env
     bad = _bad_challenger(env)
@@ -162,8 +162,8 @@ def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
 def _copy_of_the_champion(env: Any, *, trained_labels: int, labels_until: datetime) -> int:
     """A challenger with the champion's weights (so no better), registered as if retrained
     from traffic on ``trained_labels`` people's labels read at ``labels_until``."""
-    from lifecycle.loop import LABELS_UNTIL_TAG, TRAINED_LABELS_TAG
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
+    from lifecycle.steps import LABELS_UNTIL_TAG, TRAINED_LABELS_TAG
 
     registry = Registry(env.settings)
     version = registry.log_training(
@@ -182,7 +182,7 @@ def _copy_of_the_champion(env: Any, *, trained_labels: int, labels_until: dateti
 
 def _load(env: Any, version: int) -> tuple[str, str]:
     """The champion's (v1) and ``version``'s adapter ids in the test's host, loaded once."""
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     registry = Registry(env.settings)
     host = env.trained.result.host
@@ -193,7 +193,7 @@ def _shadowed_labels(
     env: Any, adapters: tuple[str, str], version: int, n: int, *, seed: int, start: datetime
 ) -> None:
     """``n`` requests the champion answered, all labelled by people, shadowed by ``version``."""
-    from lifecycle.replay import record_shadow
+    from lifecycle.synthetic.replay import record_shadow
 
     host = env.trained.result.host
     champion_id, challenger_id = adapters
@@ -215,7 +215,7 @@ def test_a_challenger_no_better_than_its_champion_is_rejected_within_2x_min_samp
     """The gate never stalls: an undecided challenger is rejected at 2 x min_samples (120)
     labelled pairs, looked at by real promote flow runs every 40 labels."""
     from flows.promote import promote_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     env = loop_env
     now = datetime.now(timezone.utc)
@@ -241,8 +241,8 @@ def test_a_waiting_challenger_is_superseded_and_a_retrain_starts_with_all_labels
 ) -> None:
     from flows.promote import promote_flow
     from flows.retrain import retrain_flow
-    from lifecycle.loop import SUPERSEDED_TAG, TRAINED_LABELS_TAG
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
+    from lifecycle.steps import SUPERSEDED_TAG, TRAINED_LABELS_TAG
 
     env = loop_env
     registry = Registry(env.settings)
@@ -282,7 +282,7 @@ def test_a_waiting_challenger_is_superseded_and_a_retrain_starts_with_all_labels
 
 def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any) -> None:
     from flows.monitor import monitor_flow
-    from lifecycle.registry import PROMOTED_AT, Registry
+    from lifecycle.registry.models import PROMOTED_AT, Registry
 
     env = loop_env
     bad = _bad_challenger(env)
@@ -317,7 +317,7 @@ def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any
 
 def test_a_duplicate_trigger_starts_one_retrain(loop_env: Any) -> None:
     from flows.retrain import retrain_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     env = loop_env
     registry = Registry(env.settings)
@@ -359,7 +359,7 @@ def test_a_duplicate_trigger_starts_one_retrain(loop_env: Any) -> None:
 
 def test_too_few_labels_start_no_training_and_say_how_many_are_missing(loop_env: Any) -> None:
     from flows.retrain import retrain_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     env = loop_env
     registry = Registry(env.settings)
@@ -387,7 +387,7 @@ def test_deploy_registers_schedules_and_event_triggers(prefect: None) -> None:
     from prefect.client.orchestration import get_client
 
     from flows.deploy import build_deployments
-    from lifecycle.spec import SpecialistsFile
+    from lifecycle.config.spec import SpecialistsFile
 
     specs = SpecialistsFile.model_validate({"specialists": [SPEC]})
     deployments = build_deployments(specs)
@@ -409,9 +409,9 @@ def test_deploy_registers_schedules_and_event_triggers(prefect: None) -> None:
 def test_a_retrain_that_dies_midway_leaves_aliases_and_alerts(
     loop_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lifecycle.train
+    import lifecycle.training.train
     from flows.retrain import retrain_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     env = loop_env
     registry = Registry(env.settings)
@@ -461,7 +461,7 @@ def test_a_retrain_killed_mid_training_changes_nothing_and_the_next_run_succeeds
     from prefect.settings import PREFECT_API_URL
 
     from flows.retrain import retrain_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     env = loop_env
     registry = Registry(env.settings)
@@ -535,7 +535,7 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
     from sqlalchemy.engine import make_url
 
     from flows.monitor import monitor_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from lifecycle.store import TrafficStore
     from tests.test_store_postgres import ADMIN_URL, refused_connections
 
@@ -552,7 +552,7 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
         registry = Registry(env.settings)
         host = env.trained.result.host
         champion_id, _ = registry.load(host, "looped", "champion")
-        from lifecycle.replay import record_traffic
+        from lifecycle.synthetic.replay import record_traffic
 
         record_traffic(
             store,
@@ -597,7 +597,7 @@ def test_a_registry_outage_makes_the_monitor_retry_not_give_up(
     import httpx
 
     from flows.monitor import monitor_flow
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from tests.gateway_harness import free_port
 
     env = loop_env
@@ -664,9 +664,9 @@ def test_a_candidate_no_better_than_the_champion_is_recorded_but_not_challenger(
     """Labels that agree with the champion everywhere: it scores 1.0 on the held-out drifted
     rows, no candidate can beat that, so the version is kept without the challenger alias."""
     from flows.retrain import retrain_flow
-    from lifecycle.loop import CANDIDATE_CHECK_TAG, REJECTED_REASON_TAG
-    from lifecycle.registry import Registry
-    from lifecycle.replay import record_traffic
+    from lifecycle.registry.models import Registry
+    from lifecycle.steps import CANDIDATE_CHECK_TAG, REJECTED_REASON_TAG
+    from lifecycle.synthetic.replay import record_traffic
 
     env = loop_env
     registry = Registry(env.settings)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
 
 from .conftest import TINY
 from .gateway_harness import RunningGateway, SharedHost, running_gateway

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from lifecycle.registry import CHALLENGER, CHAMPION, TAG, Registry
-from lifecycle.settings import Settings
-from lifecycle.spec import PromotionSpec, SpecialistSpec
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import PromotionSpec, SpecialistSpec
+from lifecycle.registry.models import CHALLENGER, CHAMPION, TAG, Registry
 
 from .gateway_harness import SharedHost
 
@@ -27,7 +27,7 @@ class Env:
         self.settings, self.spec, self.registry, self.store = settings, spec, registry, store
 
     def gate(self, host: Any) -> Any:
-        from lifecycle.loop import gate_challenger
+        from lifecycle.steps import gate_challenger
 
         return gate_challenger(
             self.settings, self.spec, store=self.store, registry=self.registry, host=host
@@ -39,9 +39,9 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path, trained: Any, tiny_spec: SpecialistSpec) -> Iterator[Env]:
-    from lifecycle.replay import record_shadow, record_traffic
-    from lifecycle.scenarios import generate_tickets
     from lifecycle.store import TrafficStore
+    from lifecycle.synthetic.replay import record_shadow, record_traffic
+    from lifecycle.synthetic.scenarios import generate_tickets
 
     spec = tiny_spec.model_copy(
         update={"promotion": PromotionSpec(min_samples=40, margin=0.1, alpha=0.05)}
@@ -123,7 +123,7 @@ def test_a_slower_challenger_is_vetoed(env: Env, host: Any) -> None:
 
 
 def test_a_challenger_with_a_corrupt_artifact_is_rejected(env: Env, shared_host: Any) -> None:
-    from lifecycle.schemas import ADAPTER_WEIGHTS
+    from lifecycle.model.artifacts import ADAPTER_WEIGHTS
 
     _, folder = env.registry.download("tiny", 2)
     (folder / ADAPTER_WEIGHTS).write_bytes(b"\x00not safetensors at all")

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lifecycle.registry import CHALLENGER, CHAMPION, Registry
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
+from lifecycle.registry.models import CHALLENGER, CHAMPION, Registry
 
 from .conftest import TINY
 from .fakes.openai_server import FakeOpenAI
@@ -273,7 +273,7 @@ def test_admin_routes_need_the_token(gateway: RunningGateway) -> None:
 
 
 def test_gateway_refuses_to_start_without_a_token(served_home: Path) -> None:
-    from lifecycle.errors import ConfigError
+    from lifecycle.config.errors import ConfigError
     from lifecycle.serving.app import create_app
 
     with pytest.raises(ConfigError, match="LIFECYCLE_ADMIN_TOKEN"):
@@ -354,8 +354,8 @@ def test_registry_outage_keeps_serving(
 
 
 def test_escalation_to_an_openai_compatible_fallback(served_home: Path, shared_host) -> None:  # type: ignore[no-untyped-def]
-    from lifecycle.fallback import OpenAIFallback
     from lifecycle.serving.app import create_app
+    from lifecycle.serving.fallback import OpenAIFallback
 
     with FakeOpenAI() as fake:
         fake.mode = "echo_label"
@@ -492,7 +492,7 @@ def test_a_challenger_that_cannot_be_loaded_costs_only_its_shadow(
 ) -> None:
     import shutil
 
-    from lifecycle.schemas import ADAPTER_WEIGHTS
+    from lifecycle.model.artifacts import ADAPTER_WEIGHTS
     from lifecycle.serving.app import create_app
 
     home = tmp_path / "home"
@@ -547,7 +547,7 @@ def test_status_shows_traffic_and_cost(
     import yaml
     from typer.testing import CliRunner
 
-    from lifecycle.cli import app
+    from lifecycle.cli.main import app
 
     with gateway.client() as client:
         client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS})
@@ -565,8 +565,8 @@ def test_status_shows_traffic_and_cost(
 
 
 def test_simulate_replays_a_scenario_with_late_labels(gateway: RunningGateway) -> None:
-    from lifecycle.scenarios import NEW_INTENTS, build_scenario
-    from lifecycle.simulate import simulate
+    from lifecycle.synthetic.scenarios import NEW_INTENTS, build_scenario
+    from lifecycle.synthetic.simulate import simulate
 
     scenario = build_scenario("new_intent", n_reference=40, n_before=30, n_after=60, seed=4)
     report = simulate(

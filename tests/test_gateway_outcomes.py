@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
 
 from .conftest import TINY
 from .gateway_harness import RunningGateway, SharedHost, running_gateway
@@ -75,7 +75,7 @@ def test_cost_per_correct_and_monitor_status_on_every_surface(
     import yaml
     from typer.testing import CliRunner
 
-    from lifecycle.cli import app
+    from lifecycle.cli.main import app
     from lifecycle.store import AlertRecord
 
     with gateway.client() as client:
@@ -141,7 +141,7 @@ def test_cost_per_correct_and_monitor_status_on_every_surface(
 def test_a_store_outage_keeps_the_last_figures(
     gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifecycle.errors import StoreError
+    from lifecycle.config.errors import StoreError
 
     gw = gateway.gw
     with gateway.client() as client:

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from lifecycle.labelfiles import export_csv, export_labelstudio, read_label_file
-from lifecycle.labelling import (
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
+from lifecycle.labels.files import export_csv, export_labelstudio, read_label_file
+from lifecycle.labels.requests import (
     DISAGREEMENT,
     LOW_CONFIDENCE_REASON,
     OUT_OF_SCOPE,
@@ -24,8 +26,6 @@ from lifecycle.labelling import (
     cluster_candidates,
     rank_label_requests,
 )
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile
 
 from .conftest import TINY
 from .gateway_harness import RunningGateway, SharedHost, running_gateway
@@ -254,7 +254,7 @@ def _cli(served_home: Path, tmp_path: Path, *args: str) -> Any:
     import yaml
     from typer.testing import CliRunner
 
-    from lifecycle.cli import app
+    from lifecycle.cli.main import app
 
     spec_file = tmp_path / "specialists.yaml"
     spec_file.write_text(yaml.safe_dump({"specialists": [TINY]}))
@@ -337,7 +337,7 @@ def test_bulk_feedback_reports_per_row_and_stores_exactly_the_valid_rows(
 def test_a_simulated_person_labels_from_the_queue_first_then_at_random(
     gateway: RunningGateway,
 ) -> None:
-    from lifecycle.simulate import Labeller, simulate
+    from lifecycle.synthetic.simulate import Labeller, simulate
 
     labels = gateway.gw.engine.routes["tiny"].champion.labels
     stream = pd.DataFrame(
@@ -384,7 +384,7 @@ def test_a_simulated_person_labels_from_the_queue_first_then_at_random(
 
 
 def test_a_failed_request_counts_as_a_wrong_answer(gateway: RunningGateway) -> None:
-    from lifecycle.simulate import simulate
+    from lifecycle.synthetic.simulate import simulate
 
     stream = pd.DataFrame({"text": ["fine text", ""], "label": ["a", "a"], "phase": "x"})
     report = simulate(gateway.url, "tiny", stream, feedback_share=0.0)

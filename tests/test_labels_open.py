@@ -1,6 +1,6 @@
 """An open label set: feedback proposes labels the champion does not know, within a cap, and a
-retrain learns those with enough examples. The rules (``lifecycle.feedback``) are checked pure;
-the route against a real uvicorn, a real MLflow registry and a real trained specialist."""
+retrain learns those with enough examples. The rules (``lifecycle.labels.feedback``) are checked
+pure; the route against a real uvicorn, a real MLflow registry and a real trained specialist."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from lifecycle.feedback import (
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile, SpecialistSpec
+from lifecycle.labels.feedback import (
     ACCEPTED,
     INVALID,
     TOO_MANY_PROPOSED,
@@ -25,9 +27,7 @@ from lifecycle.feedback import (
     proposed_labels,
     refusal,
 )
-from lifecycle.retraining import plan_retraining
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile, SpecialistSpec
+from lifecycle.training.retraining import plan_retraining
 
 from .conftest import TINY
 from .gateway_harness import RunningGateway, SharedHost, running_gateway
@@ -325,7 +325,7 @@ def test_proposed_labels_in_the_listing_and_status(
     import yaml
     from typer.testing import CliRunner
 
-    from lifecycle.cli import app
+    from lifecycle.cli.main import app
     from lifecycle.serving.outcomes import refresh_outcomes
 
     ids = _request_ids(gateway, 2)

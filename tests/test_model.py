@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lifecycle.errors import ModelLoadError
-from lifecycle.model import AdapterHost, check_artifact, pick_placement, resolve_base_model
-from lifecycle.spec import LoraSpec
+from lifecycle.config.errors import ModelLoadError
+from lifecycle.config.spec import LoraSpec
+from lifecycle.model.host import AdapterHost, check_artifact, pick_placement, resolve_base_model
 
 TEXTS = [
     "I lost my card yesterday",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lifecycle.scenarios import build_scenario, generate_tickets
+from lifecycle.synthetic.scenarios import build_scenario, generate_tickets
 from monitors.results import Status
 from tests.fakes.slack_server import FakeSlack
 
@@ -42,7 +42,7 @@ class Env:
     specialists_file: Path
 
     def settings(self, tmp: Path, **overrides: Any) -> Any:
-        from lifecycle.settings import load_settings
+        from lifecycle.config.settings import load_settings
 
         return load_settings(
             home=self.home,
@@ -53,7 +53,7 @@ class Env:
         )
 
     def record(self, store: Any, frame: Any, *, label_share: float = 0.0, start: datetime) -> Any:
-        from lifecycle.replay import record_traffic
+        from lifecycle.synthetic.replay import record_traffic
 
         return record_traffic(
             store,
@@ -70,11 +70,11 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    from lifecycle.pipeline import load_training_data
-    from lifecycle.registry import Registry
-    from lifecycle.settings import load_settings
-    from lifecycle.spec import SpecialistSpec
-    from lifecycle.train import train_specialist
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.registry.models import Registry
+    from lifecycle.training.pipeline import load_training_data
+    from lifecycle.training.train import train_specialist
 
     home = tmp_path_factory.mktemp("monitor-home")
     specialists_file = home / "specialists.yaml"
@@ -105,7 +105,7 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 def test_a_new_intent_is_a_quality_drop_then_calm_traffic_resolves_the_alert(
     env: Env, store: Any, tmp_path: Path
 ) -> None:
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from monitors.check import THRESHOLDS_PATH, run_check
 
     drift = build_scenario("new_intent", n_before=0, n_after=200, seed=21).stream
@@ -168,7 +168,7 @@ def test_a_new_intent_is_a_quality_drop_then_calm_traffic_resolves_the_alert(
 def test_short_windows_and_missing_champions_need_data(
     env: Env, store: Any, tmp_path: Path
 ) -> None:
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
     from monitors.check import run_check
 
     env.record(store, generate_tickets(20, seed=3), start=T0)
@@ -222,7 +222,7 @@ def test_hash_only_traffic_is_still_checked_on_embeddings_and_outputs(
 def test_cli_monitor_prints_the_verdict_table(
     env: Env, store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifecycle.cli import app
+    from lifecycle.cli.main import app
 
     env.record(store, generate_tickets(150, seed=31), start=T0)
     monkeypatch.setenv("LIFECYCLE_HOME", str(env.home))

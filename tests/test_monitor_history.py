@@ -32,14 +32,14 @@ def _verdict(i: int, *, champion: int) -> Verdict:
 
 
 def _registry(home: Path) -> Any:
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
+    from lifecycle.registry.models import Registry
 
     return Registry(Settings(home=home))
 
 
 def _spec() -> Any:
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
 
     return SpecialistSpec.model_validate({"name": "hist"})
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lifecycle.scenarios import generate_tickets
+from lifecycle.synthetic.scenarios import generate_tickets
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DOMAINS = {
@@ -54,8 +54,8 @@ def other_domains(n_each: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, trained: Any, tiny_spec: Any) -> Iterator[Any]:
-    from lifecycle.registry import CHAMPION, Registry
-    from lifecycle.settings import load_settings
+    from lifecycle.config.settings import load_settings
+    from lifecycle.registry.models import CHAMPION, Registry
 
     home = tmp_path_factory.mktemp("openworld") / "home"
     spec = tiny_spec.model_copy(
@@ -110,7 +110,7 @@ def store(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_new_domains_are_flagged_counted_wrong_and_clustered(world: Any, store: Any) -> None:
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from monitors.check import run_check
     from monitors.message import alert_message
 
@@ -173,7 +173,7 @@ def test_withheld_texts_give_counts_not_text(world: Any, store: Any) -> None:
 
 
 def test_a_champion_without_a_stored_detector_gets_one_from_its_reference(world: Any) -> None:
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
     from monitors.check import load_reference
     from monitors.openworld import prepare
 
@@ -190,7 +190,7 @@ def test_a_champion_without_a_stored_detector_gets_one_from_its_reference(world:
 def test_cli_discover_prints_the_clusters(
     world: Any, store: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from lifecycle.cli import app
+    from lifecycle.cli.main import app
 
     frame = pd.concat([generate_tickets(120, seed=45), other_domains(40, seed=3)])
     _record(world, store, frame, start=datetime.now(timezone.utc) - timedelta(minutes=5))

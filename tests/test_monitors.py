@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.scenarios import generate_tickets
+from lifecycle.synthetic.scenarios import generate_tickets
 from monitors.descriptors import describe, oov_share, tokenizer_vocabulary
 from monitors.drift import drift_scores
 from monitors.frames import MonitorData, reference_data, window_data

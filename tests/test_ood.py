@@ -9,8 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lifecycle.errors import ModelLoadError
-from lifecycle.ood import OOD_FILE, OutOfScopeDetector, auroc, fit_detector, fit_from_reference
+from lifecycle.config.errors import ModelLoadError
+from lifecycle.model.ood import (
+    OOD_FILE,
+    OutOfScopeDetector,
+    auroc,
+    fit_detector,
+    fit_from_reference,
+)
 
 
 def _blobs(rng: np.random.Generator, centres: np.ndarray, n: int, spread: float) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
 
 from .conftest import TINY
 from .gateway_harness import running_gateway
@@ -84,7 +84,7 @@ def test_a_host_given_threads_gives_numpys_blas_as_many() -> None:
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from lifecycle.model import AdapterHost
+    from lifecycle.model.host import AdapterHost
 
     torch_threads = torch.get_num_threads()
     # Both limits are process-wide: the context restores BLAS's, the finally torch's.

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.ood import OOD_FILE, OutOfScopeDetector
-from lifecycle.registry import Registry
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
+from lifecycle.model.ood import OOD_FILE, OutOfScopeDetector
+from lifecycle.registry.models import Registry
 
 from .conftest import TINY
 from .fakes.openai_server import FakeOpenAI
@@ -185,7 +185,7 @@ def test_on_out_of_scope_none_answers_as_usual_but_says_so(
 def test_on_out_of_scope_fallback_asks_the_fallback(
     served_home: Path, scoped_host: ScopedHost
 ) -> None:
-    from lifecycle.fallback import OpenAIFallback
+    from lifecycle.serving.fallback import OpenAIFallback
 
     with FakeOpenAI() as fake:
         fake.mode = "echo_label"
@@ -227,7 +227,7 @@ def test_on_out_of_scope_review_queues_it_for_people(
 ) -> None:
     """Whatever the specialist's own fallback, a flagged text waits for a person's label; an
     in-scope text still follows the confidence threshold (0 here: answered)."""
-    from lifecycle.fallback import OpenAIFallback
+    from lifecycle.serving.fallback import OpenAIFallback
 
     with FakeOpenAI() as fake:
         fallbacks = (

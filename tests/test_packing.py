@@ -11,8 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lifecycle.model import AdapterHost
-from lifecycle.packing import pack, plan_rows, segment_means
+from lifecycle.model.host import AdapterHost
+from lifecycle.model.packing import pack, plan_rows, segment_means
 
 
 def test_rows_fill_up_to_the_budget_longest_first() -> None:
@@ -92,7 +92,7 @@ def _assert_same(
 
 def test_packed_passes_give_the_answers_of_padded_ones(host: AdapterHost) -> None:
     """Rows mix adapters of other ranks and target modules: each token gets its own."""
-    from lifecycle.spec import LoraSpec
+    from lifecycle.config.spec import LoraSpec
 
     assert host.packing  # MiniLM on a CPU passes the load-time probe
     wide = LoraSpec(r=4, alpha=8, target_modules=("query", "key", "value", "dense"))
@@ -118,7 +118,7 @@ def test_a_dora_adapter_is_never_mixed_into_rows_by_token(host: AdapterHost) -> 
     peft (which runs it alone: it refuses DoRA in a mixed batch, packed or padded)."""
     from peft import LoraConfig
 
-    from lifecycle.spec import LoraSpec
+    from lifecycle.config.spec import LoraSpec
 
     host.new_adapter("pc", name="pc", labels=["x", "y"], lora=LoraSpec(), max_length=64)
     host._attach("pd", LoraConfig(r=4, lora_alpha=8, target_modules=["query"], use_dora=True))
@@ -150,7 +150,7 @@ def test_an_adapter_with_embedding_lora_runs_in_rows_of_its_own(host: AdapterHos
     peft applies it to rows of its own, and its answers are those of a padded pass."""
     from peft import LoraConfig
 
-    from lifecycle.spec import LoraSpec
+    from lifecycle.config.spec import LoraSpec
 
     host.new_adapter("ea", name="ea", labels=["x", "y"], lora=LoraSpec(), max_length=64)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["word_embeddings", "query"])
@@ -233,7 +233,7 @@ def test_inference_after_adding_an_adapter_runs_every_module_in_eval_mode(
     host: AdapterHost,
 ) -> None:
     """peft builds a new adapter's LoRA dropout in training mode; inference must not use it."""
-    from lifecycle.spec import LoraSpec
+    from lifecycle.config.spec import LoraSpec
 
     texts = _texts(40)
     host.new_adapter("pe", name="pe", labels=["x", "y"], lora=LoraSpec(dropout=0.5), max_length=64)

@@ -20,7 +20,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import Embedding as LoraEmbedding
 from peft.tuners.lora import Linear as LoraLinear
 
-from lifecycle.model import AdapterHost, _switch_lora
+from lifecycle.model.host import AdapterHost, _switch_lora
 
 
 class Toy(torch.nn.Module):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.promotion import (
+from lifecycle.config.spec import PromotionSpec
+from lifecycle.promotion.gate import (
     _restricted_mle,
     drop_p_value,
     gate,
@@ -17,7 +18,6 @@ from lifecycle.promotion import (
     newcombe_paired_interval,
     paired_comparison,
 )
-from lifecycle.spec import PromotionSpec
 
 LABELS = np.array(["card_lost", "refund", "delivery", "account"])
 

@@ -18,8 +18,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycle.errors import ConfigError
-from lifecycle.spec import SpecialistsFile, load_specialists
+from lifecycle.config.errors import ConfigError
+from lifecycle.config.spec import SpecialistsFile, load_specialists
 from lifecycle.store import FeedbackRecord, RequestRecord, TrafficStore
 from lifecycle.store.records import record_from_json, record_to_json
 

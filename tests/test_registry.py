@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lifecycle.errors import RegistryError
-from lifecycle.model import AdapterHost
-from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, TAG, Registry
-from lifecycle.settings import load_settings
+from lifecycle.config.errors import RegistryError
+from lifecycle.config.settings import load_settings
+from lifecycle.model.host import AdapterHost
+from lifecycle.registry.models import CHALLENGER, CHAMPION, PREVIOUS, TAG, Registry
 
 TEXTS = ["my card was stolen at the station", "I want my money back for order 1234", "hello?"]
 
@@ -133,8 +133,8 @@ def test_opening_a_registry_leaves_mlflow_tracking_uri_in_the_environment_alone(
 ) -> None:
     import os
 
-    from lifecycle.registry import Registry
-    from lifecycle.settings import load_settings
+    from lifecycle.config.settings import load_settings
+    from lifecycle.registry.models import Registry
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     Registry(load_settings())

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.retraining import labelled_rows, plan_retraining
+from lifecycle.training.retraining import labelled_rows, plan_retraining
 
 KNOWN = ["card_lost", "refund", "delivery"]
 
@@ -290,7 +290,7 @@ def test_rows_since_the_champion_count_recent_weight_times() -> None:
 
 
 def test_a_candidate_must_strictly_beat_the_champion_on_held_out_drifted_rows() -> None:
-    from lifecycle.retraining import judge_candidate
+    from lifecycle.training.retraining import judge_candidate
 
     def scores(mine: float, theirs: float) -> dict[str, float]:
         return {

@@ -9,10 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lifecycle._ticket_templates import BASE, SHIFTED
-from lifecycle.data import load_table
-from lifecycle.errors import DataError
-from lifecycle.scenarios import (
+from lifecycle.config.errors import DataError
+from lifecycle.synthetic.scenarios import (
     INTENTS,
     NEW_INTENTS,
     SCENARIOS,
@@ -21,6 +19,8 @@ from lifecycle.scenarios import (
     generate_tickets,
     holdout_scenario,
 )
+from lifecycle.synthetic.templates import BASE, SHIFTED
+from lifecycle.training.data import load_table
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"n_reference": 1200, "n_before": 600, "n_after": 1200}

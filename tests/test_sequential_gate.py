@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle.promotion import gate
-from lifecycle.sequential import log_e_value, sequential_test
-from lifecycle.spec import PromotionSpec
+from lifecycle.config.spec import PromotionSpec
+from lifecycle.promotion.gate import gate
+from lifecycle.promotion.sequential import log_e_value, sequential_test
 from tests.test_promotion import LABELS, _frame, _wrong
 
 ALPHA = 0.05

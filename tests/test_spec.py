@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.errors import ConfigError
-from lifecycle.settings import load_settings
-from lifecycle.spec import FileData, GeneratorData, SpecialistsFile, load_specialists
+from lifecycle.config.errors import ConfigError
+from lifecycle.config.settings import load_settings
+from lifecycle.config.spec import FileData, GeneratorData, SpecialistsFile, load_specialists
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import event, func, select
 
-from lifecycle.errors import StoreError
+from lifecycle.config.errors import StoreError
 from lifecycle.store import (
     AlertRecord,
     FeedbackRecord,

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from lifecycle.errors import DataError
-from lifecycle.scenarios import NEW_INTENTS, generate_tickets
-from lifecycle.spec import SpecialistSpec
-from lifecycle.train import predict_probabilities, resolve_labels, train_specialist
+from lifecycle.config.errors import DataError
+from lifecycle.config.spec import SpecialistSpec
+from lifecycle.synthetic.scenarios import NEW_INTENTS, generate_tickets
+from lifecycle.training.train import predict_probabilities, resolve_labels, train_specialist
 
 
 def test_tiny_training_learns_and_reports(trained) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ def test_default_specialist_on_2000_tickets_reaches_90_percent() -> None:
     """Acceptance: 2,000 generated tickets, default spec, >= 90% on held-out tickets."""
     from pathlib import Path
 
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.spec import load_specialists
 
     spec = load_specialists(Path(__file__).resolve().parents[1] / "specialists.yaml").get(
         "support-router"

@@ -18,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lifecycle.errors import ConfigError, LifecycleError
+from lifecycle.config.errors import ConfigError, LifecycleError
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile, SpecialistSpec
 from lifecycle.serving import routes_admin, routes_ops, routes_specialists
 from lifecycle.serving.engine import ModelEngine
 from lifecycle.serving.limits import BodySizeLimit
@@ -26,8 +28,6 @@ from lifecycle.serving.metrics import GatewayMetrics
 from lifecycle.serving.outcomes import refresh_outcomes
 from lifecycle.serving.state import Counters, Gateway
 from lifecycle.serving.sync import RegistrySync
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistsFile, SpecialistSpec
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _model_workers(
     shared out between the champion workers: the shadow worker only runs when they idle."""
     import os
 
-    from lifecycle.model import AdapterHost, pick_placement
+    from lifecycle.model.host import AdapterHost, pick_placement
 
     cores = os.cpu_count() or 1
     on_gpu = pick_placement(settings.device).device != "cpu"
@@ -116,7 +116,7 @@ async def _start(
     writer: Any,
     fallbacks: dict[str, Any] | None,
 ) -> Gateway:
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     replicas: list[Any] = []
     shadow_hosts: list[Any] = []
@@ -167,7 +167,7 @@ async def _start(
 
 def _build_fallbacks(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
     """Each specialist's fallback; a misconfigured one stops start-up with a clear error."""
-    from lifecycle.fallback import FallbackSettings, build_fallback
+    from lifecycle.serving.fallback import FallbackSettings, build_fallback
 
     kinds = {spec.escalation.fallback for spec in specs.values()}
     options = FallbackSettings().openai_kwargs() if "openai" in kinds else {}
@@ -180,7 +180,7 @@ def _build_fallbacks(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
 def _review_queues(specs: dict[str, SpecialistSpec]) -> dict[str, Any]:
     """A review queue per specialist that sends its out-of-scope texts to people
     (``escalation.on_out_of_scope: review``): its own fallback may be openai or none."""
-    from lifecycle.fallback import build_fallback
+    from lifecycle.serving.fallback import build_fallback
 
     return {
         name: build_fallback("review")

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import NAME_PATTERN
 from lifecycle.serving.api import ErrorBody
 from lifecycle.serving.engine import Route
 from lifecycle.serving.state import Gateway
-from lifecycle.settings import Settings
-from lifecycle.spec import NAME_PATTERN
 
 NamePath = Annotated[
     str, Path(pattern=NAME_PATTERN.pattern, max_length=63, description="Specialist name.")

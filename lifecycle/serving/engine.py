@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lifecycle.schemas import Prediction
+from lifecycle.model.artifacts import Prediction
 from lifecycle.serving.batching import pick_similar
 from lifecycle.serving.priority import ChampionFirst
 

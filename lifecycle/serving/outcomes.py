@@ -1,5 +1,5 @@
 """What the gateway learns from the traffic store, off the request path: for each specialist,
-the cost per correct answer (``lifecycle.cost``) and its monitor's latest verdict.
+the cost per correct answer (``lifecycle.serving.cost``) and its monitor's latest verdict.
 
 Read after every registry poll (``RegistrySync.after_sync``), in a thread, and kept on the
 gateway (``Gateway.outcomes``) for /metrics and GET /v1/specialists. A store that cannot be
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lifecycle.cost import CostPerCorrect
+    from lifecycle.config.settings import Settings
+    from lifecycle.serving.cost import CostPerCorrect
     from lifecycle.serving.state import Gateway
-    from lifecycle.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def read_outcomes(store: Any, names: Iterable[str], settings: Settings) -> dict[
     The cost is over the newest ``OUTCOME_WINDOW`` requests: a current figure at a bounded
     cost per read.
     """
-    from lifecycle.cost import OUTCOME_WINDOW, OutcomeCounts, cost_per_correct
+    from lifecycle.serving.cost import OUTCOME_WINDOW, OutcomeCounts, cost_per_correct
 
     out = {}
     for name in names:

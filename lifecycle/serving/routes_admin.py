@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException
 
-from lifecycle.errors import LifecycleError
+from lifecycle.config.errors import LifecycleError
 from lifecycle.serving.api import AdminResult
 from lifecycle.serving.deps import ERRORS, GW, Admin, NamePath
 from lifecycle.serving.state import Gateway
@@ -51,7 +51,7 @@ async def rollback(name: NamePath, gw: GW) -> AdminResult:
 async def _move_aliases(gw: Gateway, name: str, action: str) -> AdminResult:
     if name not in gw.specs:
         raise HTTPException(404, f"no specialist named {name!r}")
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     registry = Registry(gw.settings)
     try:

@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 
-from lifecycle.errors import StoreError
-from lifecycle.schemas import Prediction
+from lifecycle.config.errors import StoreError
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistSpec
+from lifecycle.model.artifacts import Prediction
 from lifecycle.serving.api import (
     ErrorBody,
     FeedbackRequest,
@@ -32,8 +34,6 @@ from lifecycle.serving.deps import ERRORS, GW, Admin, NamePath, route_or_error
 from lifecycle.serving.engine import Route
 from lifecycle.serving.outcomes import Outcome
 from lifecycle.serving.state import Gateway, cost_of
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistSpec
 
 router = APIRouter(tags=["specialists"])
 
@@ -105,7 +105,7 @@ async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackRes
     a label outside the set is a 422. An unknown request id is a 404. Nothing of a call with
     any refused item is stored. A repeated label replaces the earlier one (both are
     recorded)."""
-    from lifecycle.feedback import check_feedback, refusal
+    from lifecycle.labels.feedback import check_feedback, refusal
     from lifecycle.store import FeedbackRecord
 
     route = route_or_error(gw, name)
@@ -131,12 +131,12 @@ async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackRes
 
 
 async def _label_set(gw: Gateway, name: str, route: Route, given: list[str]) -> Any:
-    """What feedback for ``name`` is checked against (``lifecycle.feedback.LabelSet``).
+    """What feedback for ``name`` is checked against (``lifecycle.labels.feedback.LabelSet``).
 
     The proposed labels already stored are read only when the call brings a label outside the
     known set, so that everyday feedback costs no extra query.
     """
-    from lifecycle.feedback import LabelSet, known_labels
+    from lifecycle.labels.feedback import LabelSet, known_labels
 
     spec = gw.specs[name]
     # A label the spec declares is accepted before any version knows it: that is how a
@@ -227,7 +227,7 @@ async def label_requests(
     those move the promotion gate) and the least confident answers, in turn; requests a person
     already labelled are left out. Label them through the feedback route (or export them with
     ``lifecycle label-requests``). Needs the admin token: the texts are users' own words."""
-    from lifecycle.labelling import label_requests as ranked
+    from lifecycle.labels.requests import label_requests as ranked
 
     route = route_or_error(gw, name)
     try:
@@ -256,7 +256,7 @@ async def label_requests(
     summary="What is loaded: champion and challenger versions, labels, status, cost.",
 )
 async def specialists(gw: GW) -> SpecialistsResponse:
-    from lifecycle.feedback import proposed_labels
+    from lifecycle.labels.feedback import proposed_labels
 
     out = []
     for name, spec in gw.specs.items():

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistSpec
 from lifecycle.serving.engine import ModelEngine
 from lifecycle.serving.metrics import GatewayMetrics
 from lifecycle.serving.outcomes import Outcome
 from lifecycle.serving.sync import RegistrySync
-from lifecycle.settings import Settings
-from lifecycle.spec import SpecialistSpec
 
 
 @dataclass
@@ -41,13 +41,13 @@ class Gateway:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     #: Why the last read of them failed (None: it worked), so that an outage is logged once.
     outcomes_error: str | None = None
-    #: Per specialist, proposed labels this process accepted (``lifecycle.feedback``): they
+    #: Per specialist, proposed labels this process accepted (``lifecycle.labels.feedback``): they
     #: count against LIFECYCLE_MAX_PROPOSED_LABELS before the writer has stored them.
     proposed_accepted: dict[str, set[str]] = field(default_factory=dict)
 
 
 def cost_of(gw: Gateway, name: str) -> tuple[float, float]:
-    from lifecycle.cost import estimate_cost
+    from lifecycle.serving.cost import estimate_cost
 
     counters = gw.counters[name]
     cost = estimate_cost(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lifecycle.errors import LifecycleError
+from lifecycle.config.errors import LifecycleError
 from lifecycle.serving.engine import ModelEngine, Route, Served
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The traffic store's reads for what on-call watches: answers that were right, last verdicts.
 
 Part of ``TrafficStore`` (a mixin, so that repository.py stays readable): the counts behind
-the cost per correct answer (``lifecycle.cost.cost_per_correct``) and the newest alert's
+the cost per correct answer (``lifecycle.serving.cost.cost_per_correct``) and the newest alert's
 verdict, which the gateway turns into its monitor-status gauge. Both are aggregate queries
 that return a handful of numbers, cheap enough for the gateway's periodic refresh.
 """
@@ -27,7 +27,7 @@ class OutcomeReads:
         raise NotImplementedError
 
     def outcome_counts(self, specialist: str, *, last: int | None = None) -> dict[str, Any]:
-        """How a specialist's answers fared: the fields of ``lifecycle.cost.OutcomeCounts``.
+        """How a specialist's answers fared: the fields of ``lifecycle.serving.cost.OutcomeCounts``.
 
         Over the newest ``last`` requests (all when None). The answer counted is the one the
         client got: the fallback's label when the request was escalated and the fallback

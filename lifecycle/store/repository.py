@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 
-from lifecycle.errors import StoreError
+from lifecycle.config.errors import StoreError
 from lifecycle.store import schema
 from lifecycle.store.outcomes import OutcomeReads
 from lifecycle.store.records import Record, as_utc, decode_embedding

@@ -44,7 +44,7 @@ from typing import Literal
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from lifecycle.errors import StoreError
+from lifecycle.config.errors import StoreError
 from lifecycle.store.journal import REJECTED_NAME, SEGMENT_SUFFIX, Journal
 from lifecycle.store.records import RECORD_TYPES, Record, RequestRecord
 from lifecycle.store.repository import TrafficStore

@@ -165,9 +165,9 @@ def test_grafana_reads_the_prometheus_that_scrapes_the_gateway(dashboard: dict[s
 
 @pytest.fixture(scope="module")
 def gateway(served_home: Path, host) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistsFile
     from lifecycle.serving.app import create_app
-    from lifecycle.settings import Settings
-    from lifecycle.spec import SpecialistsFile
     from tests.conftest import TINY
     from tests.gateway_harness import SharedHost, running_gateway
 

@@ -59,7 +59,7 @@ def databases() -> Iterator[dict[str, str]]:
 def _spec_file(folder: Path) -> Path:
     import yaml
 
-    from lifecycle.scenarios import build_scenario
+    from lifecycle.synthetic.scenarios import build_scenario
 
     sc = build_scenario("new_intent", n_before=10, n_after=10, seed=0)
     data = folder / "reference.csv"

@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from lifecycle.errors import StoreError
+from lifecycle.config.errors import StoreError
 
 if TYPE_CHECKING:
     from alembic.config import Config

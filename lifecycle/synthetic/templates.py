@@ -1,4 +1,4 @@
-"""Wording for the synthetic support tickets of :mod:`lifecycle.scenarios` (data only).
+"""Wording for the synthetic support tickets of :mod:`lifecycle.synthetic.scenarios` (data only).
 
 Two vocabularies describe the same intents. ``BASE`` is the help-desk style a specialist is
 trained on: full sentences, "card", "refund", "password", "declined". ``SHIFTED`` is a new

@@ -3,7 +3,7 @@
 A specialist's life is judged on what happens after deployment: traffic that stays the same
 (no retraining should happen), a new intent appears, the wording changes (a new channel,
 slang, new product names), or only the mix of intents changes. This module generates such
-streams from templates (:mod:`lifecycle._ticket_templates`) with slot fillers, greetings,
+streams from templates (:mod:`lifecycle.synthetic.templates`) with slot fillers, greetings,
 long rambling context, lowercase/unpunctuated variants and typos, all driven by seeds, so the
 same seed gives the same rows on every machine. :func:`holdout_scenario` builds the
 new-intent case from a real labelled data set (e.g. Banking77) instead.
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from lifecycle._ticket_templates import BASE, SHIFTED, Vocabulary
-from lifecycle.errors import DataError
+from lifecycle.config.errors import DataError
+from lifecycle.synthetic.templates import BASE, SHIFTED, Vocabulary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,7 +96,7 @@ def generate_tickets(
     """
     import pandas as pd
 
-    from lifecycle.data import _largest_remainder
+    from lifecycle.training.data import _largest_remainder
 
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -201,7 +201,7 @@ def holdout_scenario(
     """
     import numpy as np
 
-    from lifecycle.data import stratified_split
+    from lifecycle.training.data import stratified_split
 
     if not 0.0 <= release_share <= 1.0:
         raise ValueError(f"release_share must be within [0, 1], got {release_share}")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datetime import datetime
 
-from lifecycle.data import replay_mix, stratified_split
+from lifecycle.training.data import replay_mix, stratified_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +52,7 @@ class RetrainPlan:
 
     ``train`` has columns text, label, label_source ("human", "fallback" or "reference"),
     request_id (None for replayed rows) and source ("new" or "replay", from
-    :func:`~lifecycle.data.replay_mix`): pass it to training as the data, with no further
+    :func:`~lifecycle.training.data.replay_mix`): pass it to training as the data, with no further
     replay. ``holdout_new`` is a held-out slice of the new labelled rows (same columns less
     ``source``), ``holdout_old`` a slice of the reference that no replayed row comes from.
     When not ready, the three frames are empty and ``missing`` says how many more labels

@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lifecycle.registry import CHALLENGER, CHAMPION, Registry, VersionInfo
-from lifecycle.settings import Settings
-from lifecycle.spec import FileData, GeneratorData, SpecialistSpec
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import FileData, GeneratorData, SpecialistSpec
+from lifecycle.registry.models import CHALLENGER, CHAMPION, Registry, VersionInfo
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lifecycle.train import TrainResult
+    from lifecycle.training.train import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ logger = logging.getLogger(__name__)
 def load_training_data(spec: SpecialistSpec) -> pd.DataFrame:
     """The spec's declared training data: generated tickets or a file of (text, label)."""
     if isinstance(spec.data, GeneratorData):
-        from lifecycle.scenarios import generate_tickets
+        from lifecycle.synthetic.scenarios import generate_tickets
 
         return generate_tickets(spec.data.n, seed=spec.data.seed)
     assert isinstance(spec.data, FileData)
-    from lifecycle.data import load_table
+    from lifecycle.training.data import load_table
 
     return load_table(
         spec.data.path, text_column=spec.data.text_column, label_column=spec.data.label_column
@@ -64,9 +64,9 @@ def train_and_register(
     alias (``Trained.alias`` is then the alias it would have had): the retrain sets it only
     once the candidate beats the champion.
     """
-    from lifecycle.data import validate_training_table
-    from lifecycle.model import resolve_base_model
-    from lifecycle.train import train_specialist
+    from lifecycle.model.host import resolve_base_model
+    from lifecycle.training.data import validate_training_table
+    from lifecycle.training.train import train_specialist
 
     resolve_base_model(spec.base_model)  # fail on a missing path before touching the registry
     frame = data if data is not None else load_training_data(spec)

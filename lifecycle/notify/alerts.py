@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import httpx
     import pandas as pd
 
-    from lifecycle.settings import Settings
+    from lifecycle.config.settings import Settings
     from lifecycle.store import TrafficStore
 
 log = logging.getLogger(__name__)

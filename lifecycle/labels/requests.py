@@ -4,7 +4,7 @@ People label few requests; these are the ones that teach or decide the most:
 
 - **out of scope**: requests the champion's detector flagged (or that score in the top
   ``OOD_TOP_SHARE`` of their window), clustered on their embeddings with
-  ``monitors.discovery.discover`` and taken round-robin across clusters, so that each group
+  ``lifecycle.labels.discovery.discover`` and taken round-robin across clusters, so that each group
   of new traffic (each candidate new intent) gets labels, not only the largest;
 - **disagreement**: shadowed requests where the challenger's label differs from the
   champion's. Only discordant pairs move the promotion gate's paired test, so a label there
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.spec import SpecialistSpec
 
 OUT_OF_SCOPE = "out_of_scope"
 DISAGREEMENT = "disagreement"
@@ -234,13 +234,14 @@ def label_requests(
 
 
 def cluster_candidates(window: pd.DataFrame, *, min_cluster_size: int) -> dict[str, int]:
-    """Each out-of-scope candidate's cluster (``monitors.discovery.discover``), by request id.
+    """Each out-of-scope candidate's cluster (``lifecycle.labels.discovery.discover``), by
+    request id.
 
     Rows without a stored embedding are in no cluster (they are still asked, last).
     """
     import numpy as np
 
-    from monitors.discovery import discover
+    from lifecycle.labels.discovery import discover
 
     if len(window) == 0 or "embedding" not in window:
         return {}

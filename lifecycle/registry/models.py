@@ -17,16 +17,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.errors import RegistryError
-from lifecycle.settings import Settings
+from lifecycle.config.errors import RegistryError
+from lifecycle.config.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from lifecycle.model import AdapterHost
-    from lifecycle.spec import SpecialistSpec
-    from lifecycle.train import TrainResult
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.training.train import TrainResult
 
 logger = logging.getLogger(__name__)
 

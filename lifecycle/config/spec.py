@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lifecycle.errors import ConfigError
+from lifecycle.config.errors import ConfigError
 
 #: Names become MLflow model names, metric labels and URL segments: keep them boring.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -253,7 +253,7 @@ class SpecialistSpec(_Strict):
     @field_validator("out_of_scope_label")
     @classmethod
     def _valid_out_of_scope_label(cls, value: str | None) -> str | None:
-        from lifecycle.feedback import label_problem
+        from lifecycle.labels.feedback import label_problem
 
         problem = None if value is None else label_problem(value)
         if problem is not None:

@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from lifecycle.errors import ModelLoadError
+from lifecycle.config.errors import ModelLoadError
 
 OOD_FILE = "ood.safetensors"
 Method = Literal["mahalanobis", "knn"]
@@ -146,7 +146,7 @@ class OutOfScopeDetector:
                 "centers": np.ascontiguousarray(self.centers, dtype=np.float32),
             },
             str(path),
-            metadata={"lifecycle.ood": json.dumps(meta)},
+            metadata={"lifecycle.model.ood": json.dumps(meta)},
         )
         return path
 
@@ -161,7 +161,7 @@ class OutOfScopeDetector:
             return None
         try:
             with safe_open(str(path), framework="np") as handle:
-                raw = (handle.metadata() or {}).get("lifecycle.ood")
+                raw = (handle.metadata() or {}).get("lifecycle.model.ood")
             meta = json.loads(raw or "{}")
             arrays = load_file(str(path))
             method = str(meta["method"])

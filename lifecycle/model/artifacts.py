@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lifecycle.spec import LoraSpec
+from lifecycle.config.spec import LoraSpec
 
 #: Files of a specialist artifact folder; nothing else is loaded from it.
 ADAPTER_CONFIG = "adapter_config.json"

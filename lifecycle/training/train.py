@@ -12,18 +12,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lifecycle.calibration import fit_temperature, softmax
-from lifecycle.data import replay_mix, stratified_split, training_set_hash, validate_training_table
-from lifecycle.errors import DataError
-from lifecycle.evaluate import Evaluation, evaluate
-from lifecycle.model import AdapterHost, check_artifact
-from lifecycle.schemas import SpecialistMeta
-from lifecycle.spec import SpecialistSpec
+from lifecycle.config.errors import DataError
+from lifecycle.config.spec import SpecialistSpec
+from lifecycle.model.artifacts import SpecialistMeta
+from lifecycle.model.calibration import fit_temperature, softmax
+from lifecycle.model.host import AdapterHost, check_artifact
+from lifecycle.training.data import (
+    replay_mix,
+    stratified_split,
+    training_set_hash,
+    validate_training_table,
+)
+from lifecycle.training.evaluate import Evaluation, evaluate
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lifecycle.ood import OutOfScopeDetector
+    from lifecycle.model.ood import OutOfScopeDetector
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +277,7 @@ def fit_out_of_scope(
     """The candidate's out-of-scope detector: fitted on the embeddings of the rows it was
     trained on (a stratified sample past ``KNN_MAX_ROWS``), calibrated on its validation rows,
     which it never trained on, for ``target_rate`` of them flagged."""
-    from lifecycle.ood import KNN_MAX_ROWS, fit_detector
+    from lifecycle.model.ood import KNN_MAX_ROWS, fit_detector
 
     frame = train_frame
     if len(frame) > KNN_MAX_ROWS:

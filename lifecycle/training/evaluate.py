@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lifecycle.calibration import expected_calibration_error
+from lifecycle.model.calibration import expected_calibration_error
 
 
 @dataclass(frozen=True)

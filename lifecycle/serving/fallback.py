@@ -27,7 +27,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lifecycle.errors import ConfigError
+from lifecycle.config.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

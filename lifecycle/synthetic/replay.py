@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lifecycle.model import AdapterHost
+    from lifecycle.model.host import AdapterHost
     from lifecycle.store import TrafficStore
     from lifecycle.store.records import Record
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from lifecycle.calibration import softmax
-from lifecycle.errors import ModelLoadError
-from lifecycle.schemas import (
+from lifecycle.config.errors import ModelLoadError
+from lifecycle.config.spec import DEFAULT_BASE_MODEL, LoraSpec
+from lifecycle.model.artifacts import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     HEAD_WEIGHTS,
@@ -32,7 +32,7 @@ from lifecycle.schemas import (
     Prediction,
     SpecialistMeta,
 )
-from lifecycle.spec import DEFAULT_BASE_MODEL, LoraSpec
+from lifecycle.model.calibration import softmax
 
 if TYPE_CHECKING:
     import torch
@@ -103,7 +103,7 @@ def pick_placement(preference: str = "auto") -> Placement:
 class _Adapter:
     meta: SpecialistMeta
     head: torch.nn.Linear
-    #: The version's out-of-scope detector (``lifecycle.ood``); None for a version without.
+    #: The version's out-of-scope detector (``lifecycle.model.ood``); None for a version without.
     detector: Any = None
 
 
@@ -301,7 +301,7 @@ class AdapterHost:
         return folder
 
     def set_detector(self, adapter_id: str, detector: Any) -> None:
-        """Attach an out-of-scope detector (``lifecycle.ood.OutOfScopeDetector``) whose scores
+        """Attach an out-of-scope detector (``lifecycle.model.ood.OutOfScopeDetector``) whose scores
         ``predict`` returns with every answer."""
         self._get(adapter_id).detector = detector
 
@@ -362,7 +362,7 @@ class AdapterHost:
             head.weight.copy_(weight)
             head.bias.copy_(bias)
         head.to(self.placement.device).eval()
-        from lifecycle.ood import OutOfScopeDetector
+        from lifecycle.model.ood import OutOfScopeDetector
 
         try:
             detector = OutOfScopeDetector.load(folder)
@@ -393,7 +393,7 @@ class AdapterHost:
 
         Rows may name different adapters; each gets its own LoRA weights and head.
         Gradients flow only when ``train`` is set. Inference on a CPU packs the texts
-        (``lifecycle.packing``) when the encoder passed the packing probe at load.
+        (``lifecycle.model.packing``) when the encoder passed the packing probe at load.
         """
         import torch
 
@@ -456,7 +456,7 @@ class AdapterHost:
         """
         import torch
 
-        from lifecycle.packing import pack, plan_rows, segment_means
+        from lifecycle.model.packing import pack, plan_rows, segment_means
 
         tokens = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         ids = list(adapter_ids) if adapter_ids is not None else [""] * len(texts)

@@ -7,8 +7,9 @@ guardrail in the monitor flow are thin and these rules are tested without either
   the challenger), so the comparison is paired: only requests where exactly one model is
   right carry information on which is better. The promote flow looks at the pairs again and
   again as labels arrive, so the decision is a sequential test valid at every look
-  (:mod:`lifecycle.sequential`: mixture e-values, a beta-binomial mixture on the discordant
-  pairs; with a margin, a betting mixture over all pairs): promote when the e-value against
+  (:mod:`lifecycle.promotion.sequential`: mixture e-values, a beta-binomial mixture on the
+  discordant pairs; with a margin, a betting mixture over all pairs): promote when the e-value
+  against
   "challenger worse than ``-margin``" reaches ``1 / alpha``, reject when the mirror e-value
   ("challenger no worse than ``-margin``") does, or when ``policy.sample_cap`` labelled pairs
   leave it undecided. The difference in accuracy is reported with Newcombe's paired score
@@ -34,8 +35,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from lifecycle.sequential import sequential_test
-from lifecycle.spec import PromotionSpec
+from lifecycle.config.spec import PromotionSpec
+from lifecycle.promotion.sequential import sequential_test
 
 if TYPE_CHECKING:
     import numpy as np

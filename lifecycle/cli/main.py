@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from lifecycle.errors import LifecycleError
+from lifecycle.config.errors import LifecycleError
 
 app = typer.Typer(
     name="lifecycle",
@@ -71,8 +71,8 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _context(specialists_file: Path | None) -> tuple[Any, Any]:
-    from lifecycle.settings import load_settings
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import load_specialists
 
     settings = load_settings(specialists_file=specialists_file)
     return settings, load_specialists(settings.specialists_file)
@@ -103,8 +103,8 @@ def train(
     """
     _setup_logging(verbose)
     settings, specs = _context(specialists_file)
-    from lifecycle.pipeline import train_and_register
-    from lifecycle.registry import ALIASES
+    from lifecycle.registry.models import ALIASES
+    from lifecycle.training.pipeline import train_and_register
 
     if alias is not None and alias not in ALIASES:
         raise typer.BadParameter(f"must be one of {', '.join(ALIASES)}", param_hint="--alias")
@@ -113,7 +113,7 @@ def train(
     if data is not None:
         if len(chosen) != 1:
             raise typer.BadParameter("--data needs --specialist when the file declares several")
-        from lifecycle.data import load_table
+        from lifecycle.training.data import load_table
 
         frame = load_table(data, text_column=text_column, label_column=label_column)
     for spec in chosen:
@@ -138,7 +138,7 @@ def status(
 ) -> None:
     """Show each specialist's registered versions, aliases and key metrics."""
     settings, specs = _context(specialists_file)
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     registry = Registry(settings)
     names = [specialist] if specialist else [s.name for s in specs.specialists]
@@ -221,8 +221,8 @@ def serve(
     /healthz, /readyz, and the OpenAPI docs at /docs.
     """
     _setup_logging(verbose)
-    from lifecycle.settings import load_settings
-    from lifecycle.spec import load_specialists
+    from lifecycle.config.settings import load_settings
+    from lifecycle.config.spec import load_specialists
 
     settings = load_settings(specialists_file=specialists_file, host=host, port=port)
     specs = load_specialists(settings.specialists_file)
@@ -281,7 +281,7 @@ def promote(
 
         typer.echo(json.dumps(promote_flow(specialist), indent=2, default=str))
         return
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     aliases = Registry(settings).promote(specialist, reason=f"forced: {reason}", version=version)
     typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
@@ -297,7 +297,7 @@ def rollback(
     """Make the 'previous' version the champion again; gateways pick it up on their next poll."""
     settings, specs = _context(specialists_file)
     specs.get(specialist)
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     aliases = Registry(settings).rollback(specialist, reason=reason)
     typer.echo(f"{specialist}: " + ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())))
@@ -308,8 +308,13 @@ def _traffic(
 ) -> dict[str, Any] | None:
     """Counts, estimated cost and proposed labels (people's labels outside ``known_labels``)
     from the traffic store, when there is one to read."""
-    from lifecycle.cost import OUTCOME_WINDOW, OutcomeCounts, cost_per_correct, estimate_cost
-    from lifecycle.feedback import proposed_labels
+    from lifecycle.labels.feedback import proposed_labels
+    from lifecycle.serving.cost import (
+        OUTCOME_WINDOW,
+        OutcomeCounts,
+        cost_per_correct,
+        estimate_cost,
+    )
 
     url = settings.traffic_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -407,11 +412,11 @@ def simulate(
     the drift's onset, and which model versions answered.
     """
     _setup_logging(False)
-    from lifecycle.scenarios import build_scenario, holdout_scenario
-    from lifecycle.simulate import simulate as run_simulation
+    from lifecycle.synthetic.scenarios import build_scenario, holdout_scenario
+    from lifecycle.synthetic.simulate import simulate as run_simulation
 
     if data is not None:
-        from lifecycle.data import load_table
+        from lifecycle.training.data import load_table
 
         chosen = holdout_scenario(
             load_table(data, label_column=label_column),
@@ -558,8 +563,8 @@ def label_requests(
     `lifecycle feedback -s NAME --file FILE`. With LIFECYCLE_STORE_TEXT hash or none the file
     holds request ids only.
     """
-    from lifecycle.labelfiles import FORMATS, export_csv, export_labelstudio
-    from lifecycle.labelling import label_requests as ranked
+    from lifecycle.labels.files import FORMATS, export_csv, export_labelstudio
+    from lifecycle.labels.requests import label_requests as ranked
 
     if export not in FORMATS:
         raise typer.BadParameter(f"--export must be one of {', '.join(FORMATS)}")
@@ -613,8 +618,8 @@ def feedback(
     store in one transaction. Rows without a label are skipped. Exit status: 0 all written,
     2 written but some rows rejected (listed), 1 nothing written (`--strict`, or an error).
     """
-    from lifecycle.feedback import LabelSet, known_labels
-    from lifecycle.labelfiles import apply_label_file, read_label_file
+    from lifecycle.labels.feedback import LabelSet, known_labels
+    from lifecycle.labels.files import apply_label_file, read_label_file
 
     if source not in ("human", "fallback"):
         raise typer.BadParameter("--source must be human or fallback")
@@ -660,7 +665,7 @@ def feedback(
 
 def _served_versions(settings: Any, name: str) -> dict[str, Any]:
     """The champion's (and challenger's) version and labels, from the registry."""
-    from lifecycle.registry import Registry
+    from lifecycle.registry.models import Registry
 
     registry = Registry(settings)
     aliases = registry.aliases(name) if registry.has_model(name) else {}
@@ -713,7 +718,7 @@ def retrain(
     _setup_logging(verbose)
     settings, specs = _context(specialists_file)
     specs.get(specialist)
-    from lifecycle.registry import TRIGGERS
+    from lifecycle.registry.models import TRIGGERS
 
     if trigger not in TRIGGERS:
         raise typer.BadParameter(f"must be one of {', '.join(TRIGGERS)}", param_hint="--trigger")
@@ -758,8 +763,8 @@ def demo(
         # MLflow sets up its own log handler and download bars, which would bury the timeline.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from lifecycle.scenarios import SCENARIOS
-    from lifecycle.settings import load_settings
+    from lifecycle.config.settings import load_settings
+    from lifecycle.synthetic.scenarios import SCENARIOS
 
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"must be one of {', '.join(SCENARIOS)}", param_hint="--scenario")

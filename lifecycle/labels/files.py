@@ -1,12 +1,12 @@
 """Label files: label requests out (CSV, Label Studio tasks), people's labels back in.
 
-``lifecycle label-requests --export`` writes the ranked queue of ``lifecycle.labelling`` as a
+``lifecycle label-requests --export`` writes the ranked queue of ``lifecycle.labels.requests`` as a
 CSV (request_id, text, reason, predicted, label left empty) or as Label Studio import tasks
 (``[{"data": {"text", "request_id", ...}, "predictions": [...]}]``, for a text
 classification project whose labelling config names its ``<Choices>`` ``label`` and its
 ``<Text>`` ``text``). ``lifecycle feedback --file`` reads the same CSV with ``label`` filled in,
 or Label Studio's JSON export (each task's ``data.request_id`` and its annotation's
-``result[].value.choices[0]``), checks every row with ``lifecycle.feedback.check_feedback``
+``result[].value.choices[0]``), checks every row with ``lifecycle.labels.feedback.check_feedback``
 (the gateway's own rules) and writes the accepted rows in one transaction.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import DataError
-from lifecycle.feedback import ACCEPTED, INVALID, LabelSet, RowCheck, check_feedback
-from lifecycle.labelling import LabelRequest
+from lifecycle.config.errors import DataError
+from lifecycle.labels.feedback import ACCEPTED, INVALID, LabelSet, RowCheck, check_feedback
+from lifecycle.labels.requests import LabelRequest
 
 CSV_COLUMNS = ("request_id", "text", "reason", "predicted", "label")
 FORMATS = ("csv", "labelstudio")

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lifecycle.errors import ConfigError
+from lifecycle.config.errors import ConfigError
 
 
 class Settings(BaseSettings):

@@ -3,7 +3,7 @@
 Every specialist trains and is evaluated on the same shape of data: a frame with a ``text``
 column and, when labelled, a ``label`` column of stripped strings. Whatever a user can get
 wrong in a file (a missing column, a stray Latin-1 byte, a label set with one class) is
-reported as a :class:`~lifecycle.errors.DataError` naming the file and the problem, so the
+reported as a :class:`~lifecycle.config.errors.DataError` naming the file and the problem, so the
 CLI can print it instead of a pandas traceback.
 
 pandas and scikit-learn are imported inside the functions, so importing this module is cheap.
@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.errors import DataError
+from lifecycle.config.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

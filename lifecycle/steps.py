@@ -2,7 +2,8 @@
 guard a fresh promotion.
 
 Each step reads the traffic store and the MLflow registry, applies the pure rules of
-``lifecycle.retraining`` and ``lifecycle.promotion``, moves aliases and returns what it did.
+``lifecycle.training.retraining`` and ``lifecycle.promotion.gate``, moves aliases and returns
+what it did.
 Prefect flows (``flows/``) call them as tasks and add retries, events, alerts and logging;
 the steps themselves run (and are tested) without Prefect.
 
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.registry import CHALLENGER, CHAMPION, PREVIOUS, PROMOTED_AT, TAG
+from lifecycle.registry.models import CHALLENGER, CHAMPION, PREVIOUS, PROMOTED_AT, TAG
 
 #: On a challenger trained from traffic: how many people's labels it learnt from, and the
 #: moment the traffic was read (labels after it are new to it). The gate's supersede rule.
@@ -35,12 +36,12 @@ CANDIDATE_CHECK_TAG = f"{TAG}candidate_check"
 if TYPE_CHECKING:
     import pandas as pd
 
-    from lifecycle.latency import LatencyComparison
-    from lifecycle.model import AdapterHost
-    from lifecycle.promotion import GateDecision, GuardrailDecision
-    from lifecycle.registry import Registry
-    from lifecycle.settings import Settings
-    from lifecycle.spec import SpecialistSpec
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.model.latency import LatencyComparison
+    from lifecycle.promotion.gate import GateDecision, GuardrailDecision
+    from lifecycle.registry.models import Registry
     from lifecycle.store import TrafficStore
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ def retrain_from_traffic(
     ``training.min_holdout_rows`` of them); otherwise the version is tagged
     ``lifecycle.rejected_reason`` and the outcome is "rejected".
     """
-    from lifecycle.pipeline import load_training_data, train_and_register
-    from lifecycle.registry import Registry
-    from lifecycle.retraining import judge_candidate, plan_retraining
+    from lifecycle.registry.models import Registry
+    from lifecycle.training.pipeline import load_training_data, train_and_register
+    from lifecycle.training.retraining import judge_candidate, plan_retraining
 
     registry = registry or Registry(settings)
     aliases = registry.aliases(spec.name)
@@ -303,7 +304,7 @@ def gate_challenger(
 
     Accuracy is the paired test on labelled shadowed requests; errors are the challenger's
     shadow calls that raised; latency is both models timed side by side on recent texts
-    (``lifecycle.latency``), measured only when everything else says promote, since it
+    (``lifecycle.model.latency``), measured only when everything else says promote, since it
     loads both adapters (into ``host``, or a fresh one on the spec's base model). A
     challenger that cannot be loaded or cannot answer there is rejected.
 
@@ -315,8 +316,8 @@ def gate_challenger(
     is superseded: alias removed, why on the version (``lifecycle.superseded``), so that the
     next retrain (which a waiting challenger blocks) trains on all of them.
     """
-    from lifecycle.promotion import gate
-    from lifecycle.registry import Registry
+    from lifecycle.promotion.gate import gate
+    from lifecycle.registry.models import Registry
 
     registry = registry or Registry(settings)
     aliases = registry.aliases(spec.name)
@@ -439,8 +440,8 @@ def _time_side_by_side(
 ) -> LatencyComparison:
     """Both versions timed on the champion's latest texts (its reference where none are
     stored, e.g. with ``store_text`` off), in a host of their own or the one given."""
-    from lifecycle.latency import compare_latency
-    from lifecycle.model import AdapterHost
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.model.latency import compare_latency
 
     recent = store.window(spec.name, model_version=champion, last=n_texts, with_embeddings=False)
     texts = [t for t in recent["text"].tolist() if isinstance(t, str) and t.strip()]
@@ -503,8 +504,8 @@ def guard_promotion(
 
     Guards until it decides: a kept champion is tagged, and not guarded again.
     """
-    from lifecycle.promotion import guardrail
-    from lifecycle.registry import Registry
+    from lifecycle.promotion.gate import guardrail
+    from lifecycle.registry.models import Registry
 
     registry = registry or Registry(settings)
     aliases = registry.aliases(spec.name)

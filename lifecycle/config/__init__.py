@@ -1,0 +1,1 @@
+"""Configuration: settings (environment), the specialists file (spec), errors."""

@@ -1,0 +1,1 @@
+"""Labels: the open label set, label requests, label files, intent discovery."""

@@ -1,0 +1,1 @@
+"""Promotion rules, pure: the gate's statistics, the sequential test, the guardrail."""

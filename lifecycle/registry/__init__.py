@@ -1,0 +1,3 @@
+"""The MLflow layer: registered versions, aliases, lineage, runs and artifacts. The only package
+that touches an MlflowClient.
+"""
