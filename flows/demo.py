@@ -80,6 +80,11 @@ class DemoResult:
     promoted_at: int | None = None
     #: The simulated person's labels: from the label-request queue, at random, refused.
     labels: dict[str, int] = field(default_factory=dict)
+    #: Drifted traffic answered by every promoted champion, from the first promotion on, and
+    #: the stream index of that first promotion: the figure that does not hang on how late
+    #: the last promotion happened to come.
+    after_first: Accuracy = field(default_factory=Accuracy)
+    first_promoted_at: int | None = None
 
     def seconds_at(self, what: str) -> float | None:
         """When the timeline first recorded ``what`` (seconds from the start)."""
@@ -236,6 +241,7 @@ def _loop(
     state = "watching"  # -> shadowing -> watching (a promoted champion is watched too)
     promoted: int | None = None
     promoted_at: int | None = None
+    first_promoted_at: int | None = None
     schedule_from: int | None = None  # scheduled retrains start after a first promotion
     detected: int | None = None
     headers = {"Authorization": f"Bearer {token}"}
@@ -332,6 +338,7 @@ def _loop(
                     client.post("/v1/admin/reload", headers=headers)
                     promoted = gate["challenger_version"]
                     promoted_at = schedule_from = sent
+                    first_promoted_at = first_promoted_at or sent
                     timeline.add(sent, "promoted", f"champion is v{promoted}")
                     state = "watching"
                 elif gate["action"] in ("rejected", "superseded"):
@@ -343,7 +350,22 @@ def _loop(
         "at_random": labeller.at_random,
         "refused": labeller.refused,
     }
-    return DemoResult(before, during, after, promoted, timeline, detected, 0.0, promoted_at, labels)
+    after_first = Accuracy()
+    for seen in served.values():
+        after_first.add(seen.correct, seen.total)
+    return DemoResult(
+        before,
+        during,
+        after,
+        promoted,
+        timeline,
+        detected,
+        0.0,
+        promoted_at,
+        labels,
+        after_first,
+        first_promoted_at,
+    )
 
 
 def summary(result: DemoResult, settings_home: Path, tracking_uri: str) -> str:

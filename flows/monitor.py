@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 
 from flows import events
 from flows.context import context
+from lifecycle.notify import texts
 
 # Store or registry briefly down: retry with growing waits instead of giving up the loop.
 RETRY_DELAYS: list[float] = [2.0, 10.0, 30.0]
@@ -38,11 +39,15 @@ def guard(specialist: str) -> dict[str, Any]:
         outcome = guard_promotion(ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry)
         if outcome.action == "rolled_back":
             assert outcome.decision is not None
+            text = texts.rolled_back(
+                specialist,
+                champion_version=outcome.champion_version,
+                previous_version=outcome.previous_version,
+            )
             ctx.alert(
                 "rollback",
                 "ROLLED_BACK",
-                f"v{outcome.champion_version} hurt quality after its promotion: "
-                f"rolled back to v{outcome.previous_version}",
+                text.summary,
                 reasons=[
                     {
                         "signal": "accuracy_drop",
@@ -52,7 +57,7 @@ def guard(specialist: str) -> dict[str, Any]:
                     }
                 ],
                 champion_version=outcome.previous_version,
-                actions=[f"lifecycle status -s {specialist}"],
+                actions=text.actions,
             )
     return outcome.as_dict()
 

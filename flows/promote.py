@@ -17,23 +17,7 @@ from prefect import flow, get_run_logger, task
 from flows import events
 from flows.context import context
 from flows.monitor import RETRY_DELAYS
-
-#: What each gate outcome tells on-call: the verb and the commands to act.
-ACTIONS: dict[str, tuple[str, list[str]]] = {
-    "promoted": ("promoted", ["lifecycle rollback -s {name}"]),
-    "rejected": (
-        "rejected",
-        ["lifecycle promote -s {name} --version {version} --force   # to override the gate"],
-    ),
-    "ready": (
-        "passed the gate (auto_promote is off)",
-        ["lifecycle promote -s {name} --force   # to promote it"],
-    ),
-    "superseded": (
-        "was superseded by the labels that arrived since its training (undecided)",
-        ["lifecycle retrain -s {name}   # to train on all of them now"],
-    ),
-}
+from lifecycle.notify import texts
 
 
 @task(retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS)
@@ -43,29 +27,28 @@ def decide(specialist: str) -> dict[str, Any]:
     with context(specialist) as ctx:
         outcome = gate_challenger(ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry)
         d = outcome.decision
-        if outcome.action in ACTIONS and d is not None:
-            verb, actions = ACTIONS[outcome.action]
+        if d is None:
+            return outcome.as_dict()
+        text = texts.gate_outcome(
+            outcome.action,
+            specialist,
+            challenger_version=outcome.challenger_version,
+            champion_version=outcome.champion_version,
+            challenger_accuracy=d.challenger_accuracy,
+            champion_accuracy=d.champion_accuracy,
+            n_labelled=d.n_labelled,
+            reasons=d.reasons,
+        )
+        if text is not None:
             ctx.alert(
                 "gate",
                 outcome.action.upper(),
-                f"challenger v{outcome.challenger_version} {verb} against champion "
-                f"v{outcome.champion_version}: {_summary(d)}",
+                text.summary,
                 reasons=_reasons(d, ctx.spec.promotion),
                 champion_version=outcome.champion_version,
-                actions=[
-                    a.format(name=specialist, version=outcome.challenger_version) for a in actions
-                ],
+                actions=text.actions,
             )
     return outcome.as_dict()
-
-
-def _summary(d: Any) -> str:
-    if d.challenger_accuracy is None:  # rejected before any label: it kept failing
-        return d.reasons[-1]
-    return (
-        f"accuracy {d.challenger_accuracy:.3f} vs {d.champion_accuracy:.3f} on "
-        f"{d.n_labelled} labelled shadowed requests"
-    )
 
 
 def _reasons(d: Any, policy: Any) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 
 from flows import events
 from flows.context import context
+from lifecycle.notify import texts
 
 #: Seconds a retrain's slot outlives its holder. The holder renews its lease (Prefect) and its
 #: heartbeat (a Prefect variable) while it runs. A holder that was killed (OOM, node lost)
@@ -119,10 +120,13 @@ def train_challenger(specialist: str, trigger: str) -> dict[str, Any]:
             ctx.settings, ctx.spec, store=ctx.store, registry=ctx.registry, trigger=trigger
         )
         if outcome.status == "needs_labels":
+            text = texts.retrain_needs_labels(
+                specialist, missing=outcome.missing, reason=outcome.reason
+            )
             ctx.alert(
                 "retrain",
                 "NEEDS_LABELS",
-                f"retraining {specialist} needs {outcome.missing} more labels: {outcome.reason}",
+                text.summary,
                 reasons=[
                     {
                         "signal": "labels",
@@ -134,35 +138,34 @@ def train_challenger(specialist: str, trigger: str) -> dict[str, Any]:
                 champion_version=outcome.champion_version,
                 # Proposed labels short of training.min_examples_per_label: label -> needed.
                 extra={"labels_short": outcome.plan.get("labels_short", {})},
-                actions=[
-                    f"label {outcome.missing} more requests: "
-                    f"POST /v1/specialists/{specialist}/feedback",
-                    f"lifecycle label-requests -s {specialist}   # the requests worth a label",
-                ],
+                actions=text.actions,
             )
         elif outcome.status == "registered":
+            text = texts.candidate_registered(
+                specialist, challenger_version=outcome.challenger_version
+            )
             ctx.alert(
                 "retrain",
                 "CANDIDATE",
-                f"challenger v{outcome.challenger_version} registered; the gateway shadows it",
+                text.summary,
                 champion_version=outcome.champion_version,
                 extra={"evaluation": outcome.evaluation},
-                actions=[f"lifecycle status -s {specialist}"],
+                actions=text.actions,
             )
         elif outcome.status == "rejected":
+            text = texts.candidate_rejected(
+                specialist,
+                challenger_version=outcome.challenger_version,
+                champion_version=outcome.champion_version,
+                reason=outcome.reason,
+            )
             ctx.alert(
                 "retrain",
                 "REJECTED_CANDIDATE",
-                f"candidate v{outcome.challenger_version} not made challenger: it does not "
-                f"beat champion v{outcome.champion_version} on held-out drifted labels "
-                f"({outcome.reason})"[:500],
+                text.summary,
                 champion_version=outcome.champion_version,
                 extra={"evaluation": outcome.evaluation},
-                actions=[
-                    f"lifecycle status -s {specialist}   # the version's "
-                    "lifecycle.rejected_reason tag says why",
-                    f"collect more labels, then lifecycle retrain -s {specialist}",
-                ],
+                actions=text.actions,
             )
     return outcome.as_dict()
 
@@ -204,13 +207,9 @@ def retrain_flow(specialist: str, trigger: str = "drift") -> dict[str, Any]:
         return {"status": "skipped", "reason": "another retrain of this specialist is running"}
     except Exception as exc:
         # The aliases are untouched (registration is the step's last write): say so, loudly.
+        failed = texts.retrain_failed(specialist, error=exc)
         with context(specialist) as ctx:
-            ctx.alert(
-                "retrain",
-                "RETRAIN_FAILED",
-                f"retraining {specialist} failed: {exc}"[:500],
-                actions=[f"lifecycle retrain -s {specialist}   # after fixing the cause"],
-            )
+            ctx.alert("retrain", "RETRAIN_FAILED", failed.summary, actions=failed.actions)
         events.emit(events.RETRAIN_FAILED, specialist, {"error": str(exc)[:1000]})
         raise
     logger.info("%s: %s (%s)", specialist, outcome["status"], outcome["reason"])

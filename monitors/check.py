@@ -3,7 +3,7 @@
 This is the I/O shell around the pure parts (frames, drift, thresholds, quality, policy):
 it reads the champion's reference and thresholds from MLflow and a window from the traffic
 store, logs the verdict's metrics and the Evidently report to the specialist's monitoring
-run, and hands an alert to ``lifecycle.notify.alerts``. Flows call ``run_check`` as a task.
+run, and hands an alert to ``lifecycle.notify.alerter``. Flows call ``run_check`` as a task.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from monitors.results import Status, Verdict
 if TYPE_CHECKING:
     from lifecycle.config.settings import Settings
     from lifecycle.config.spec import SpecialistSpec
-    from lifecycle.notify.alerts import AlertOutcome
+    from lifecycle.notify.alerter import AlertOutcome
     from lifecycle.registry.models import Registry, VersionInfo
     from lifecycle.store import TrafficStore
     from monitors.frames import MonitorData
@@ -122,7 +122,7 @@ def _thresholds(
         false_alarm_rate=spec.monitoring.false_alarm_rate,
         rounds=settings.calibration_rounds,
     )
-    registry.client.log_text(version.run_id, thresholds.to_json(), THRESHOLDS_PATH)
+    registry.log_text(version.run_id, thresholds.to_json(), THRESHOLDS_PATH)
     return thresholds
 
 
@@ -148,7 +148,7 @@ def run_check(
     registry = registry or Registry(settings)
     owns_store = store is None
     store = store or TrafficStore(settings.traffic_url)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     try:
         verdict = _measure(
             settings, spec, store, registry, last=last, since=since, until=until, version=version
@@ -360,28 +360,17 @@ def _replace(verdict: Verdict, **changes: Any) -> Verdict:
 
 def monitoring_run_id(registry: Registry, name: str) -> str:
     """The specialist's one long-lived monitoring run (created on first use)."""
-    experiment_id = registry.experiment_id(name, kind="monitoring")
-    found = registry.client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{MONITORING_TAG}` = 'true'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    if found:
-        return str(found[0].info.run_id)
-    run = registry.client.create_run(
-        experiment_id,
+    return registry.find_or_create_run(
+        registry.experiment_id(name, kind="monitoring"),
+        tag=MONITORING_TAG,
         run_name=f"{name}-monitoring",
-        tags={MONITORING_TAG: "true", "lifecycle.specialist": name},
+        tags={"lifecycle.specialist": name},
     )
-    return str(run.info.run_id)
 
 
 def _log(registry: Registry, spec: SpecialistSpec, verdict: Verdict, *, now: datetime) -> Verdict:
     """Append the verdict to the monitoring run: metrics (step = the check's number, time =
     the check's), report, JSON, and the figure of the recent checks (monitors/history.py)."""
-    from mlflow.entities import Metric, RunTag
-
     from monitors.history import CHECKS_TAG, check_number, log_history_figure
 
     run_id = monitoring_run_id(registry, spec.name)
@@ -391,29 +380,31 @@ def _log(registry: Registry, spec: SpecialistSpec, verdict: Verdict, *, now: dat
     values = verdict.metrics()
     if verdict.champion_version is not None:
         values["champion_version"] = float(verdict.champion_version)
-    registry.client.log_batch(
+    registry.log_metrics(
         run_id,
-        metrics=[Metric(k, v, ms, step) for k, v in values.items()],
-        tags=[
-            RunTag("lifecycle.last_status", verdict.status.value),
-            RunTag("lifecycle.last_check", now.isoformat()),
-            RunTag(CHECKS_TAG, str(step)),
-        ],
+        values,
+        step=step,
+        timestamp_ms=ms,
+        tags={
+            "lifecycle.last_status": verdict.status.value,
+            "lifecycle.last_check": now.isoformat(),
+            CHECKS_TAG: str(step),
+        },
     )
     folder = f"checks/{stamp}"
     log_history_figure(registry, run_id, specialist=spec.name, step=step, folder=folder)
     reports = [Path(p) for p in verdict.window.get("reports", [])]
-    for path in reports:
-        registry.client.log_artifact(run_id, str(path), folder)
-    for path in (Path(p) for p in verdict.window.get("artifacts", [])):
-        registry.client.log_artifact(run_id, str(path), folder)
+    registry.log_artifacts(run_id, reports, folder)
+    extra = [Path(p) for p in verdict.window.get("artifacts", [])]
+    registry.log_artifacts(run_id, extra, folder)
+    for path in extra:
         path.unlink(missing_ok=True)
     report_uri = None
     if reports:
-        artifact_uri = registry.client.get_run(run_id).info.artifact_uri
+        artifact_uri = registry.artifact_uri(run_id)
         report_uri = f"{artifact_uri}/{folder}/{reports[0].name}"
     verdict = _replace(verdict, report_uri=report_uri, run_id=run_id)
-    registry.client.log_text(
+    registry.log_text(
         run_id, json.dumps(verdict.as_dict(), indent=2, default=str), f"{folder}/verdict.json"
     )
     for path in reports:
@@ -431,7 +422,7 @@ def _alert(
 ) -> AlertOutcome | None:
     if verdict.status is not Status.OK and verdict.status not in ALERTING:
         return None
-    from lifecycle.notify.alerts import Alerter
+    from lifecycle.notify.alerter import Alerter
     from monitors.message import alert_message
 
     return Alerter(settings, store).notify(alert_message(spec, verdict), now=now)

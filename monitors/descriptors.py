@@ -56,7 +56,7 @@ def tokenizer_vocabulary(base_model: str) -> frozenset[str]:
     """The whole-word vocabulary of a base model's tokenizer (loaded once per process)."""
     from transformers import AutoTokenizer
 
-    from lifecycle.model.host import resolve_base_model
+    from lifecycle.model.base import resolve_base_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model))
     # WordPiece continuation pieces ("##ing") are not words.

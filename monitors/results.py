@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(str, enum.Enum):  # noqa: UP042  (StrEnum would change str(status))
     """The outcome of one check, from calm to urgent."""
 
     OK = "OK"

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from itertools import count
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from lifecycle.store import TrafficStore
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LIFECYCLE_PROGRESS", "false")
@@ -91,3 +99,54 @@ def served_home(tmp_path_factory: pytest.TempPathFactory, trained, tiny_spec) ->
     second = registry.log_training(tiny_spec, trained, trigger="manual", parent_version=1)
     registry.set_alias("tiny", CHALLENGER, second.version)
     return home
+
+
+def mlflow_client(registry: Any) -> Any:
+    """An MlflowClient of its own on ``registry``'s store: tests look at what MLflow holds
+    directly, not through the layer under test (whose client is private)."""
+    from mlflow import MlflowClient
+
+    uri = registry.settings.tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Engine]:
+    """An autocommit pool on the shared PostgreSQL server; fails, never skips, when it is down."""
+    from tests.store_harness import admin_engine
+
+    engine = admin_engine()
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def make_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty traffic databases on one backend (each param a backend), gone after
+    the test. A SQLite file's folder does not exist yet: the store creates it on connect."""
+    from tests.store_harness import new_database
+
+    admin = request.getfixturevalue("pg_admin") if request.param == "postgresql" else None
+    numbers = count()
+    with ExitStack() as dropped:
+
+        def make() -> str:
+            if admin is not None:
+                return dropped.enter_context(new_database(admin))
+            return f"sqlite:///{tmp_path / f'db{next(numbers)}' / 'traffic.db'}"
+
+        yield make
+
+
+@pytest.fixture
+def store(make_database: Callable[[], str]) -> Iterator[TrafficStore]:
+    """A migrated, empty traffic store of the test's own, on SQLite and on PostgreSQL.
+
+    Short lock timeouts, so that an outage shows up in milliseconds.
+    """
+    from lifecycle.store import TrafficStore
+
+    traffic = TrafficStore(make_database(), lock_timeout_ms=50)
+    traffic.upgrade()
+    yield traffic
+    traffic.dispose()

@@ -14,10 +14,10 @@ __all__ = ["RunningGateway", "SharedHost", "free_port", "running_gateway"]
 
 
 class RunningGateway:
-    def __init__(self, app: Any, port: int, token: str | None) -> None:
+    def __init__(self, app: Any, url: str, token: str | None) -> None:
         self.app = app
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
         self.token = token
 
     @property
@@ -36,9 +36,8 @@ def running_gateway(
     app: Any, *, token: str | None = None, ready_timeout: float = 120.0
 ) -> Iterator[RunningGateway]:
     """Start ``app`` under a real uvicorn server; stop it (and its lifespan) on exit."""
-    port = free_port()
-    with serve_in_background(app, port=port, ready_timeout=ready_timeout):
-        yield RunningGateway(app, port, token)
+    with serve_in_background(app, ready_timeout=ready_timeout) as url:
+        yield RunningGateway(app, url, token)
 
 
 class SharedHost:

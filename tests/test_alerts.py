@@ -13,24 +13,21 @@ import math
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lifecycle.config.settings import Settings
-from lifecycle.notify.alerts import (
-    Alerter,
-    AlertMessage,
-    AlertOutcome,
-    AlertReason,
-    slack_payload,
-)
+from lifecycle.notify.alerter import Alerter, AlertOutcome
+from lifecycle.notify.delivery import Webhooks
+from lifecycle.notify.message import AlertMessage, AlertReason
+from lifecycle.notify.slack import slack_payload
 from lifecycle.store import TrafficStore
 from tests.fakes.slack_server import TOKEN_PATH, FakeSlack
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SPECIALIST = "support-router"
 BASE_S = 0.25  # backoff base; sleeps are recorded, not slept, except where a test says
 
@@ -81,19 +78,16 @@ def alerter(
     sleep: Sleeps | None = None,
     retry_after_cap_s: float = 60.0,
 ) -> Alerter:
-    settings = Settings(
-        alert_webhooks=urls,
-        alert_cooldown_s=cooldown_s,
-        alert_timeout_s=timeout_s,
-        alert_retries=retries,
-    )
-    return Alerter(
-        settings,
-        store,
+    settings = Settings(alert_webhooks=urls, alert_cooldown_s=cooldown_s)
+    webhooks = Webhooks(
+        urls,
+        timeout_s=timeout_s,
+        retries=retries,
         backoff_base_s=BASE_S,
         retry_after_cap_s=retry_after_cap_s,
         sleep=sleep if sleep is not None else Sleeps(),
     )
+    return Alerter(settings, store, webhooks=webhooks)
 
 
 def drift(
@@ -366,6 +360,18 @@ def test_without_webhooks_alerts_are_stored_and_deduped(store: TrafficStore) -> 
     assert stored(store) == [("DRIFT", "no_webhook"), ("DRIFT", "suppressed")]
 
 
+def test_by_default_the_settings_say_where_and_how_to_post() -> None:
+    url = "http://127.0.0.1:9/services/T0/B0/s3cr3t"
+    settings = Settings(alert_webhooks=[url], alert_timeout_s=1.5, alert_retries=4)
+    alerts = Alerter(settings)
+    assert (alerts.webhooks.urls, alerts.webhooks.timeout_s, alerts.webhooks.retries) == (
+        [url],
+        1.5,
+        4,
+    )
+    assert "s3cr3t" not in repr(alerts)  # the token stays out of reprs (and so of logs)
+
+
 # -- delivery failures ------------------------------------------------------------------------
 
 
@@ -389,7 +395,7 @@ def test_a_webhook_that_keeps_failing_is_recorded_and_retried_next_run(
 ) -> None:
     slack.mode = "always_500"
     alerts = alerter([slack.url], store, retries=2)
-    with caplog.at_level(logging.WARNING, logger="lifecycle.notify.alerts"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.notify"):
         outcome = alerts.notify(drift(("psi", 0.31, 0.2)), now=T0)
 
     assert (outcome.status, outcome.delivered, outcome.attempts) == ("failed", 0, 3)
@@ -452,7 +458,7 @@ def test_an_unreachable_webhook_does_not_stop_the_others(
     slack: FakeSlack, store: TrafficStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     dead = f"http://127.0.0.1:{closed_port()}/services/T0/B0/deadT0k3n"
-    with caplog.at_level(logging.WARNING, logger="lifecycle.notify.alerts"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.notify"):
         outcome = alerter([dead, slack.url], store, retries=2).notify(
             drift(("psi", 0.3, 0.2)), now=T0
         )
@@ -472,7 +478,7 @@ def test_a_store_outage_still_delivers_and_says_stored_false(
     blocker.write_text("a file where the database folder should be")
     broken = TrafficStore(f"sqlite:///{blocker / 'traffic.db'}", lock_timeout_ms=50)
     alerts = alerter([slack.url], broken)
-    with caplog.at_level(logging.WARNING, logger="lifecycle.notify.alerts"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.notify"):
         outcome = alerts.notify(drift(("psi", 0.3, 0.2)), now=T0)
         again = alerts.notify(drift(("psi", 0.3, 0.2)), now=T0 + timedelta(minutes=1))
     broken.dispose()

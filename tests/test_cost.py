@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def test_the_store_counts_the_answer_the_client_got(tmp_path: Path) -> None:
 
     store = TrafficStore(f"sqlite:///{tmp_path / 'traffic.db'}")
     store.upgrade()
-    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
 
     def request(i: int, label: str, confidence: float, **kw: Any) -> RequestRecord:
         return RequestRecord(

@@ -258,7 +258,7 @@ def test_importing_is_cheap() -> None:
     import sys
 
     code = (
-        "import sys, lifecycle.data, lifecycle.scenarios; "
+        "import sys, lifecycle.training.data, lifecycle.synthetic.scenarios; "
         "print(sorted(m for m in ('pandas', 'sklearn', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

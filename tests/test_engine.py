@@ -374,10 +374,9 @@ def two_specialists(host: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
         try:
             generator = torch.Generator().manual_seed(seed)
             with torch.no_grad():
-                for param_name, param in host._peft.named_parameters():
-                    if f".{adapter_id}." in param_name and "lora_" in param_name:
-                        noise = torch.randn(param.shape, generator=generator) * 0.05
-                        param.add_(noise)
+                for _, param in host.lora_parameters(adapter_id):
+                    noise = torch.randn(param.shape, generator=generator) * 0.05
+                    param.add_(noise)
             folders[name] = Path(
                 host.save_adapter(adapter_id, tmp_path_factory.mktemp(name) / name)
             )
@@ -389,16 +388,16 @@ def two_specialists(host: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
 def test_two_different_specialists_in_one_micro_batch_answer_as_each_alone(
     host: Any, two_specialists: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lifecycle.model.host as model
+    import lifecycle.model.forward as model
 
     mixed_passes: list[int] = []
-    token_plan = model._token_plan
+    token_plan = model.token_plan
 
     def counting_plan(*args: Any, **kwargs: Any) -> Any:
         mixed_passes.append(1)
         return token_plan(*args, **kwargs)
 
-    monkeypatch.setattr(model, "_token_plan", counting_plan)
+    monkeypatch.setattr(model, "token_plan", counting_plan)
     batches: list[set[str]] = []
 
     class Recording(SharedHost):

@@ -22,8 +22,8 @@ from lifecycle.serving.fallback import (
     OpenAIFallback,
     ReviewQueueFallback,
     build_fallback,
-    match_label,
 )
+from lifecycle.serving.prompt import match_label
 from tests.fakes.openai_server import FakeOpenAI
 
 LABELS = ["billing", "lost_card", "refund", "other"]

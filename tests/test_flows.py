@@ -12,7 +12,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from lifecycle.cli.main import app
 from lifecycle.synthetic.scenarios import generate_tickets
+from tests.conftest import mlflow_client
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +132,7 @@ def test_a_bad_challenger_is_never_promoted(loop_env: Any) -> None:
         1,
         200,
         seed=41,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
     record_shadow(
         env.store,
@@ -218,7 +219,7 @@ def test_a_challenger_no_better_than_its_champion_is_rejected_within_2x_min_samp
     from lifecycle.registry.models import Registry
 
     env = loop_env
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # Trained on many labels: only the gate's cap can retire it here, not superseding.
     version = _copy_of_the_champion(env, trained_labels=10_000, labels_until=now)
     min_samples = env.spec.promotion.min_samples
@@ -246,7 +247,7 @@ def test_a_waiting_challenger_is_superseded_and_a_retrain_starts_with_all_labels
 
     env = loop_env
     registry = Registry(env.settings)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     version = _copy_of_the_champion(env, trained_labels=30, labels_until=now)
     adapters = _load(env, version)
     # Labels from before its training do not count as new.
@@ -290,11 +291,11 @@ def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any
     host = env.trained.result.host
     champion_id, _ = registry.load(host, "looped", 1)
     bad_id, _ = registry.load(host, "looped", bad.version.version)
-    promoted_at = datetime.now(timezone.utc) - timedelta(minutes=30)
+    promoted_at = datetime.now(UTC) - timedelta(minutes=30)
     # Before the promotion the old champion answered; after it, the bad one (forced through).
     _traffic(env, host, champion_id, 1, 120, seed=51, start=promoted_at - timedelta(minutes=20))
     registry.promote("looped", reason="manual --force")
-    registry.client.set_model_version_tag(
+    mlflow_client(registry).set_model_version_tag(
         "looped", str(bad.version.version), PROMOTED_AT, promoted_at.isoformat()
     )
     _traffic(
@@ -330,7 +331,7 @@ def test_a_duplicate_trigger_starts_one_retrain(loop_env: Any) -> None:
         1,
         160,
         seed=61,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
 
     # Two triggers for the same drift at the same moment: the one-slot concurrency limit
@@ -372,7 +373,7 @@ def test_too_few_labels_start_no_training_and_say_how_many_are_missing(loop_env:
         1,
         20,
         seed=71,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
     outcome = retrain_flow("looped")
     assert outcome["status"] == "needs_labels" and outcome["missing"] == 40
@@ -424,13 +425,13 @@ def test_a_retrain_that_dies_midway_leaves_aliases_and_alerts(
         1,
         160,
         seed=81,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
 
     def killed(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("worker lost mid-training (out of memory)")
 
-    monkeypatch.setattr(lifecycle.train, "train_specialist", killed)
+    monkeypatch.setattr(lifecycle.training.train, "train_specialist", killed)
     with pytest.raises(RuntimeError, match="worker lost"):
         retrain_flow("looped")
     assert registry.aliases("looped") == {"champion": 1}
@@ -474,7 +475,7 @@ def test_a_retrain_killed_mid_training_changes_nothing_and_the_next_run_succeeds
         1,
         160,
         seed=91,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_RETRAIN],
@@ -537,7 +538,7 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
     from flows.monitor import monitor_flow
     from lifecycle.registry.models import Registry
     from lifecycle.store import TrafficStore
-    from tests.test_store_postgres import ADMIN_URL, refused_connections
+    from tests.store_harness import ADMIN_URL, refused_connections
 
     env = loop_env
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -561,7 +562,7 @@ def test_a_brief_store_outage_makes_the_monitor_retry_not_give_up(
             specialist="looped",
             model_version=1,
             frame=generate_tickets(150, seed=91),
-            start=datetime.now(timezone.utc) - timedelta(hours=1),
+            start=datetime.now(UTC) - timedelta(hours=1),
         )
         store.dispose()
         monkeypatch.setenv("LIFECYCLE_TRAFFIC_DB_URL", url)
@@ -611,7 +612,7 @@ def test_a_registry_outage_makes_the_monitor_retry_not_give_up(
         1,
         150,
         seed=93,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
     port = free_port()
     # The flow reads the registry through the server (the same database behind it).
@@ -686,7 +687,7 @@ def test_a_candidate_no_better_than_the_champion_is_recorded_but_not_challenger(
         model_version=1,
         frame=frame,
         label_share=1.0,
-        start=datetime.now(timezone.utc) - timedelta(hours=1),
+        start=datetime.now(UTC) - timedelta(hours=1),
     )
     outcome = retrain_flow("looped", trigger="drift")
     assert outcome["status"] == "rejected", outcome

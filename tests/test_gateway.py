@@ -425,6 +425,37 @@ def test_traffic_db_outage_loses_nothing(served_home: Path, shared_host, tmp_pat
     assert len(accepted) == 81
 
 
+def test_a_traffic_store_outage_is_a_503_not_a_client_error(
+    served_home: Path,
+    shared_host,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """A store that cannot be read, or a writer that refuses records, answers 503 with a plain
+    message: the call was fine and may work later. Not 400, not a 500 with a traceback."""
+    from lifecycle.serving.app import create_app
+
+    # A database under a file, not a folder: no SQLite can open it, however it tries.
+    (tmp_path / "a-file").write_text("not a folder")
+    down = f"sqlite:///{tmp_path / 'a-file' / 'traffic.db'}"
+    app = create_app(_settings(served_home, traffic_db_url=down), _specs(), host=shared_host)
+    with running_gateway(app, token=TOKEN) as gw, gw.client() as client:
+        h = gw.admin_headers()
+        reads = [
+            client.get("/v1/specialists/tiny/review", headers=h),
+            client.get("/v1/specialists/tiny/label-requests", headers=h),
+        ]
+        gw.gw.writer.close()  # refuses records from now on, as at a shutdown
+        refused = client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS[:1]})
+        metrics = client.get("/metrics").text
+    for response in [*reads, refused]:
+        assert response.status_code == 503, response.text
+        assert "traffic" in response.json()["detail"]
+        assert "Traceback" not in response.text and "sqlite" not in response.text.lower()
+    assert reads[0].json()["detail"] == "the traffic store cannot be read right now"
+    assert "closed" in refused.json()["detail"]
+    assert 'route="/v1/specialists/{name}/predict",status="503"' in metrics
+
+
 @pytest.mark.parametrize("mode", ["hash", "none"])
 def test_redacted_traffic_keeps_no_text(
     served_home: Path,

@@ -1,4 +1,9 @@
-"""The gateway with its traffic store on the real PostgreSQL: an outage under load loses nothing."""
+"""The gateway with its traffic store on the real PostgreSQL: an outage under load loses nothing.
+
+The SQLite twin (a locked database) is ``test_gateway.py``'s; a whole server stopped is
+PostgreSQL's alone. Each test runs a gateway on a copy of the served home and a database of
+its own (``make_database``, PostgreSQL only here).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import concurrent.futures
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,10 +19,20 @@ import pytest
 from sqlalchemy.engine import Engine, make_url
 
 from tests.gateway_harness import RunningGateway, running_gateway
+from tests.store_harness import refused_connections
 from tests.test_gateway import TOKEN, _settings, _specs
-from tests.test_store_postgres import admin, pg_url, refused_connections  # noqa: F401
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("make_database", ["postgresql"], indirect=True),
+]
+
+
+@pytest.fixture
+def own_home(served_home: Path, tmp_path: Path) -> Path:
+    """The served home copied: the gateway's journal goes under it, and the module's fixture
+    stays as every test found it."""
+    return Path(shutil.copytree(served_home, tmp_path / "home"))
 
 
 def _burst(gw: RunningGateway, prefix: str, n: int) -> list[str]:
@@ -32,15 +47,16 @@ def _burst(gw: RunningGateway, prefix: str, n: int) -> list[str]:
 
 
 def test_postgres_outage_under_load_loses_no_accepted_request(
-    admin: Engine,  # noqa: F811
-    pg_url: str,  # noqa: F811
-    served_home: Path,
+    pg_admin: Engine,
+    make_database: Callable[[], str],
+    own_home: Path,
     shared_host,  # type: ignore[no-untyped-def]
 ) -> None:
     from lifecycle.serving.app import create_app
 
+    pg_url = make_database()
     name = make_url(pg_url).database
-    app = create_app(_settings(served_home, traffic_db_url=pg_url), _specs(), host=shared_host)
+    app = create_app(_settings(own_home, traffic_db_url=pg_url), _specs(), host=shared_host)
     accepted: list[str] = []
     labelled: list[str] = []
 
@@ -52,7 +68,7 @@ def test_postgres_outage_under_load_loses_no_accepted_request(
             for ids in pool.map(burst, range(4), [10] * 4):
                 accepted += ids
         gw.gw.writer.flush(timeout=30)
-        with refused_connections(admin, name):
+        with refused_connections(pg_admin, name):
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
                 for ids in pool.map(burst, range(4, 8), [15] * 4):
                     accepted += ids
@@ -99,13 +115,14 @@ def stopped_server() -> Iterator[None]:
 
 
 def test_postgres_stopped_under_load_loses_no_accepted_request(
-    pg_url: str,  # noqa: F811
-    served_home: Path,
+    make_database: Callable[[], str],
+    own_home: Path,
     shared_host,  # type: ignore[no-untyped-def]
 ) -> None:
     from lifecycle.serving.app import create_app
 
-    app = create_app(_settings(served_home, traffic_db_url=pg_url), _specs(), host=shared_host)
+    pg_url = make_database()
+    app = create_app(_settings(own_home, traffic_db_url=pg_url), _specs(), host=shared_host)
     accepted: list[str] = []
 
     def burst(client_id: int, n: int) -> list[str]:

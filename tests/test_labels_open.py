@@ -326,7 +326,7 @@ def test_proposed_labels_in_the_listing_and_status(
     from typer.testing import CliRunner
 
     from lifecycle.cli.main import app
-    from lifecycle.serving.outcomes import refresh_outcomes
+    from lifecycle.serving.state import refresh_outcomes
 
     ids = _request_ids(gateway, 2)
     assert _send(gateway, [(i, "lost_in_space") for i in ids]).status_code == 202

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 
 from lifecycle.config.errors import ModelLoadError
 from lifecycle.config.spec import LoraSpec
-from lifecycle.model.host import AdapterHost, check_artifact, pick_placement, resolve_base_model
+from lifecycle.model.adapters import check_artifact
+from lifecycle.model.base import pick_placement, resolve_base_model
+from lifecycle.model.host import AdapterHost
 
 TEXTS = [
     "I lost my card yesterday",
@@ -48,7 +51,7 @@ def test_pause_is_called_before_every_layer_of_every_pass_and_changes_nothing(tr
     paused = trained.host.predict(
         TEXTS, trained.adapter_id, batch_size=2, pause=lambda: calls.append(1)
     )
-    layers = trained.host._encoder.config.num_hidden_layers
+    layers = trained.host.adapters.encoder.config.num_hidden_layers
     assert len(calls) == layers * 2  # two passes of two texts, MiniLM's six layers each
     for a, b in zip(plain, paused, strict=True):
         assert a.label == b.label
@@ -97,6 +100,23 @@ def test_save_load_round_trip_and_mixed_batches(trained, host: AdapterHost, tmp_
         host.remove_adapter("tiny@v1")
         host.remove_adapter("other")
     assert host.adapter_ids == []
+
+
+def test_an_artifact_folder_holds_safetensors_and_json_only(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Nothing in a stored version names a class to import: moving a module never strands
+    an artifact, and loading one runs no code."""
+    folder = trained.host.save_adapter(trained.adapter_id, tmp_path / "a")
+    for path in folder.iterdir():
+        raw = path.read_bytes()
+        if path.suffix == ".safetensors":
+            size = int.from_bytes(raw[:8], "little")
+            json.loads(raw[8 : 8 + size])  # a JSON header, then raw tensor bytes: no pickle
+        else:
+            assert path.suffix == ".json"
+            json.loads(raw)
+        # The detector's metadata key ("lifecycle.model.ood") is a name, never imported.
+        named = raw.replace(b'"lifecycle.model.ood"', b"")
+        assert b"lifecycle." not in named and b"__main__" not in named
 
 
 def test_pickle_files_are_refused(trained, host: AdapterHost, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -209,3 +229,27 @@ def test_a_retrain_starts_from_the_parents_lora_weights_when_the_shape_matches(
     finally:
         for adapter_id in ("warm", "cold", "reshaped"):
             host.remove_adapter(adapter_id)
+
+
+def test_an_embedding_lora_is_trained_with_the_rest_of_its_adapter(host: AdapterHost) -> None:
+    """peft names an embedding's LoRA ``…lora_embedding_A.<id>``, nothing after the id: those
+    weights are the adapter's too, and only its own weights are left trainable."""
+    lora = LoraSpec(r=4, alpha=8, target_modules=("word_embeddings", "query"))
+    host.new_adapter("emb", name="emb", labels=["a", "b"], lora=lora, max_length=16)
+    host.new_adapter("emb-other", name="o", labels=["a", "b"], lora=lora, max_length=16)
+    try:
+        lora_params, head_params = host.trainable_parameters("emb")
+        names = {name for name, _ in host.lora_parameters("emb")}
+        assert {n.rsplit(".", 2)[-2] for n in names if "lora_embedding" in n} == {
+            "lora_embedding_A",
+            "lora_embedding_B",
+        }
+        assert any(n.endswith("lora_embedding_A.emb") for n in names)
+        assert len(lora_params) == len(names) > 2
+        assert all(p.requires_grad for p in lora_params + head_params)
+        trainable = {n for n, p in host.adapters.model.named_parameters() if p.requires_grad}
+        assert trainable == names  # not the base, not the other adapter
+        assert not any("emb-other" in n for n in names)
+    finally:
+        host.remove_adapter("emb")
+        host.remove_adapter("emb-other")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from lifecycle.synthetic.scenarios import build_scenario, generate_tickets
 from monitors.results import Status
+from tests.conftest import mlflow_client
 from tests.fakes.slack_server import FakeSlack
 
 SPEC = {
@@ -99,7 +100,7 @@ def store(tmp_path: Path) -> Iterator[Any]:
     s.dispose()
 
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def test_a_new_intent_is_a_quality_drop_then_calm_traffic_resolves_the_alert(
@@ -152,16 +153,16 @@ def test_a_new_intent_is_a_quality_drop_then_calm_traffic_resolves_the_alert(
     registry = Registry(settings)
     run_id = v.run_id
     assert run_id is not None and second.verdict.run_id == run_id
-    history = registry.client.get_metric_history(run_id, "drift_confidence")
+    history = mlflow_client(registry).get_metric_history(run_id, "drift_confidence")
     assert len(history) == 2
     assert [m.step for m in history] == sorted(m.step for m in history)
-    files = [f.path for f in registry.client.list_artifacts(run_id, "checks")]
+    files = [f.path for f in mlflow_client(registry).list_artifacts(run_id, "checks")]
     assert len(files) == 2
-    inside = [f.path for f in registry.client.list_artifacts(run_id, files[0])]
+    inside = [f.path for f in mlflow_client(registry).list_artifacts(run_id, files[0])]
     assert any(p.endswith("report.html") for p in inside)
     assert any(p.endswith("verdict.json") for p in inside)
     version = registry.resolve("watched", "champion")
-    stored_thresholds = registry.client.list_artifacts(version.run_id, "monitoring")
+    stored_thresholds = mlflow_client(registry).list_artifacts(version.run_id, "monitoring")
     assert [f.path for f in stored_thresholds] == [THRESHOLDS_PATH]
 
 

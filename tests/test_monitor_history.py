@@ -3,7 +3,7 @@ champion's promotions and rollbacks marked. Real MLflow (sqlite), verdicts built
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,9 @@ import pytest
 
 from monitors.history import Marker, champion_changes, history_figure, recent
 from monitors.results import Estimate, Quality, SignalResult, Status, Verdict
+from tests.conftest import mlflow_client
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def _verdict(i: int, *, champion: int) -> Verdict:
@@ -98,17 +99,20 @@ def test_checks_are_numbered_and_each_draws_the_history(
     ]
     run_id = logged[0].run_id
     assert run_id is not None and {v.run_id for v in logged} == {run_id}
-    history = registry.client.get_metric_history(run_id, "status_level")
+    history = mlflow_client(registry).get_metric_history(run_id, "status_level")
     assert sorted(m.step for m in history) == [1, 2, 3]
     # The time is still the check's own: the UI can plot against it too.
     assert sorted(m.timestamp for m in history)[0] == int(
         (T0 + timedelta(minutes=10)).timestamp() * 1000
     )
     assert registry.run_tags(run_id)[CHECKS_TAG] == "3"
-    folders = sorted(f.path for f in registry.client.list_artifacts(run_id, "checks"))
+    folders = sorted(f.path for f in mlflow_client(registry).list_artifacts(run_id, "checks"))
     assert len(folders) == 3
     for folder in folders:
-        inside = {f.path.rsplit("/", 1)[-1] for f in registry.client.list_artifacts(run_id, folder)}
+        inside = {
+            f.path.rsplit("/", 1)[-1]
+            for f in mlflow_client(registry).list_artifacts(run_id, folder)
+        }
         assert {"signals.png", "verdict.json"} <= inside, inside
     # The last figure marks the promotion at check 3 (what was drawn, seen through the seam).
     drawn: list[Any] = []
@@ -136,15 +140,17 @@ def test_a_run_with_timestamp_steps_continues_at_its_count(home: Path) -> None:
     registry = _registry(home)
     run_id = monitoring_run_id(registry, "hist")
     old = [int((T0 - timedelta(hours=h)).timestamp()) for h in (2, 1)]
-    registry.client.log_batch(
+    mlflow_client(registry).log_batch(
         run_id, metrics=[Metric("status_level", 0.0, step * 1000, step) for step in old]
     )
     _log(registry, _spec(), _verdict(1, champion=1), now=T0)
-    steps = sorted(m.step for m in registry.client.get_metric_history(run_id, "status_level"))
+    steps = sorted(
+        m.step for m in mlflow_client(registry).get_metric_history(run_id, "status_level")
+    )
     assert steps == [3, *old]
     figures = [
         f.path
-        for folder in registry.client.list_artifacts(run_id, "checks")
-        for f in registry.client.list_artifacts(run_id, folder.path)
+        for folder in mlflow_client(registry).list_artifacts(run_id, "checks")
+        for f in mlflow_client(registry).list_artifacts(run_id, folder.path)
     ]
     assert any(p.endswith("signals.png") for p in figures)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ import yaml
 from typer.testing import CliRunner
 
 from lifecycle.synthetic.scenarios import generate_tickets
+from tests.conftest import mlflow_client
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DOMAINS = {
     "music": (
         "play {x} by {y} on spotify",
@@ -141,8 +142,8 @@ def test_new_domains_are_flagged_counted_wrong_and_clustered(world: Any, store: 
     # MLflow: the table and the map sit with the check's report.
     registry = Registry(world["settings"])
     assert v.run_id is not None
-    checks = [f.path for f in registry.client.list_artifacts(v.run_id, "checks")]
-    inside = [f.path for f in registry.client.list_artifacts(v.run_id, checks[-1])]
+    checks = [f.path for f in mlflow_client(registry).list_artifacts(v.run_id, "checks")]
+    inside = [f.path for f in mlflow_client(registry).list_artifacts(v.run_id, checks[-1])]
     assert any(p.endswith("discovery.csv") for p in inside)
     assert any(p.endswith("discovery.png") for p in inside)
     assert json.loads(json.dumps(v.as_dict(), default=str))["discovery"]["clusters"]
@@ -193,7 +194,7 @@ def test_cli_discover_prints_the_clusters(
     from lifecycle.cli.main import app
 
     frame = pd.concat([generate_tickets(120, seed=45), other_domains(40, seed=3)])
-    _record(world, store, frame, start=datetime.now(timezone.utc) - timedelta(minutes=5))
+    _record(world, store, frame, start=datetime.now(UTC) - timedelta(minutes=5))
     settings = world["settings"]
     monkeypatch.setenv("LIFECYCLE_HOME", str(settings.home))
     monkeypatch.setenv("LIFECYCLE_SPECIALISTS_FILE", str(settings.specialists_file))

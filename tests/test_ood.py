@@ -44,18 +44,28 @@ def world() -> dict[str, Any]:
     }
 
 
+def _fit(
+    world: dict[str, Any],
+    *,
+    confidence: np.ndarray | None = None,
+    target_rate: float = 0.05,
+    method: str = "knn",
+) -> OutOfScopeDetector:
+    return fit_detector(
+        embeddings=world["train"],
+        labels=world["labels"],
+        calibration=world["calibration"],
+        calibration_confidence=confidence,
+        target_rate=target_rate,
+        method=method,
+    )
+
+
 @pytest.mark.parametrize("method", ["knn", "mahalanobis"])
 def test_unseen_clusters_score_higher_and_the_flag_rate_is_calibrated(
     world: dict[str, Any], method: str
 ) -> None:
-    det = fit_detector(
-        embeddings=world["train"],
-        labels=world["labels"],
-        calibration=world["calibration"],
-        calibration_confidence=None,
-        target_rate=0.05,
-        method=method,
-    )
+    det = _fit(world, method=method)
     inside, outside = det.score(world["test_in"]), det.score(world["test_out"])
     assert auroc(inside, outside) > 0.99
     assert abs(det.flags(inside).mean() - 0.05) < 0.02
@@ -66,13 +76,7 @@ def test_unseen_clusters_score_higher_and_the_flag_rate_is_calibrated(
 
 def test_the_confidence_part_counts_when_given(world: dict[str, Any]) -> None:
     conf = np.full(len(world["calibration"]), 0.9)
-    det = fit_detector(
-        embeddings=world["train"],
-        labels=world["labels"],
-        calibration=world["calibration"],
-        calibration_confidence=conf + np.linspace(-0.05, 0.05, len(conf)),
-        target_rate=0.05,
-    )
+    det = _fit(world, confidence=conf + np.linspace(-0.05, 0.05, len(conf)))
     assert det.confidence_weight > 0
     row = world["test_in"][:1]
     assert det.score(row, np.array([0.2]))[0] > det.score(row, np.array([0.99]))[0]
@@ -81,13 +85,7 @@ def test_the_confidence_part_counts_when_given(world: dict[str, Any]) -> None:
 
 
 def test_save_and_load_give_the_same_scores(world: dict[str, Any], tmp_path: Path) -> None:
-    det = fit_detector(
-        embeddings=world["train"],
-        labels=world["labels"],
-        calibration=world["calibration"],
-        calibration_confidence=np.full(600, 0.8),
-        target_rate=0.1,
-    )
+    det = _fit(world, confidence=np.full(600, 0.8), target_rate=0.1)
     det.save(tmp_path)
     back = OutOfScopeDetector.load(tmp_path)
     assert back is not None
@@ -106,13 +104,7 @@ def test_a_corrupt_detector_file_is_a_clear_load_error(tmp_path: Path) -> None:
 
 
 def test_missing_embeddings_score_nan_and_are_not_flagged(world: dict[str, Any]) -> None:
-    det = fit_detector(
-        embeddings=world["train"],
-        labels=world["labels"],
-        calibration=world["calibration"],
-        calibration_confidence=None,
-        target_rate=0.05,
-    )
+    det = _fit(world)
     rows = world["test_out"][:3].copy()
     rows[1] = np.nan
     scores = det.score(rows)

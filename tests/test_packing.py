@@ -11,6 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lifecycle.model.forward import Passes, TokenMixer
 from lifecycle.model.host import AdapterHost
 from lifecycle.model.packing import pack, plan_rows, segment_means
 
@@ -65,9 +66,10 @@ def _texts(n: int) -> list[str]:
 
 def _perturb(host: AdapterHost, *adapter_ids: str) -> None:
     with torch.no_grad():  # fresh LoRA B is zero: make the adapters really differ
-        for name, param in host._peft.named_parameters():
-            if "lora_B" in name and any(f".{a}." in name for a in adapter_ids):
-                param.normal_(0.0, 0.05)
+        for adapter_id in adapter_ids:
+            for name, param in host.lora_parameters(adapter_id):
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.05)
 
 
 def _packed_and_padded(
@@ -107,7 +109,7 @@ def test_packed_passes_give_the_answers_of_padded_ones(host: AdapterHost) -> Non
         # one adapter alone, and a lone text, take the plain peft path
         _assert_same(*_packed_and_padded(host, texts[:20], ["pb"] * 20))
         _assert_same(*_packed_and_padded(host, ["hi"], ["pa"]))
-        assert host._token_adapters is None  # nothing of a pass outlives it
+        assert host.passes.mixer.plan is None  # nothing of a pass outlives it
     finally:
         host.remove_adapter("pa")
         host.remove_adapter("pb")
@@ -121,16 +123,18 @@ def test_a_dora_adapter_is_never_mixed_into_rows_by_token(host: AdapterHost) -> 
     from lifecycle.config.spec import LoraSpec
 
     host.new_adapter("pc", name="pc", labels=["x", "y"], lora=LoraSpec(), max_length=64)
-    host._attach("pd", LoraConfig(r=4, lora_alpha=8, target_modules=["query"], use_dora=True))
-    host._adapters["pd"] = host._adapters["pc"]  # same head; only the LoRA part differs
+    host.adapters.attach(
+        "pd", LoraConfig(r=4, lora_alpha=8, target_modules=["query"], use_dora=True)
+    )
+    host.adapters.register("pd", host.adapters.get("pc"))  # same head; only the LoRA differs
     try:
         _perturb(host, "pc", "pd")
-        assert not host._mixable(["pc", "pd"]) and host._mixable(["pc"])
+        mixer = host.passes.mixer
+        assert not mixer.mixable(["pc", "pd"]) and mixer.mixable(["pc"])
         texts = _texts(30)
         _assert_same(*_packed_and_padded(host, texts, ["pd"] * len(texts)))
     finally:
-        del host._adapters["pd"]
-        host._detach("pd")
+        host.remove_adapter("pd")
         host.remove_adapter("pc")
 
 
@@ -138,9 +142,8 @@ def _perturb_all(host: AdapterHost, *adapter_ids: str, seed: int = 0) -> None:
     """Seeded noise on every LoRA weight: an embedding LoRA starts at zero in A, not B."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in host._peft.named_parameters():
-            # a ParameterDict's entry (lora_embedding_A.<id>) ends its name
-            if "lora_" in name and any(f".{a}." in f"{name}." for a in adapter_ids):
+        for adapter_id in adapter_ids:
+            for _, param in host.lora_parameters(adapter_id):
                 param.add_(torch.randn(param.shape, generator=generator) * 0.05)
 
 
@@ -148,28 +151,23 @@ def test_an_adapter_with_embedding_lora_runs_in_rows_of_its_own(host: AdapterHos
     """The per-token hooks apply linear LoRA only: an adapter that also has LoRA on the
     word embeddings would lose that part in a mixed row, so it is never mixed by token;
     peft applies it to rows of its own, and its answers are those of a padded pass."""
-    from peft import LoraConfig
-
     from lifecycle.config.spec import LoraSpec
 
     host.new_adapter("ea", name="ea", labels=["x", "y"], lora=LoraSpec(), max_length=64)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["word_embeddings", "query"])
-    host._attach("eb", config)
-    host._adapters["eb"] = host._adapters["ea"]  # same head; only the LoRA part differs
+    embedding = LoraSpec(r=4, alpha=8, target_modules=("word_embeddings", "query"))
+    host.new_adapter("eb", name="eb", labels=["x", "y"], lora=embedding, max_length=64)
     try:
         _perturb_all(host, "ea", "eb")
-        assert any(
-            name.endswith("lora_embedding_A.eb") for name, _ in host._peft.named_parameters()
-        )
-        assert host._mixable(["ea"]) and not host._mixable(["eb"])
-        assert not host._mixable(["ea", "eb"])
+        assert any(name.endswith("lora_embedding_A.eb") for name, _ in host.lora_parameters("eb"))
+        mixer = host.passes.mixer
+        assert mixer.mixable(["ea"]) and not mixer.mixable(["eb"])
+        assert not mixer.mixable(["ea", "eb"])
         texts = _texts(40)
         ids = ["eb" if i % 2 else "ea" for i in range(len(texts))]
         _assert_same(*_packed_and_padded(host, texts, ids))
         _assert_same(*_packed_and_padded(host, texts[:10], ["eb"] * 10))
     finally:
-        del host._adapters["eb"]
-        host._detach("eb")
+        host.remove_adapter("eb")
         host.remove_adapter("ea")
 
 
@@ -194,17 +192,17 @@ def test_a_mixed_path_that_disagrees_at_load_is_switched_off(
 ) -> None:
     """A per-token hook that no longer reproduces peft (a peft upgrade, say) is caught when
     an adapter loads; mixed batches then run one adapter per row and stay right."""
-    hook = AdapterHost._add_token_deltas
+    hook = TokenMixer.add_token_deltas
 
-    def broken(self: AdapterHost, module: Any, args: Any, output: Any) -> Any:
+    def broken(self: TokenMixer, module: Any, args: Any, output: Any) -> Any:
         out = hook(self, module, args, output)
-        if self._token_adapters is None:
+        if self.plan is None:
             return out
         if fault == "raising":
             raise RuntimeError("lora_A has no attribute weight")
         return out + 0.01
 
-    monkeypatch.setattr(AdapterHost, "_add_token_deltas", broken)
+    monkeypatch.setattr(TokenMixer, "add_token_deltas", broken)
     fresh = AdapterHost("minilm", device="cpu")
     assert fresh.packing and fresh.mixing
     fresh.load_adapter("first", trained_folder)
@@ -216,17 +214,20 @@ def test_a_mixed_path_that_disagrees_at_load_is_switched_off(
     _assert_same(*_packed_and_padded(fresh, texts, ids))
 
 
-def test_an_encoder_that_packs_differently_is_run_padded() -> None:
-    class Skewed(AdapterHost):
-        def _pooled_packed(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-            return super()._pooled_packed(*args, **kwargs) + 0.01
+def test_an_encoder_that_packs_differently_is_run_padded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    packed = Passes.packed
 
-    class Refusing(AdapterHost):
-        def _pooled_packed(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-            raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
+    def skewed(self: Passes, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return packed(self, *args, **kwargs) + 0.01
 
-    assert not Skewed("minilm").packing
-    assert not Refusing("minilm").packing
+    def refusing(self: Passes, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
+
+    for fault in (skewed, refusing):
+        monkeypatch.setattr(Passes, "packed", fault)
+        assert not AdapterHost("minilm").packing
 
 
 def test_inference_after_adding_an_adapter_runs_every_module_in_eval_mode(
@@ -242,13 +243,13 @@ def test_inference_after_adding_an_adapter_runs_every_module_in_eval_mode(
         _perturb(host, "pe", "pf")
         ids = ["pe" if i % 2 else "pf" for i in range(len(texts))]
         first = host.logits_and_embeddings(texts, ids)
-        assert not [name for name, m in host._peft.named_modules() if m.training]
+        assert not [name for name, m in host.adapters.model.named_modules() if m.training]
         host.new_adapter(
             "pg", name="pg", labels=["x", "y"], lora=LoraSpec(dropout=0.5), max_length=64
         )
         again = host.logits_and_embeddings(texts, ids)
         np.testing.assert_array_equal(first[1], again[1])  # no dropout: bit for bit the same
-        assert not [name for name, m in host._peft.named_modules() if m.training]
+        assert not [name for name, m in host.adapters.model.named_modules() if m.training]
     finally:
         for adapter_id in ("pe", "pf", "pg"):
             if adapter_id in host.adapter_ids:

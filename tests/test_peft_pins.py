@@ -1,17 +1,16 @@
-"""Pins the parts of peft's LoRA layers that lifecycle.model relies on beyond peft's API.
+"""Pins the parts of peft's LoRA layers that lifecycle.model.forward relies on beyond peft's API.
 
 Mixed-adapter packed passes switch peft's own LoRA off through the private flag
-``_disable_adapters`` (``_switch_lora``) and add each token's LoRA in a hook that copies
+``_disable_adapters`` (``switch_lora``) and add each token's LoRA in a hook that copies
 peft's linear forward from ``lora_A``, ``lora_B``, ``lora_dropout`` and ``scaling``
-(``_add_token_deltas``); which adapters may mix is read from ``lora_variant``,
-``lora_embedding_A`` and the layer's class (``_mixable``). A peft release that changes any
+(``TokenMixer.add_token_deltas``); which adapters may mix is read from ``lora_variant``,
+``lora_embedding_A`` and the layer's class (``mixable``). A peft release that changes any
 of these fails here, by name, rather than in answers that are quietly different.
 Each test runs on a two-layer toy model: no base model to load.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import Embedding as LoraEmbedding
 from peft.tuners.lora import Linear as LoraLinear
 
-from lifecycle.model.host import AdapterHost, _switch_lora
+from lifecycle.model.forward import mixable, switch_lora
 
 
 class Toy(torch.nn.Module):
@@ -51,11 +50,6 @@ def _layer(model: Any, name: str) -> Any:
     return dict(model.named_modules())[f"base_model.model.{name}"]
 
 
-def _mixable(layer: Any, adapter_id: str) -> bool:
-    """``AdapterHost._mixable`` over this one layer (it reads nothing else of the host)."""
-    return AdapterHost._mixable(SimpleNamespace(_lora_layers=[layer]), [adapter_id])  # type: ignore[arg-type]
-
-
 def test_the_disable_flag_exists_and_makes_a_lora_layer_return_its_base_output() -> None:
     model = _peft_toy(("one", LoraConfig(r=2, lora_alpha=4, target_modules=["proj"])))
     layer = _layer(model, "proj")
@@ -73,17 +67,17 @@ def test_the_disable_flag_exists_and_makes_a_lora_layer_return_its_base_output()
 
 
 def test_switch_lora_uses_the_flag_and_leaves_requires_grad_alone() -> None:
-    """``_switch_lora`` sets the flag directly, not through ``enable_adapters`` (which
+    """``switch_lora`` sets the flag directly, not through ``enable_adapters`` (which
     resets requires_grad on every adapter's weights, milliseconds per pass)."""
     model = _peft_toy(("one", LoraConfig(r=2, lora_alpha=4, target_modules=["proj"])))
     layer = _layer(model, "proj")
     grads = {n: p.requires_grad for n, p in layer.named_parameters()}
     x = torch.randn(3, 8)
     with torch.no_grad():
-        _switch_lora([layer], on=False)
+        switch_lora([layer], on=False)
         assert layer._disable_adapters is True
         torch.testing.assert_close(layer(x), layer.base_layer(x), rtol=0, atol=0)
-        _switch_lora([layer], on=True)
+        switch_lora([layer], on=True)
         assert layer._disable_adapters is False
         assert not torch.allclose(layer(x), layer.base_layer(x))
     assert {n: p.requires_grad for n, p in layer.named_parameters()} == grads
@@ -91,7 +85,7 @@ def test_switch_lora_uses_the_flag_and_leaves_requires_grad_alone() -> None:
 
 def test_a_lora_linear_layer_adds_what_the_per_token_hook_adds() -> None:
     """peft's linear forward is base + lora_B(lora_A(dropout(x))) * scaling[adapter]: the
-    sum ``_add_token_deltas`` computes per token from the same attributes."""
+    sum ``TokenMixer.add_token_deltas`` computes per token from the same attributes."""
     config = LoraConfig(r=3, lora_alpha=7, lora_dropout=0.1, target_modules=["proj"])
     model = _peft_toy(("one", config))
     layer = _layer(model, "proj")
@@ -111,7 +105,7 @@ def test_embedding_lora_is_not_in_lora_a_so_it_is_never_mixed_by_token() -> None
     assert "emb" in embedding.lora_embedding_A and "emb" in embedding.lora_embedding_B
     assert "emb" not in embedding.lora_A  # what the per-token hook would skip
     assert "emb" in embedding.r
-    assert not _mixable(embedding, "emb") and _mixable(linear, "emb")
+    assert not mixable([embedding], ["emb"]) and mixable([linear], ["emb"])
 
 
 def test_a_lora_variant_such_as_dora_is_listed_in_lora_variant() -> None:
@@ -121,7 +115,7 @@ def test_a_lora_variant_such_as_dora_is_listed_in_lora_variant() -> None:
     )
     layer = _layer(model, "proj")
     assert "dora" in layer.lora_variant and "plain" not in layer.lora_variant
-    assert _mixable(layer, "plain") and not _mixable(layer, "dora")
+    assert mixable([layer], ["plain"]) and not mixable([layer], ["dora"])
 
 
 def test_adapter_names_give_each_row_its_own_adapter() -> None:

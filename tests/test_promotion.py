@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from lifecycle.config.spec import PromotionSpec
-from lifecycle.promotion.gate import (
+from lifecycle.promotion.gate import gate
+from lifecycle.promotion.guardrail import guardrail
+from lifecycle.promotion.statistics import (
     _restricted_mle,
     drop_p_value,
-    gate,
-    guardrail,
     newcombe_paired_interval,
     paired_comparison,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ names = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)
 labels = st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
 finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
 moments = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc)
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 )
 
 

@@ -13,6 +13,7 @@ from lifecycle.config.errors import RegistryError
 from lifecycle.config.settings import load_settings
 from lifecycle.model.host import AdapterHost
 from lifecycle.registry.models import CHALLENGER, CHAMPION, PREVIOUS, TAG, Registry
+from tests.conftest import mlflow_client
 
 TEXTS = ["my card was stolen at the station", "I want my money back for order 1234", "hello?"]
 
@@ -41,11 +42,15 @@ def test_round_trip_train_register_reload_by_alias_predict(  # type: ignore[no-u
     metrics = registry.run_metrics(info.run_id)
     assert metrics["val.accuracy"] == pytest.approx(trained.evaluation.accuracy)
     assert any(k.startswith("val.recall.") for k in metrics)
-    artifacts = {a.path for a in registry.client.list_artifacts(info.run_id)}
+    artifacts = {a.path for a in mlflow_client(registry).list_artifacts(info.run_id)}
     assert {"specialist", "reference", "evaluation"} <= artifacts
-    names = {Path(a.path).name for a in registry.client.list_artifacts(info.run_id, "specialist")}
+    names = {
+        Path(a.path).name for a in mlflow_client(registry).list_artifacts(info.run_id, "specialist")
+    }
     assert "adapter_model.safetensors" in names and not any(n.endswith(".bin") for n in names)
-    figures = {Path(a.path).name for a in registry.client.list_artifacts(info.run_id, "evaluation")}
+    figures = {
+        Path(a.path).name for a in mlflow_client(registry).list_artifacts(info.run_id, "evaluation")
+    }
     assert "confusion_matrix.png" in figures
 
     # Reloaded from the registry by alias, predictions equal the in-memory ones.
@@ -123,7 +128,7 @@ def test_aliases_move_and_missing_ones_say_so(home: Path, trained, tiny_spec) ->
 def test_artifacts_stay_under_home(home: Path, trained, tiny_spec) -> None:  # type: ignore[no-untyped-def]
     registry = Registry(load_settings())
     info = registry.log_training(tiny_spec, trained, trigger="initial")
-    run = registry.client.get_run(info.run_id)
+    run = mlflow_client(registry).get_run(info.run_id)
     assert run.info.artifact_uri.startswith((home / "mlartifacts").resolve().as_uri())
     assert not (Path.cwd() / "mlruns").exists()
 

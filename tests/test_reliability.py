@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -164,7 +165,10 @@ def _stored(home: Path) -> tuple[set[str], dict[str, str]]:
 def test_a_gateway_killed_under_load_loses_no_answered_request(
     served_home: Path, tmp_path: Path
 ) -> None:
-    with serve(served_home, tmp_path, "killed") as first:
+    # A copy: the traffic db and the journal go under the home, and the module's fixture stays
+    # as every test found it.
+    home = Path(shutil.copytree(served_home, tmp_path / "home"))
+    with serve(home, tmp_path, "killed") as first:
         with Load(first.url) as load:
             deadline = time.monotonic() + 120
             while load.acknowledged() < 600:
@@ -178,12 +182,12 @@ def test_a_gateway_killed_under_load_loses_no_answered_request(
     answered, labelled = set(load.requests), dict(load.labels)
     assert len(answered) >= 600 and len(labelled) >= 20
 
-    with serve(served_home, tmp_path, "restarted") as second:
+    with serve(home, tmp_path, "restarted") as second:
         after = httpx.post(f"{second.url}/v1/specialists/tiny/predict", json={"texts": TEXTS})
         assert after.status_code == 200
     assert second.proc.returncode in (0, -signal.SIGTERM)
 
-    ids, labels = _stored(served_home)
+    ids, labels = _stored(home)
     assert answered <= ids, f"{len(answered - ids)} answered requests missing after SIGKILL"
     assert {k: labels.get(k) for k in labelled} == labelled
     # Tokens are compared, never written down: neither the right nor a wrong one is in the logs.
@@ -192,5 +196,5 @@ def test_a_gateway_killed_under_load_loses_no_answered_request(
         text = log.read_text()
         assert TOKEN not in text and WRONG not in text
         assert "Traceback" not in text
-    journal = served_home / "journal"
+    journal = home / "journal"
     assert not list(journal.glob("*/*.jsonl")), "the restarted gateway left records unreplayed"

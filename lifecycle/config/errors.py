@@ -2,7 +2,8 @@
 
 Every error a user can cause (a bad file, a missing alias, a label set with one
 class) is a ``LifecycleError`` whose message says what is wrong and what to do.
-The CLI prints the message and exits non-zero; the gateway maps it to a 4xx.
+The CLI prints the message and exits non-zero; the gateway maps it to a 4xx, or to a
+503 for an ``UnavailableError`` (a service it needs is down: the call was fine).
 """
 
 from __future__ import annotations
@@ -32,5 +33,9 @@ class NotReadyError(LifecycleError):
     """A command of the contract whose implementation has not landed yet."""
 
 
-class StoreError(LifecycleError):
+class UnavailableError(LifecycleError):
+    """A service the call needs cannot be reached now: the same call may work later."""
+
+
+class StoreError(UnavailableError):
     """The traffic store cannot be reached, migrated or written."""

@@ -15,9 +15,8 @@ guardrail in the monitor flow are thin and these rules are tested without either
   leave it undecided. The difference in accuracy is reported with Newcombe's paired score
   interval (Newcombe 1998, method 10: Wilson intervals per model combined with the pairs'
   correlation), a fixed-n summary for people to read; it does not decide.
-- :func:`guardrail` compares the labelled traffic of the previous champion with that of the
-  new one. Different requests, so the test is unpaired: a one-sided Farrington-Manning score
-  test for a drop larger than the margin.
+- the guardrail (:mod:`lifecycle.promotion.guardrail`) compares the labelled traffic of the
+  previous champion with that of the new one.
 
 Only people's labels count. Fallback labels exist only for escalated (low-confidence) rows;
 those are the hardest requests and the fallback may share the models' mistakes, so mixing
@@ -31,22 +30,19 @@ its own is a one-sided level-``alpha`` confidence bound, which is what a one-sid
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lifecycle.config.spec import PromotionSpec
 from lifecycle.promotion.sequential import sequential_test
+from lifecycle.promotion.statistics import paired_comparison
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 Decision = Literal["promote", "reject", "wait", "supersede"]
-GuardrailAction = Literal["rollback", "keep", "wait"]
 
 GATE_TEST = "sequential mixture e-values (anytime-valid) + Newcombe paired score interval"
-GUARDRAIL_TEST = "Farrington-Manning score test (one-sided, unpaired)"
 
 _PAIR_COLUMNS = ("champion_label", "challenger_label", "true_label")
 
@@ -127,37 +123,6 @@ class GateDecision:
             "gate_challenger_latency_ms": self.challenger_latency_ms,
         }
         return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
-
-
-@dataclass(frozen=True, slots=True)
-class GuardrailDecision:
-    """Whether a promotion hurt quality enough to roll back, and the numbers behind it.
-
-    ``difference`` is after minus before; ``p_value`` is one-sided for "after is lower than
-    before by more than ``margin``". None where a side has no labelled rows.
-    """
-
-    action: GuardrailAction
-    reasons: list[str]
-    n_before: int
-    n_after: int
-    before_accuracy: float | None = None
-    after_accuracy: float | None = None
-    difference: float | None = None
-    p_value: float | None = None
-    test: str = GUARDRAIL_TEST
-    alpha: float = 0.05
-    margin: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def rollback(self) -> bool:
-        return self.action == "rollback"
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["rollback"] = self.rollback
-        return data
 
 
 # --------------------------------------------------------------------------- the gate
@@ -337,105 +302,6 @@ def _supersede_reason(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class PairedComparison:
-    """Accuracies of two models on the same rows, their discordant counts and interval."""
-
-    n: int
-    champion_accuracy: float
-    challenger_accuracy: float
-    difference: float
-    ci: tuple[float, float]
-    champion_only: int
-    challenger_only: int
-
-
-def paired_comparison(
-    champion_correct: Sequence[bool] | np.ndarray,
-    challenger_correct: Sequence[bool] | np.ndarray,
-    *,
-    alpha: float,
-) -> PairedComparison:
-    """Accuracies, discordant counts and Newcombe's interval for paired accuracies.
-
-    ``ci`` is the two-sided ``1 - 2 * alpha`` interval of challenger minus champion. Needs at
-    least one row.
-    """
-    import numpy as np
-
-    x = np.asarray(champion_correct, dtype=bool)
-    y = np.asarray(challenger_correct, dtype=bool)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError("champion_correct and challenger_correct must be 1-d and equally long")
-    n = len(x)
-    if n == 0:
-        raise ValueError("a paired comparison needs at least one row")
-    both = int((x & y).sum())
-    champ_only = int((x & ~y).sum())
-    chall_only = int((~x & y).sum())
-    neither = n - both - champ_only - chall_only
-    ci = newcombe_paired_interval(both, chall_only, champ_only, neither, alpha=alpha)
-    return PairedComparison(
-        n=n,
-        champion_accuracy=(both + champ_only) / n,
-        challenger_accuracy=(both + chall_only) / n,
-        difference=(chall_only - champ_only) / n,
-        ci=ci,
-        champion_only=champ_only,
-        challenger_only=chall_only,
-    )
-
-
-def newcombe_paired_interval(
-    both: int, first_only: int, second_only: int, neither: int, *, alpha: float
-) -> tuple[float, float]:
-    """Newcombe (1998) method 10 interval for p(first right) - p(second right), paired.
-
-    Two-sided at ``1 - 2 * alpha``. The correlation term uses Newcombe's continuity-corrected
-    phi (as in Altman et al., *Statistics with Confidence*), which keeps the interval from
-    being too narrow when the two models mostly agree.
-    """
-    n = both + first_only + second_only + neither
-    if n <= 0:
-        raise ValueError("the interval needs at least one pair")
-    p1 = (both + first_only) / n
-    p2 = (both + second_only) / n
-    l1, u1 = wilson_interval(both + first_only, n, alpha=alpha)
-    l2, u2 = wilson_interval(both + second_only, n, alpha=alpha)
-    margins = (
-        (both + first_only)
-        * (second_only + neither)
-        * (both + second_only)
-        * (first_only + neither)
-    )
-    cross = both * neither - first_only * second_only
-    if margins == 0:
-        phi = 0.0
-    else:
-        corrected = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
-        phi = corrected / math.sqrt(margins)
-    d = p1 - p2
-    low = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    high = d + math.sqrt(
-        max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
-    )
-    return max(-1.0, low), min(1.0, high)
-
-
-def wilson_interval(successes: int, n: int, *, alpha: float) -> tuple[float, float]:
-    """The two-sided ``1 - 2 * alpha`` Wilson score interval of a proportion."""
-    from scipy.stats import norm
-
-    if n <= 0:
-        raise ValueError("a proportion needs n >= 1")
-    z = float(norm.ppf(1 - alpha))
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _human_labelled(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Pairs with a person's label and both answers, and how many had a fallback label only."""
     if len(pairs) == 0 or any(c not in pairs.columns for c in _PAIR_COLUMNS):
@@ -484,125 +350,3 @@ def _error_veto(n_pairs: int, shadow_errors: int, policy: PromotionSpec) -> list
             f"({shadow_errors / calls:.1%} > {policy.max_error_rate:.1%})"
         ]
     return []
-
-
-# --------------------------------------------------------------------------- the guardrail
-
-
-def guardrail(
-    before: pd.Series | Sequence[bool] | np.ndarray,
-    after: pd.Series | Sequence[bool] | np.ndarray,
-    *,
-    alpha: float = 0.05,
-    margin: float = 0.0,
-    min_samples: int = 50,
-) -> GuardrailDecision:
-    """Roll back when the new champion is worse than the previous one by more than ``margin``.
-
-    ``before`` and ``after`` say, per labelled request, whether the previous and the new
-    champion answered correctly (missing values are dropped). The requests differ, so the
-    test is unpaired: one-sided Farrington-Manning score test of H0 ``before - after <=
-    margin`` at ``alpha`` (with margin 0, the pooled two-proportion z-test). Fewer than
-    ``min_samples`` labelled rows on either side: "wait". Not significant: "keep".
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if not 0 <= margin < 1:
-        raise ValueError(f"margin must be in [0, 1), got {margin}")
-    x_before, n_before = _successes(before)
-    x_after, n_after = _successes(after)
-    common: dict[str, Any] = {
-        "n_before": n_before,
-        "n_after": n_after,
-        "alpha": alpha,
-        "margin": margin,
-        "before_accuracy": x_before / n_before if n_before else None,
-        "after_accuracy": x_after / n_after if n_after else None,
-    }
-    if n_before and n_after:
-        common["difference"] = x_after / n_after - x_before / n_before
-    if min(n_before, n_after) < min_samples:
-        return GuardrailDecision(
-            action="wait",
-            reasons=[
-                f"too few labelled rows to judge the promotion: {n_before} before and "
-                f"{n_after} after, need {min_samples} on each side"
-            ],
-            **common,
-        )
-    p_value = drop_p_value(x_before, n_before, x_after, n_after, margin=margin)
-    summary = (
-        f"accuracy {x_after / n_after:.3f} after ({n_after} rows) vs {x_before / n_before:.3f} "
-        f"before ({n_before} rows)"
-    )
-    if p_value < alpha:
-        return GuardrailDecision(
-            action="rollback",
-            reasons=[
-                summary,
-                f"significant drop of more than {margin:.3f}: score test p={p_value:.4g} "
-                f"< alpha {alpha}",
-            ],
-            p_value=p_value,
-            **common,
-        )
-    return GuardrailDecision(
-        action="keep",
-        reasons=[
-            summary,
-            f"no significant drop of more than {margin:.3f}: p={p_value:.4g} >= alpha {alpha}",
-        ],
-        p_value=p_value,
-        **common,
-    )
-
-
-def drop_p_value(x1: int, n1: int, x2: int, n2: int, *, margin: float = 0.0) -> float:
-    """One-sided Farrington-Manning p-value for H1 ``p1 - p2 > margin`` (unpaired).
-
-    ``p1 = x1 / n1`` is the earlier accuracy, ``p2 = x2 / n2`` the later one. The variance is
-    taken at the maximum-likelihood proportions restricted to ``p1 - p2 = margin``
-    (Miettinen-Nurminen's closed form, without their ``n / (n - 1)`` factor).
-    """
-    from scipy.stats import norm
-
-    if n1 <= 0 or n2 <= 0:
-        raise ValueError("both samples need at least one row")
-    p1, p2 = x1 / n1, x2 / n2
-    r1, r2 = _restricted_mle(p1, n1, p2, n2, margin)
-    variance = r1 * (1 - r1) / n1 + r2 * (1 - r2) / n2
-    excess = p1 - p2 - margin
-    if variance <= 1e-15:
-        # Both restricted proportions at 0 or 1: the data sit exactly on a boundary.
-        return 0.0 if excess > 0 else 1.0
-    return float(norm.sf(excess / math.sqrt(variance)))
-
-
-def _restricted_mle(p1: float, n1: int, p2: float, n2: int, delta: float) -> tuple[float, float]:
-    """(p1, p2) maximising the likelihood under ``p1 - p2 = delta`` (Farrington-Manning)."""
-    if delta == 0:
-        pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
-        return pooled, pooled
-    theta = n2 / n1
-    a = 1 + theta
-    b = -(1 + theta + p1 + theta * p2 + delta * (theta + 2))
-    c = delta * delta + delta * (2 * p1 + theta + 1) + p1 + theta * p2
-    d = -p1 * delta * (1 + delta)
-    v = b**3 / (3 * a) ** 3 - b * c / (6 * a * a) + d / (2 * a)
-    u = math.copysign(math.sqrt(max(0.0, b * b / (3 * a) ** 2 - c / (3 * a))), v)
-    if u == 0:
-        r1 = -b / (3 * a)
-    else:
-        w = (math.pi + math.acos(max(-1.0, min(1.0, v / u**3)))) / 3
-        r1 = 2 * u * math.cos(w) - b / (3 * a)
-    r1 = min(1.0, max(delta, r1))
-    return r1, r1 - delta
-
-
-def _successes(values: pd.Series | Sequence[bool] | np.ndarray) -> tuple[int, int]:
-    """(correct, labelled) from an array of bools where None/NaN means "no label"."""
-    import pandas as pd
-
-    series = pd.Series(values, dtype=object).dropna()
-    flags = series.astype(bool).to_numpy()
-    return int(flags.sum()), len(flags)

@@ -1,12 +1,15 @@
 """The gateway: a FastAPI app serving every specialist of one base model.
 
-Routes (one router per resource) raise HTTP errors; the logic below them (engine, sync,
-store, fallback) knows nothing of HTTP. What a running gateway holds is on ``app.state.gw``.
+Routes (one router per resource) raise HTTP errors; the logic below them (the predict and
+feedback services, engine, sync, store, fallback) knows nothing of HTTP, and a
+``LifecycleError`` it raises is mapped here: 503 for an ``UnavailableError`` (the traffic
+store is down), 400 for the rest. What a running gateway holds is on ``app.state.gw``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,15 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lifecycle.config.errors import ConfigError, LifecycleError
+from lifecycle.config.errors import ConfigError, LifecycleError, UnavailableError
 from lifecycle.config.settings import Settings
 from lifecycle.config.spec import SpecialistsFile, SpecialistSpec
 from lifecycle.serving import routes_admin, routes_ops, routes_specialists
 from lifecycle.serving.engine import ModelEngine
 from lifecycle.serving.limits import BodySizeLimit
 from lifecycle.serving.metrics import GatewayMetrics
-from lifecycle.serving.outcomes import refresh_outcomes
-from lifecycle.serving.state import Counters, Gateway
+from lifecycle.serving.state import Counters, Gateway, refresh_outcomes
 from lifecycle.serving.sync import RegistrySync
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,8 @@ def _model_workers(
     shared out between the champion workers: the shadow worker only runs when they idle."""
     import os
 
-    from lifecycle.model.host import AdapterHost, pick_placement
+    from lifecycle.model.base import pick_placement
+    from lifecycle.model.host import AdapterHost
 
     cores = os.cpu_count() or 1
     on_gpu = pick_placement(settings.device).device != "cpu"
@@ -140,12 +143,8 @@ async def _start(
         on_batch=metrics.observe_batch,
     )
     await engine.start()
-    sync = RegistrySync(
-        engine,
-        registry_factory or (lambda: Registry(settings)),
-        list(specs),
-        poll_s=settings.registry_poll_s,
-    )
+    registry_factory = registry_factory or functools.partial(Registry, settings)
+    sync = RegistrySync(engine, registry_factory, list(specs), poll_s=settings.registry_poll_s)
     await sync.start()
     assert fallbacks is not None
     gw = Gateway(
@@ -158,6 +157,7 @@ async def _start(
         fallbacks=fallbacks,
         review_queues=_review_queues(specs),
         counters={name: Counters() for name in specs},
+        registry_factory=registry_factory,
     )
     # Figures from the traffic store (cost per correct answer, monitor status): read in the
     # background now and after every registry poll, never on a request's path.
@@ -238,8 +238,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LifecycleError)
     async def lifecycle_error(request: Request, exc: LifecycleError) -> JSONResponse:
-        _count_error(request, 400)
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        # An outage (the traffic store down) is no fault of the call: it may work later.
+        status = 503 if isinstance(exc, UnavailableError) else 400
+        _count_error(request, status)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -3,12 +3,33 @@
 On a CPU a forward pass costs about as much per row as its longest row: a batch of random
 lengths pays for padding. When more texts wait than one batch takes, the batch is the
 oldest request and those closest to it in length, so that the padding shrinks while no
-request can be passed over for long (the oldest is always taken).
+request can be passed over for long (the oldest is always taken). A ``Job`` is what waits:
+a champion's texts, or a chunk of shadow work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lifecycle.model.artifacts import Prediction
+
+
+@dataclass
+class Job:
+    """Texts for one pass: a champion's (``future`` set) or a chunk of shadow work."""
+
+    texts: list[str]
+    adapter_ids: list[str]
+    future: asyncio.Future[list[Prediction]] | None
+    on_done: Callable[[list[Prediction]], None] | None = None  # shadow: bound to an offset
+    on_error: Callable[[BaseException], None] | None = None  # shadow: bound to an offset
+    on_discard: Callable[[], None] | None = None  # shadow: bound to an offset and size
+    enqueued: float = field(default_factory=time.perf_counter)
+    #: A shadow job's fate (scored, failed or discarded) was told: it is never told twice.
+    settled: bool = False
 
 
 def pick_similar(lengths: Sequence[float], sizes: Sequence[int], limit: int) -> list[int]:
@@ -40,3 +61,19 @@ def pick_similar(lengths: Sequence[float], sizes: Sequence[int], limit: int) -> 
             hi += 1
             taken += sizes[right]
     return sorted(order[lo:hi])
+
+
+def take_similar(queue: asyncio.Queue[Job], limit: int) -> list[Job]:
+    """More waits in ``queue`` than one batch takes: the oldest job and those nearest it in
+    length (``pick_similar``); the rest goes back in arrival order."""
+    waiting = [queue.get_nowait() for _ in range(queue.qsize())]
+    chosen = pick_similar(
+        [sum(map(len, job.texts)) / max(1, len(job.texts)) for job in waiting],
+        [len(job.texts) for job in waiting],
+        limit,
+    )
+    taken = set(chosen)
+    for k, job in enumerate(waiting):
+        if k not in taken:
+            queue.put_nowait(job)
+    return [waiting[k] for k in chosen]

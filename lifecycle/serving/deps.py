@@ -50,9 +50,15 @@ def require_admin(
 Admin = Depends(require_admin)
 
 
-def route_or_error(gw: Gateway, name: str) -> Route:
+def known_or_error(gw: Gateway, name: str) -> None:
+    """A 404 for a name the specialists file does not declare."""
     if name not in gw.specs:
         raise HTTPException(404, f"no specialist named {name!r}; see GET /v1/specialists")
+
+
+def route_or_error(gw: Gateway, name: str) -> Route:
+    """What answers ``name`` now; a 404 for an unknown name, a 503 while it is not serving."""
+    known_or_error(gw, name)
     route = gw.engine.routes.get(name)
     if route is None:
         why = gw.sync.state.unavailable.get(name, "not loaded yet")

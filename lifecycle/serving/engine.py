@@ -13,25 +13,26 @@ while a champion pass runs, a shadow pass waits between encoder layers (``priori
 that it takes no CPU from that answer.
 
 Every shadow text the engine accepts ends one way, counted in ``shadow_stats``: scored,
-failed, or discarded at a stop (queued or mid-pass when the drain time ran out).
+failed, or discarded at a stop (queued or mid-pass when the drain time ran out). The
+queue and those fates are ``shadow``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lifecycle.model.artifacts import Prediction
-from lifecycle.serving.batching import pick_similar
-from lifecycle.serving.priority import ChampionFirst
+from lifecycle.serving.batching import Job, take_similar
+from lifecycle.serving.priority import ChampionFirst, lowest_cpu_priority
+from lifecycle.serving.shadow import ShadowQueue, ShadowStats
 
 logger = logging.getLogger(__name__)
 
@@ -54,35 +55,6 @@ class Route:
     specialist: str
     champion: Served
     challenger: Served | None = None
-
-
-@dataclass
-class ShadowStats:
-    """Shadow texts by fate since start. ``queued`` = ``scored + failed + discarded`` once
-    the engine has stopped; ``dropped`` texts never entered the queue (it was full)."""
-
-    queued: int = 0
-    scored: int = 0
-    failed: int = 0
-    dropped: int = 0
-    discarded: int = 0
-
-    @property
-    def pending(self) -> int:
-        return self.queued - self.scored - self.failed - self.discarded
-
-
-@dataclass
-class _Job:
-    texts: list[str]
-    adapter_ids: list[str]
-    future: asyncio.Future[list[Prediction]] | None
-    on_done: Callable[[list[Prediction]], None] | None = None  # shadow: bound to an offset
-    on_error: Callable[[BaseException], None] | None = None  # shadow: bound to an offset
-    on_discard: Callable[[], None] | None = None  # shadow: bound to an offset and size
-    enqueued: float = field(default_factory=time.perf_counter)
-    #: A shadow job's fate (scored, failed or discarded) was told: it is never told twice.
-    settled: bool = False
 
 
 # Fewest texts a worker takes for itself when more wait: splitting a smaller batch between
@@ -116,12 +88,7 @@ class ModelEngine:
         self.workers = 1 + len(replicas)
         self.forward_batch_size = forward_batch_size
         self.piggyback_shadow = piggyback_shadow
-        self.shadow_max_delay_s = shadow_max_delay_s
-        self._shadow_texts = 0
-        self._shadow_since: float | None = None
-        self._shadow_busy = False
         self._primary_texts = 0
-        self.shadow_batch_size = shadow_batch_size
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.routes: dict[str, Route] = {}
@@ -129,30 +96,41 @@ class ModelEngine:
             ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix=f"model{k}" if k < self.workers else f"shadow{k}",
-                initializer=None if k < self.workers else _lowest_cpu_priority,
+                initializer=None if k < self.workers else lowest_cpu_priority,
             )
             for k in range(len(self.hosts))
         ]
-        self._primary: asyncio.Queue[_Job] | None = None
-        self._shadow: asyncio.Queue[_Job] | None = None
-        self._shadow_size = shadow_queue_size
+        self._primary: asyncio.Queue[Job] | None = None
+        self._shadows = ShadowQueue(
+            size=shadow_queue_size,
+            batch_size=shadow_batch_size,
+            max_delay_s=shadow_max_delay_s,
+            wake=self._wake,
+        )
+        #: Queue shadow work (``ShadowQueue.put``); run when no champion waits.
+        self.shadow = self._shadows.put
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._on_batch = on_batch
         self.priority = ChampionFirst()
         self.shadow_drain_s = shadow_drain_s
-        self.shadow_stats = ShadowStats()
         #: Per worker, the jobs of the pass it runs: a stop that cancels the pass must still
         #: account for their shadow work.
-        self._running: dict[int, list[_Job]] = {}
-        self._draining = False
-        self._closed = False
+        self._running: dict[int, list[Job]] = {}
+
+    @property
+    def shadow_stats(self) -> ShadowStats:
+        return self._shadows.stats
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         self._primary = asyncio.Queue()
-        self._shadow = asyncio.Queue(maxsize=self._shadow_size)
+        self._shadows.start()
         self._wakeup = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._loop(k), name=f"batcher{k}") for k in range(self.workers)
@@ -171,64 +149,31 @@ class ModelEngine:
         """
         wait = self.shadow_drain_s if drain_s is None else drain_s
         if self._tasks and wait > 0:
-            await self._drain(wait)
+            assert self._wakeup is not None
+            self._shadows.draining = True  # every worker helps, without waiting for batches
+            self._wakeup.set()
+            await self._shadows.drain(wait)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         # No await from here on: shadow work arriving later is discarded as it comes.
-        self._closed = True
+        self._shadows.closed = True
         self._settle_leftovers()
         for executor in self._executors:
             executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _drain(self, seconds: float) -> None:
-        """Run queued shadow work on every worker, without waiting for full batches."""
-        assert self._wakeup is not None
-        self._draining = True
-        self._wakeup.set()
-        started = time.perf_counter()
-        pending = self.shadow_stats.pending
-        while self.shadow_stats.pending > 0:
-            if time.perf_counter() - started >= seconds:
-                logger.warning(
-                    "shadow drain stopped after %.1f s with %d texts unscored: they are "
-                    "discarded (LIFECYCLE_SHADOW_DRAIN_S)",
-                    seconds,
-                    self.shadow_stats.pending,
-                )
-                return
-            await asyncio.sleep(0.01)
-        if pending:
-            logger.info(
-                "shadow drain ran the %d texts left in %.1f s",
-                pending,
-                time.perf_counter() - started,
-            )
-
     def _settle_leftovers(self) -> None:
         left = [job for jobs in self._running.values() for job in jobs]
         self._running.clear()
-        for queue in (self._primary, self._shadow):
-            while queue is not None and not queue.empty():
-                left.append(queue.get_nowait())
-        for job in left:
+        while self._primary is not None and not self._primary.empty():
+            left.append(self._primary.get_nowait())
+        for job in [*left, *self._shadows.take_all()]:
             if job.future is None:
-                self._discard(job)
+                self._shadows.discard(job)
             elif not job.future.done():
                 job.future.set_exception(RuntimeError("the model engine stopped"))
-
-    def _discard(self, job: _Job) -> None:
-        if job.settled:
-            return
-        job.settled = True
-        self.shadow_stats.discarded += len(job.texts)
-        if job.on_discard is not None:
-            try:
-                job.on_discard()
-            except Exception:
-                logger.exception("shadow discard callback failed")
 
     async def run_on_model_thread(self, func: Callable[..., T], *args: Any, worker: int = 0) -> T:
         """Run ``func`` on a worker's model thread, between its batches."""
@@ -289,7 +234,7 @@ class ModelEngine:
         for start in range(0, len(texts), step):
             future: asyncio.Future[list[Prediction]] = loop.create_future()
             part = list(texts[start : start + step])
-            self._primary.put_nowait(_Job(part, list(adapter_ids[start : start + step]), future))
+            self._primary.put_nowait(Job(part, list(adapter_ids[start : start + step]), future))
             self._primary_texts += len(part)
             futures.append(future)
         self._wakeup.set()
@@ -297,58 +242,11 @@ class ModelEngine:
             return await futures[0]
         return [p for part in await asyncio.gather(*futures) for p in part]
 
-    def shadow(
-        self,
-        texts: Sequence[str],
-        adapter_id: str,
-        on_done: Callable[[int, list[Prediction]], None],
-        on_error: Callable[[int, int, BaseException], None] | None = None,
-        on_discard: Callable[[int, int], None] | None = None,
-    ) -> bool:
-        """Queue shadow work; False (and counted) when the queue is full: dropped, not delayed.
-
-        The texts are cut into chunks of ``shadow_batch_size``; chunks wait until a full batch
-        of shadow work is there (a batch costs far less per text than single rows) or the
-        oldest has waited ``shadow_max_delay_s``, and run only when no champion waits.
-        ``on_done`` gets each chunk's offset into ``texts`` and its predictions; ``on_error``
-        a failed chunk's offset, its size and the exception; ``on_discard`` the offset and
-        size of a chunk a stop left unscored (after ``stop`` has begun discarding, at once).
-        """
-        assert self._shadow is not None and self._wakeup is not None, "engine not started"
-        step = self.shadow_batch_size
-        queued_all = True
-        for offset in range(0, len(texts), step):
-            chunk = list(texts[offset : offset + step])
-            job = _Job(
-                chunk,
-                [adapter_id] * len(chunk),
-                None,
-                functools.partial(on_done, offset),
-                None if on_error is None else functools.partial(on_error, offset, len(chunk)),
-                None if on_discard is None else functools.partial(on_discard, offset, len(chunk)),
-            )
-            if self._closed:
-                self.shadow_stats.queued += len(chunk)
-                self._discard(job)
-                continue
-            try:
-                self._shadow.put_nowait(job)
-            except asyncio.QueueFull:
-                self.shadow_stats.dropped += len(chunk)
-                queued_all = False
-                continue
-            self.shadow_stats.queued += len(chunk)
-            self._shadow_texts += len(chunk)
-            if self._shadow_since is None:
-                self._shadow_since = job.enqueued
-        self._wakeup.set()
-        return queued_all
-
     @property
     def queue_depths(self) -> dict[str, int]:
         return {
             "primary": self._primary.qsize() if self._primary else 0,
-            "shadow": self._shadow.qsize() if self._shadow else 0,
+            "shadow": self._shadows.depth,
         }
 
     @property
@@ -357,15 +255,15 @@ class ModelEngine:
 
     async def _shadow_loop(self, worker: int) -> None:
         """A shadow worker: shadow batches only, as soon as one is ready."""
-        assert self._shadow is not None and self._wakeup is not None
+        assert self._wakeup is not None
         while True:
-            if not self._shadow_ready():
+            if not self._shadows.ready():
                 self._wakeup.clear()
-                wait = None if self._shadow.empty() else self._shadow_wait()
+                wait = None if self._shadows.empty() else self._shadows.wait_s()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
                 continue
-            jobs = self._take_shadow_batch()
+            jobs = self._shadows.take_batch()
             self._running[worker] = jobs
             ran = await self._run_jobs(jobs, worker)
             if ran is not None:
@@ -373,7 +271,7 @@ class ModelEngine:
             del self._running[worker]
 
     async def _loop(self, worker: int) -> None:
-        assert self._primary is not None and self._shadow is not None and self._wakeup is not None
+        assert self._primary is not None and self._wakeup is not None
         while True:
             if self._primary.empty() and not self._shadow_available():
                 self._wakeup.clear()
@@ -381,26 +279,26 @@ class ModelEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._wakeup.wait(),
-                        timeout=None if self.shadow_workers else self._shadow_wait(),
+                        timeout=None if self.shadow_workers else self._shadows.wait_s(),
                     )
             jobs = await self._gather()
             if not jobs:
                 continue
             shadow_only = all(job.future is None for job in jobs)
             if shadow_only:
-                self._shadow_busy = True
+                self._shadows.busy = True
             self._running[worker] = jobs
             try:
                 ran = await self._run_jobs(jobs, worker)
             finally:
                 if shadow_only:
-                    self._shadow_busy = False
+                    self._shadows.busy = False
                     self._wakeup.set()  # the shadow work left is free for any worker now
             if ran is not None:
                 self._deliver(*ran)
             del self._running[worker]
 
-    def _deliver(self, jobs: list[_Job], predictions: list[Prediction]) -> None:
+    def _deliver(self, jobs: list[Job], predictions: list[Prediction]) -> None:
         offset = 0
         for job in jobs:
             part = predictions[offset : offset + len(job.texts)]
@@ -408,18 +306,12 @@ class ModelEngine:
             if job.future is not None:
                 if not job.future.done():
                     job.future.set_result(part)
-            elif not job.settled:
-                job.settled = True
-                self.shadow_stats.scored += len(job.texts)
-                if job.on_done is not None:
-                    try:
-                        job.on_done(part)
-                    except Exception:
-                        logger.exception("shadow callback failed")
+            else:
+                self._shadows.scored(job, part)
 
     async def _run_jobs(
-        self, jobs: list[_Job], worker: int
-    ) -> tuple[list[_Job], list[Prediction]] | None:
+        self, jobs: list[Job], worker: int
+    ) -> tuple[list[Job], list[Prediction]] | None:
         """Run one batch; on failure, tell every job, and answer the champions without shadow.
 
         A batch that mixes shadow and champion work (piggybacking) and fails is run again
@@ -444,15 +336,7 @@ class ModelEngine:
                 exc_info=bool(champions),
             )
             for job in shadows:
-                if job.settled:
-                    continue
-                job.settled = True
-                self.shadow_stats.failed += len(job.texts)
-                if job.on_error is not None:
-                    try:
-                        job.on_error(exc)
-                    except Exception:
-                        logger.exception("shadow error callback failed")
+                self._shadows.failed(job, exc)
             if shadows and champions:
                 return await self._run_jobs(champions, worker)
             for job in champions:
@@ -464,14 +348,14 @@ class ModelEngine:
             self._on_batch(len(texts), time.perf_counter() - started)
         return jobs, predictions
 
-    async def _gather(self) -> list[_Job]:
+    async def _gather(self) -> list[Job]:
         """Champion jobs up to the batch size, waiting at most max_wait for more; when more
         waits than that, the oldest job and those nearest it in text length.
 
         Shadow jobs fill a batch only when no champion job is waiting.
         """
-        assert self._primary is not None and self._shadow is not None
-        jobs: list[_Job] = []
+        assert self._primary is not None
+        jobs: list[Job] = []
         size = 0
         deadline = time.perf_counter() + self.max_wait_s
         # With several workers, one takes its share of what waits, so that the others get
@@ -481,7 +365,7 @@ class ModelEngine:
             share = math.ceil(self._primary_texts / self.workers)
             limit = min(limit, max(MIN_SHARE, share))
         if self._primary_texts > limit:
-            jobs = self._take_similar(limit)
+            jobs = take_similar(self._primary, limit)
             size = sum(len(job.texts) for job in jobs)
             self._primary_texts -= size
         while size < limit:
@@ -496,7 +380,7 @@ class ModelEngine:
                     break
             elif not jobs and self._shadow_available():
                 # A full (or old) shadow batch, never waiting: champions may come any moment.
-                return self._take_shadow_batch()
+                return self._shadows.take_batch()
             else:
                 break
             jobs.append(job)
@@ -510,70 +394,21 @@ class ModelEngine:
         ):
             # Shadow work of requests already answered rides along in a small champion batch:
             # on a CPU a few more rows cost little, a batch of its own would block the model.
-            room = min(self.shadow_batch_size, self.forward_batch_size - size)
-            while room > 0 and not self._shadow.empty():
-                job = self._take_shadow()
+            room = min(self._shadows.batch_size, self.forward_batch_size - size)
+            while room > 0 and not self._shadows.empty():
+                job = self._shadows.take()
                 jobs.append(job)
                 room -= len(job.texts)
         return jobs
 
-    def _take_similar(self, limit: int) -> list[_Job]:
-        """More waits than one batch takes: the oldest job and those nearest it in length
-        (``batching``); the rest goes back in arrival order."""
-        assert self._primary is not None
-        waiting = [self._primary.get_nowait() for _ in range(self._primary.qsize())]
-        chosen = pick_similar(
-            [sum(map(len, job.texts)) / max(1, len(job.texts)) for job in waiting],
-            [len(job.texts) for job in waiting],
-            limit,
-        )
-        taken = set(chosen)
-        for k, job in enumerate(waiting):
-            if k not in taken:
-                self._primary.put_nowait(job)
-        return [waiting[k] for k in chosen]
-
-    def _take_shadow_batch(self) -> list[_Job]:
-        assert self._shadow is not None
-        jobs: list[_Job] = []
-        size = 0
-        while size < self.shadow_batch_size and not self._shadow.empty():
-            job = self._take_shadow()
-            jobs.append(job)
-            size += len(job.texts)
-        return jobs
-
-    def _take_shadow(self) -> _Job:
-        assert self._shadow is not None
-        job = self._shadow.get_nowait()
-        self._shadow_texts -= len(job.texts)
-        self._shadow_since = None if self._shadow.empty() else time.perf_counter()
-        return job
-
     def _shadow_available(self) -> bool:
         """Shadow work ready for a champion worker: none when shadow workers take it all,
         and with several workers one always stays free for champions."""
-        if self._draining:
-            return self._shadow_ready()  # no champion comes any more: every worker helps
+        if self._shadows.draining:
+            return self._shadows.ready()  # no champion comes any more: every worker helps
         if self.shadow_workers:
             return False
-        return not (self._shadow_busy and self.workers > 1) and self._shadow_ready()
-
-    def _shadow_ready(self) -> bool:
-        """Shadow work runs in full batches (cheap per text), or once its oldest has waited."""
-        if self._shadow is None or self._shadow.empty():
-            return False
-        if self._shadow_texts >= self.shadow_batch_size or self._draining:
-            return True
-        since = self._shadow_since or time.perf_counter()
-        return time.perf_counter() - since >= self.shadow_max_delay_s
-
-    def _shadow_wait(self) -> float | None:
-        """How long a worker may sleep before old shadow work is due (None: until woken)."""
-        if self._shadow is None or self._shadow.empty() or self._shadow_busy:
-            return None
-        since = self._shadow_since or time.perf_counter()
-        return max(0.001, self.shadow_max_delay_s - (time.perf_counter() - since))
+        return not (self._shadows.busy and self.workers > 1) and self._shadows.ready()
 
     def _run(
         self, texts: list[str], adapter_ids: list[str], worker: int, shadow_only: bool
@@ -588,13 +423,3 @@ class ModelEngine:
             )
         with self.priority.champion():
             return host.predict(texts, adapter_ids, batch_size=self.forward_batch_size)
-
-
-def _lowest_cpu_priority() -> None:
-    """A shadow worker's thread yields every core to champions, the event loop and the
-    writer: its tokenising and post-processing too, which the layer pauses do not cover."""
-    import os
-    import threading
-
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

@@ -10,24 +10,28 @@ A fallback never raises on transport or protocol problems (timeouts, refused
 connections, HTTP errors, malformed answers): the gateway must answer its client
 whatever the big model does, so every outcome is a ``FallbackAnswer`` with ``ok``
 and a short ``error``. The API key is sent as a bearer header and never logged.
+The requests go through the ``openai`` client; the retries and the time bound are ours.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import importlib
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lifecycle.config.errors import ConfigError
+from lifecycle.serving.prompt import build_messages, match_label
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +44,6 @@ NOT_IN_SET = "answer not in label set"
 
 _ERROR_LIMIT = 200
 _BACKOFF_S = 0.1  # first pause between retries, doubled each time, never past the deadline
-_SEPARATORS = re.compile(r"[\s_\-]+")
-_EDGE_NOISE = " \t\r\n\"'`*.,;:!?()[]{}<>"
-_FENCE = re.compile(r"^```[A-Za-z]*\s*|\s*```$")
 _OPENAI_ARGS = frozenset(
     {
         "base_url",
@@ -129,92 +130,6 @@ class FallbackSettings(BaseSettings):
         }
 
 
-# -- from the model's text to a label ---------------------------------------------------
-
-
-def _loose(text: str) -> str:
-    """Casefolded, edge quotes/punctuation stripped, runs of ``_``/``-``/space as one space."""
-    return _SEPARATORS.sub(" ", text.strip(_EDGE_NOISE).casefold()).strip()
-
-
-def _json_label(answer: str) -> str | None:
-    """The ``label`` of a JSON object answer (code fences allowed), else None."""
-    body = _FENCE.sub("", answer)
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        data = json.loads(body[start : end + 1])
-    except ValueError:
-        return None
-    value = data.get("label") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _whole_word(answer: str, labels: Sequence[str]) -> str | None:
-    """The one label that occurs as a whole word in ``answer``.
-
-    A label found only inside a longer found one ("card" in "lost card") does not
-    count; two or more distinct labels make the answer ambiguous (None).
-    """
-    text = answer.casefold()
-    spans: dict[str, list[tuple[int, int]]] = {}
-    for label in labels:
-        parts = [re.escape(p) for p in _SEPARATORS.split(label.casefold()) if p]
-        if parts:
-            pattern = r"(?<!\w)" + r"[\s_\-]+".join(parts) + r"(?!\w)"
-            if found := [m.span() for m in re.finditer(pattern, text)]:
-                spans[label] = found
-    longer = [span for found in spans.values() for span in found]
-
-    def covered(span: tuple[int, int]) -> bool:
-        return any(o[0] <= span[0] and span[1] <= o[1] and o != span for o in longer)
-
-    kept = [label for label, found in spans.items() if not all(map(covered, found))]
-    return kept[0] if len(kept) == 1 else None
-
-
-def match_label(answer: str, labels: Sequence[str]) -> str | None:
-    """Map a model's free-text answer to one label of ``labels``, or None.
-
-    In order: exact match; match ignoring case, whitespace, quotes, edge punctuation
-    and ``_``/``-``/space differences; a JSON ``{"label": ...}`` answer; else the one
-    label that appears as a whole word. Ambiguity gives None rather than a guess.
-    """
-    stripped = answer.strip()
-    if stripped in labels:
-        return stripped
-    by_loose: dict[str, list[str]] = {}
-    for label in labels:
-        by_loose.setdefault(_loose(label), []).append(label)
-
-    def loose(text: str) -> str | None:
-        found = by_loose.get(_loose(text), [])
-        return found[0] if len(found) == 1 else None
-
-    if (hit := loose(stripped)) is not None:
-        return hit
-    if (value := _json_label(stripped)) is not None:
-        return value.strip() if value.strip() in labels else loose(value)
-    return _whole_word(stripped, labels)
-
-
-def build_messages(
-    text: str, *, labels: Sequence[str], specialist: str, description: str = ""
-) -> list[dict[str, str]]:
-    """The chat messages: a system message listing the labels (one ``- label`` line
-    each) and asking for exactly one of them, then the text as the user message."""
-    about = f" {description.strip()}" if description.strip() else ""
-    listing = "\n".join(f"- {label}" for label in labels)
-    system = (
-        f'You classify texts for the "{specialist}" specialist.{about}\n'
-        f"Allowed labels, one per line:\n{listing}\n"
-        "Answer with exactly one label from this list, spelled exactly as listed, "
-        "and nothing else: no explanation, no quotes, no punctuation."
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
-
-
 # -- the fallbacks ----------------------------------------------------------------------
 
 
@@ -230,8 +145,8 @@ class OpenAIFallback:
     """A bigger model behind an OpenAI-compatible ``/chat/completions`` endpoint.
 
     One ``classify`` call takes at most about ``timeout_s``, retries included, and
-    never raises for transport or protocol problems. A client passed in is used as
-    is and left open by ``aclose``; otherwise one is created on first use.
+    never raises for transport or protocol problems. An HTTP client passed in is used
+    as is and left open by ``aclose``; otherwise one is created on first use.
     """
 
     source = "openai"
@@ -267,10 +182,13 @@ class OpenAIFallback:
         self.max_retries = int(max_retries)
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
-        self._url = f"{base_url}/chat/completions"
         self._api_key = api_key or None
         self._client = client
         self._owns_client = client is None
+        self._openai: AsyncOpenAI | None = None
+        # At start-up, not in the first classify call: the import takes a second or more,
+        # which would count against that call's time bound.
+        importlib.import_module("openai")
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
@@ -287,6 +205,7 @@ class OpenAIFallback:
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+        self._openai = None
 
     async def classify(
         self, text: str, *, labels: Sequence[str], specialist: str, description: str = ""
@@ -301,18 +220,13 @@ class OpenAIFallback:
         labels = list(labels)
         if not labels:
             return self._failed(start, "no labels given", specialist=specialist)
-        body = {
-            "model": self.model,
-            "messages": build_messages(
-                text, labels=labels, specialist=specialist, description=description
-            ),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
+        messages = build_messages(
+            text, labels=labels, specialist=specialist, description=description
+        )
         deadline = time.monotonic() + self.timeout_s
         try:
-            content = await asyncio.wait_for(self._complete(body, deadline), self.timeout_s)
-        except asyncio.TimeoutError:
+            content = await asyncio.wait_for(self._complete(messages, deadline), self.timeout_s)
+        except TimeoutError:
             return self._failed(start, f"timeout after {self.timeout_s:g}s", specialist=specialist)
         except _AttemptError as exc:
             return self._failed(start, str(exc), specialist=specialist)
@@ -341,17 +255,30 @@ class OpenAIFallback:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s)
-        return self._client
+    def _sdk(self) -> AsyncOpenAI:
+        if self._openai is None:
+            import openai
 
-    async def _complete(self, body: dict[str, Any], deadline: float) -> str:
+            if self._client is None:
+                # Our own, not the SDK's: it would follow redirects and pool differently.
+                self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            self._openai = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                # The SDK wants a key; without one, this one is not sent (``_attempt``).
+                api_key=self._api_key or "none",
+                timeout=self.timeout_s,
+                # The SDK's retries would retry timeouts and 429s and sleep past the deadline.
+                max_retries=0,
+                http_client=self._client,
+            )
+        return self._openai
+
+    async def _complete(self, messages: list[dict[str, str]], deadline: float) -> str:
         """The answer's text, retrying connection errors and 5xx while time is left."""
         attempt = 0
         while True:
             try:
-                return await self._attempt(body, deadline)
+                return await self._attempt(messages, deadline)
             except _AttemptError as exc:
                 pause = _BACKOFF_S * 2**attempt
                 if (
@@ -368,37 +295,47 @@ class OpenAIFallback:
                 logger.info("fallback %s: %s; retry %d in %.2fs", self.model, exc, attempt, pause)
                 await asyncio.sleep(pause)
 
-    async def _attempt(self, body: dict[str, Any], deadline: float) -> str:
-        headers = {"Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+    async def _attempt(self, messages: list[dict[str, str]], deadline: float) -> str:
+        import openai
+
         remaining = max(deadline - time.monotonic(), 0.001)
+        # OPENAI_ORG_ID and OPENAI_PROJECT_ID are OpenAI's, not any base_url's to see.
+        unsent = [
+            "OpenAI-Organization",
+            "OpenAI-Project",
+            *([] if self._api_key else ["Authorization"]),
+        ]
         try:
-            response = await self._http().post(
-                self._url, json=body, headers=headers, timeout=remaining
+            completion = await self._sdk().chat.completions.create(
+                model=self.model,
+                messages=messages,  # type: ignore[arg-type]  # plain dicts for its TypedDicts
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                timeout=remaining,
+                extra_headers={header: openai.Omit() for header in unsent},
             )
-        except httpx.TimeoutException as exc:
+        except openai.APITimeoutError as exc:
             raise _AttemptError(f"timeout after {self.timeout_s:g}s", retryable=False) from exc
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except openai.APIConnectionError as exc:
+            # The SDK wraps every transport failure: only a network one is worth a retry.
+            cause = exc.__cause__ or exc
+            network = isinstance(cause, (httpx.NetworkError, httpx.RemoteProtocolError))
+            what = "connection error" if network else "request failed"
             raise _AttemptError(
-                f"connection error: {exc or type(exc).__name__}", retryable=True
+                f"{what}: {cause or type(cause).__name__}", retryable=network
             ) from exc
-        except httpx.HTTPError as exc:
+        except openai.APIStatusError as exc:
             raise _AttemptError(
-                f"request failed: {exc or type(exc).__name__}", retryable=False
+                f"HTTP {exc.status_code}: {_error_detail(exc.response)}",
+                retryable=exc.status_code >= 500,
             ) from exc
-        if response.status_code >= 400:
-            raise _AttemptError(
-                f"HTTP {response.status_code}: {_error_detail(response)}",
-                retryable=response.status_code >= 500,
-            )
-        try:
-            data = response.json()
         except ValueError as exc:
             raise _AttemptError("malformed response: not JSON", retryable=False) from exc
+        if isinstance(completion, str):  # what the SDK returns for a body that is not JSON
+            raise _AttemptError("malformed response: not JSON", retryable=False)
         try:
-            content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as exc:
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise _AttemptError(
                 "malformed response: no choices[0].message.content", retryable=False
             ) from exc

@@ -1,15 +1,14 @@
 """What the gateway learns from the traffic store, off the request path: for each specialist,
 the cost per correct answer (``lifecycle.serving.cost``) and its monitor's latest verdict.
 
-Read after every registry poll (``RegistrySync.after_sync``), in a thread, and kept on the
-gateway (``Gateway.outcomes``) for /metrics and GET /v1/specialists. A store that cannot be
-read leaves the last figures in place: the gateway serves on, the figures just age.
+Read after every registry poll (``RegistrySync.after_sync`` runs ``state.refresh_outcomes``),
+in a thread, and kept on the gateway (``Gateway.outcomes``) for /metrics and GET
+/v1/specialists. A store that cannot be read leaves the last figures in place: the gateway
+serves on, the figures just age.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lifecycle.config.settings import Settings
     from lifecycle.serving.cost import CostPerCorrect
-    from lifecycle.serving.state import Gateway
-
-logger = logging.getLogger(__name__)
 
 #: ``monitors.results.Status`` in its order, from calm to urgent (serving does not import
 #: monitors; tests/test_gateway_outcomes.py holds the two equal).
@@ -87,21 +83,3 @@ def read_outcomes(store: Any, names: Iterable[str], settings: Settings) -> dict[
             label_counts=store.label_counts(name),
         )
     return out
-
-
-async def refresh_outcomes(gw: Gateway) -> None:
-    """Re-read every specialist's figures; on a store error keep the last ones and say so
-    (once per distinct error: the poller retries every few seconds)."""
-    try:
-        gw.outcomes = await asyncio.to_thread(
-            read_outcomes, gw.writer.store, list(gw.specs), gw.settings
-        )
-    except Exception as exc:  # an outage (or a database not migrated yet): keep serving
-        error = f"{type(exc).__name__}: {exc}"[:300]
-        if error != gw.outcomes_error:
-            logger.info("cost and monitor status not read from the traffic store: %s", error)
-        gw.outcomes_error = error
-        return
-    if gw.outcomes_error is not None:
-        logger.info("cost and monitor status read from the traffic store again")
-    gw.outcomes_error = None

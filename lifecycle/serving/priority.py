@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 class ChampionFirst:
@@ -46,3 +46,12 @@ class ChampionFirst:
     @property
     def running(self) -> int:
         return self._running
+
+
+def lowest_cpu_priority() -> None:
+    """A shadow worker's thread yields every core to champions, the event loop and the
+    writer: its tokenising and post-processing too, which the layer pauses do not cover."""
+    import os
+
+    with suppress(AttributeError, OSError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException
 
-from lifecycle.config.errors import LifecycleError
+from lifecycle.config.errors import LifecycleError, UnavailableError
 from lifecycle.serving.api import AdminResult
 from lifecycle.serving.deps import ERRORS, GW, Admin, NamePath
 from lifecycle.serving.state import Gateway
@@ -51,13 +51,13 @@ async def rollback(name: NamePath, gw: GW) -> AdminResult:
 async def _move_aliases(gw: Gateway, name: str, action: str) -> AdminResult:
     if name not in gw.specs:
         raise HTTPException(404, f"no specialist named {name!r}")
-    from lifecycle.registry.models import Registry
-
-    registry = Registry(gw.settings)
+    registry = gw.registry_factory()
     try:
         moved = await asyncio.to_thread(
             registry.promote if action == "promote" else registry.rollback, name, reason="admin API"
         )
+    except UnavailableError:
+        raise  # an outage, not a conflict: the app answers 503
     except LifecycleError as exc:
         raise HTTPException(409, str(exc)) from exc
     changes = await gw.sync.sync()

@@ -1,8 +1,12 @@
-"""What one running gateway holds (on ``app.state.gw``), shared by the routers."""
+"""What one running gateway holds (on ``app.state.gw``), shared by the routers, and the
+figures refreshed from it off the request path (gauges, outcomes from the traffic store)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +14,10 @@ from lifecycle.config.settings import Settings
 from lifecycle.config.spec import SpecialistSpec
 from lifecycle.serving.engine import ModelEngine
 from lifecycle.serving.metrics import GatewayMetrics
-from lifecycle.serving.outcomes import Outcome
+from lifecycle.serving.outcomes import Outcome, read_outcomes
 from lifecycle.serving.sync import RegistrySync
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Gateway:
     writer: Any
     metrics: GatewayMetrics
     fallbacks: dict[str, Any]
+    #: Builds a registry client: the admin routes' as well as the sync's (tests pass a fake).
+    registry_factory: Callable[[], Any]
     #: Per specialist whose ``escalation.on_out_of_scope`` is 'review': the review queue that
     #: takes its out-of-scope texts, whatever its ``escalation.fallback`` is.
     review_queues: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +65,24 @@ def cost_of(gw: Gateway, name: str) -> tuple[float, float]:
         fallback_price_per_1k=gw.settings.fallback_price_per_1k,
     )
     return cost.per_1k, cost.fallback_only_per_1k
+
+
+async def refresh_outcomes(gw: Gateway) -> None:
+    """Re-read every specialist's figures; on a store error keep the last ones and say so
+    (once per distinct error: the poller retries every few seconds)."""
+    try:
+        gw.outcomes = await asyncio.to_thread(
+            read_outcomes, gw.writer.store, list(gw.specs), gw.settings
+        )
+    except Exception as exc:  # an outage (or a database not migrated yet): keep serving
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if error != gw.outcomes_error:
+            logger.info("cost and monitor status not read from the traffic store: %s", error)
+        gw.outcomes_error = error
+        return
+    if gw.outcomes_error is not None:
+        logger.info("cost and monitor status read from the traffic store again")
+    gw.outcomes_error = None
 
 
 def refresh_gauges(gw: Gateway) -> None:

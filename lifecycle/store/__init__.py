@@ -12,6 +12,7 @@ SQLite (the default, a file under ``LIFECYCLE_HOME``) and PostgreSQL are support
 
 from __future__ import annotations
 
+from lifecycle.store.engine import create_store_engine
 from lifecycle.store.records import (
     AlertRecord,
     FeedbackRecord,
@@ -24,7 +25,7 @@ from lifecycle.store.records import (
     encode_embedding,
     text_digest,
 )
-from lifecycle.store.repository import TrafficStore, create_store_engine
+from lifecycle.store.repository import TrafficStore
 from lifecycle.store.writer import FlushResult, TrafficWriter, WriterStats
 
 __all__ = [

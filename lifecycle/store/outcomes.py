@@ -1,6 +1,6 @@
 """The traffic store's reads for what on-call watches: answers that were right, last verdicts.
 
-Part of ``TrafficStore`` (a mixin, so that repository.py stays readable): the counts behind
+Part of ``TrafficStore`` (a mixin on ``StoreEngine``): the counts behind
 the cost per correct answer (``lifecycle.serving.cost.cost_per_correct``) and the newest alert's
 verdict, which the gateway turns into its monitor-status gauge. Both are aggregate queries
 that return a handful of numbers, cheap enough for the gateway's periodic refresh.
@@ -8,23 +8,20 @@ that return a handful of numbers, cheap enough for the gateway's periodic refres
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import and_, case, func, select
 
 from lifecycle.store import schema
+from lifecycle.store.engine import StoreEngine
 
 #: The only feedback source that counts as truth here: the fallback's own label would
 #: measure the fallback against itself.
 HUMAN = "human"
 
 
-class OutcomeReads:
+class OutcomeReads(StoreEngine):
     """Reads for the cost per correct answer and the monitor status (see the module)."""
-
-    def _reading(self) -> AbstractContextManager[Connection]:  # pragma: no cover - TrafficStore's
-        raise NotImplementedError
 
     def outcome_counts(self, specialist: str, *, last: int | None = None) -> dict[str, Any]:
         """How a specialist's answers fared: the fields of ``lifecycle.serving.cost.OutcomeCounts``.

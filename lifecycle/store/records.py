@@ -15,7 +15,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeAlias
 
 import numpy as np
@@ -32,7 +32,7 @@ _EMBEDDING_DTYPE = np.dtype("<f2")
 
 def utcnow() -> datetime:
     """Now, timezone-aware in UTC: the only kind of time the store keeps."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -44,7 +44,7 @@ def as_utc(value: datetime, *, name: str = "created_at") -> datetime:
     """``value`` in UTC; a naive datetime is refused, since its zone would be a guess."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def text_digest(text: str) -> str:

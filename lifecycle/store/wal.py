@@ -20,28 +20,17 @@ device flush per group.
 
 from __future__ import annotations
 
-import json
-import os
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
-from lifecycle.store.journal import SEGMENT_SUFFIX, _fsync_dir
-from lifecycle.store.records import Record, record_to_json
+from lifecycle.store.records import Record
+from lifecycle.store.segments import SegmentLog
 
 #: What the gateway waits for before it answers: nothing, the OS, or the storage device.
 Durability = Literal["memory", "write", "fsync"]
 
 WAL_PREFIX = "wal-"
-
-
-@dataclass
-class _Segment:
-    path: Path
-    count: int = 0
-    last_seq: int = 0
 
 
 class WriteAheadLog:
@@ -52,10 +41,9 @@ class WriteAheadLog:
     ) -> None:
         self.folder = Path(folder)
         self.fsync = fsync
-        self.segment_records = max(int(segment_records), 1)
-        self._segments: deque[_Segment] = deque()
-        self._active: IO[bytes] | None = None
-        self._number = 0
+        self._log = SegmentLog(
+            self.folder, fsync=fsync, segment_records=segment_records, prefix=WAL_PREFIX
+        )
         #: Every record numbered <= this is in the log (or was in the database already).
         self.durable_seq = start_seq
 
@@ -65,63 +53,25 @@ class WriteAheadLog:
         Raises ``OSError`` when the folder cannot be written; nothing is counted then.
         A record that cannot be serialised is skipped here: the writer rejects it later.
         """
-        index = 0
-        while index < len(entries):
-            segment, handle = self._writable()
-            chunk = entries[index : index + self.segment_records - segment.count]
-            lines = []
-            for _, record in chunk:
-                try:
-                    lines.append(json.dumps(record_to_json(record), separators=(",", ":")))
-                except (TypeError, ValueError):
-                    continue
-            try:
-                handle.write(("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
-                handle.flush()
-                if self.fsync:
-                    os.fsync(handle.fileno())
-            except OSError:
-                self._close_active()  # never append after a torn line
-                raise
-            segment.count += len(chunk)
-            segment.last_seq = chunk[-1][0]
-            index += len(chunk)
+        self._log.append(entries)
         self.durable_seq = max(self.durable_seq, upto)
 
     def release(self, db_seq: int) -> None:
         """Delete the segments whose records are all in the database (``seq <= db_seq``)."""
-        while self._segments and self._segments[0].last_seq <= db_seq:
-            segment = self._segments[0]
-            if len(self._segments) == 1 and self._active is not None:
-                self._close_active()  # the next append starts a new segment
-            self._segments.popleft()
-            segment.path.unlink(missing_ok=True)
+        segments = self._log.segments
+        while segments and segments[0].last_seq <= db_seq:
+            if segments[0] is self._log.active:
+                self._log.close_active()  # the next append starts a new segment
+            segments.popleft().path.unlink(missing_ok=True)
 
     def close(self, *, keep: bool) -> None:
         """Stop appending; delete every segment unless ``keep`` (records not stored elsewhere)."""
-        self._close_active()
+        self._log.close_active()
         if not keep:
-            while self._segments:
-                self._segments.popleft().path.unlink(missing_ok=True)
+            while self._log.segments:
+                self._log.segments.popleft().path.unlink(missing_ok=True)
 
     @property
     def paths(self) -> list[Path]:
-        return [s.path for s in self._segments]
-
-    def _writable(self) -> tuple[_Segment, IO[bytes]]:
-        if self._active is not None and self._segments[-1].count < self.segment_records:
-            return self._segments[-1], self._active
-        self._close_active()
-        self._number += 1
-        path = self.folder / f"{WAL_PREFIX}{self._number:012d}{SEGMENT_SUFFIX}"
-        self._active = open(path, "ab")  # noqa: SIM115 - kept open across appends
-        if self.fsync:
-            _fsync_dir(self.folder)
-        segment = _Segment(path=path)
-        self._segments.append(segment)
-        return segment, self._active
-
-    def _close_active(self) -> None:
-        if self._active is not None:
-            self._active.close()
-        self._active = None
+        """Paths of the segments still held (for tests and diagnostics)."""
+        return [s.path for s in self._log.segments]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,7 +57,7 @@ def record_traffic(
         raise ValueError(f"label_share must be within [0, 1], got {label_share}")
     texts = frame["text"].astype(str).tolist()
     truth: Sequence[str] | None = frame["label"].astype(str).tolist() if "label" in frame else None
-    start = start or datetime.now(timezone.utc) - spacing * (len(texts) + 1)
+    start = start or datetime.now(UTC) - spacing * (len(texts) + 1)
     rng = np.random.default_rng(seed)
     labelled = rng.random(len(texts)) < label_share if truth is not None else None
     ids: list[str] = []

@@ -64,7 +64,7 @@ def train_and_register(
     alias (``Trained.alias`` is then the alias it would have had): the retrain sets it only
     once the candidate beats the champion.
     """
-    from lifecycle.model.host import resolve_base_model
+    from lifecycle.model.base import resolve_base_model
     from lifecycle.training.data import validate_training_table
     from lifecycle.training.train import train_specialist
 

@@ -14,9 +14,10 @@ import numpy as np
 
 from lifecycle.config.errors import DataError
 from lifecycle.config.spec import SpecialistSpec
+from lifecycle.model.adapters import check_artifact
 from lifecycle.model.artifacts import SpecialistMeta
 from lifecycle.model.calibration import fit_temperature, softmax
-from lifecycle.model.host import AdapterHost, check_artifact
+from lifecycle.model.host import AdapterHost
 from lifecycle.training.data import (
     replay_mix,
     stratified_split,
@@ -104,9 +105,10 @@ def train_specialist(
     drifted traffic does not forget what the specialist already did well.
     """
     import torch
+    from transformers import set_seed
 
     cfg = spec.training
-    _seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     validate_training_table(data)
     if replay is not None and len(replay) and cfg.replay_ratio > 0:
         data = replay_mix(data, replay, ratio=cfg.replay_ratio, seed=cfg.seed)
@@ -325,6 +327,11 @@ def _length_bucketed_batches(
 
 
 def _warmup_linear(total_steps: int) -> Any:
+    """Linear warm-up over 6% of the steps, then linear decay to a floor of 5%.
+
+    Not transformers' ``get_linear_schedule_with_warmup``: that one takes its first step at
+    learning rate 0 and decays to 0, so every trained version would come out different.
+    """
     warmup = max(1, int(0.06 * total_steps))
 
     def factor(step: int) -> float:
@@ -353,14 +360,6 @@ def _read_parent_head(folder: Path) -> tuple[tuple[str, ...], np.ndarray, np.nda
     meta = check_artifact(Path(folder))
     state = load_file(str(Path(folder) / "head.safetensors"))
     return meta.labels, state["weight"], state["bias"]
-
-
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _progress(total: int, *, enabled: bool, desc: str) -> Any:

@@ -18,18 +18,16 @@ is recorded in ``requests`` (body and headers), before any check.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from .server import FakeServer
 
 MODES = ("echo_label", "fixed", "garbage", "error500", "slow", "malformed")
 GARBAGE = "I am sorry, I cannot help with that request."
@@ -45,7 +43,7 @@ class ReceivedRequest:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """Context manager: ``with FakeOpenAI() as fake: ... fake.base_url ...``."""
 
     mode: str = "echo_label"
@@ -54,13 +52,7 @@ class FakeOpenAI:
     expected_key: str | None = None
     labels: list[str] | None = None
     requests: list[ReceivedRequest] = field(default_factory=list)
-    host: str = "127.0.0.1"
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+    thread_name: ClassVar[str] = "fake-openai"
 
     @property
     def base_url(self) -> str:
@@ -71,39 +63,6 @@ class FakeOpenAI:
         self.mode, self.fixed_answer, self.delay_s = "echo_label", "", 2.0
         self.expected_key, self.labels = None, None
         self.requests.clear()
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def __enter__(self) -> FakeOpenAI:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))  # the OS picks a free port; no race with other tests
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app(),
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopping.set()  # ends "slow" sleeps at once
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     # -- the app --------------------------------------------------------------------
 
@@ -161,11 +120,6 @@ class FakeOpenAI:
             return JSONResponse(_completion(body["model"], messages, answer))
 
         return app
-
-    async def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not self._stopping.is_set():
-            await asyncio.sleep(0.02)
 
     def _echo(self, messages: list[Any]) -> str:
         system = " ".join(

@@ -17,16 +17,14 @@ Every request is recorded in ``requests`` (JSON body, headers, path) before anyt
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+
+from .server import FakeServer
 
 MODES = ("ok", "fail_then_ok", "always_500", "rate_limited", "slow", "bad_request")
 #: The secret part of a webhook URL; tests check that it never reaches logs or the store.
@@ -43,7 +41,7 @@ class ReceivedWebhook:
 
 
 @dataclass
-class FakeSlack:
+class FakeSlack(FakeServer):
     """Context manager: ``with FakeSlack() as slack: ... slack.url ...``."""
 
     mode: str = "ok"
@@ -51,13 +49,10 @@ class FakeSlack:
     retry_after: str = "0"
     delay_s: float = 2.0
     requests: list[ReceivedWebhook] = field(default_factory=list)
-    host: str = "127.0.0.1"
-    port: int = 0
+    thread_name: ClassVar[str] = "fake-slack"
 
     def __post_init__(self) -> None:
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        super().__post_init__()
         self._lock = threading.Lock()
 
     @property
@@ -73,39 +68,6 @@ class FakeSlack:
         """Back to the defaults, with no recorded requests (between tests)."""
         self.mode, self.fail_count, self.retry_after, self.delay_s = "ok", 1, "0", 2.0
         self.requests.clear()
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def __enter__(self) -> FakeSlack:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))  # the OS picks a free port; no race with other tests
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app(),
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-slack", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("fake Slack server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopping.set()  # ends "slow" sleeps at once
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     # -- the app --------------------------------------------------------------------
 
@@ -144,8 +106,3 @@ class FakeSlack:
         if mode == "slow":
             await self._sleep(self.delay_s)
         return PlainTextResponse("ok")
-
-    async def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not self._stopping.is_set():
-            await asyncio.sleep(0.02)

@@ -26,9 +26,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_before_delay,
+    wait_exponential,
+)
 
 from lifecycle.config.errors import StoreError
+from lifecycle.store.engine import create_store_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -63,8 +70,6 @@ def head_revision() -> str:
 
 def current_revision(url: str | URL) -> str | None:
     """The revision a database is at; None for a database never migrated."""
-    from lifecycle.store.repository import create_store_engine
-
     engine = create_store_engine(url, pooled=False)
     try:
         return _revision(engine)
@@ -81,30 +86,30 @@ def upgrade(url: str | URL, *, timeout_s: float = 60.0) -> str:
     ``StoreError`` when the database cannot be reached or its revision is unknown to this code
     (a newer release migrated it).
     """
-    import time
+    retrying = Retrying(
+        retry=retry_if_exception(_sqlite_locked),
+        # 0.05 s, doubling up to 1 s; never a sleep that would end past the deadline.
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        stop=stop_before_delay(timeout_s),
+        reraise=True,
+    )
+    return retrying(_upgrade_once, url, timeout_s=timeout_s)
 
-    from sqlalchemy.exc import OperationalError
 
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while True:
-        try:
-            return _upgrade_once(url, timeout_s=timeout_s)
-        except StoreError as exc:
-            # SQLite answers "database is locked" at once, without waiting, when a connection
-            # switches a new file to WAL while another migrates it: wait and try again.
-            locked = isinstance(exc.__cause__, OperationalError) and "locked" in str(exc.__cause__)
-            if not locked or time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+def _sqlite_locked(exc: BaseException) -> bool:
+    """SQLite answers "database is locked" at once, without waiting, when a connection switches
+    a new file to WAL while another migrates it: worth waiting for and trying again."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, StoreError)
+        and isinstance(cause, OperationalError)
+        and "locked" in str(cause)
+    )
 
 
 def _upgrade_once(url: str | URL, *, timeout_s: float) -> str:
     from alembic import command
     from alembic.util import CommandError
-
-    from lifecycle.store.repository import create_store_engine
 
     head = head_revision()
     engine = create_store_engine(url, lock_timeout_ms=int(timeout_s * 1000), pooled=False)
