@@ -2137,6 +2137,26 @@ def report(results: dict[str, Any]) -> None:
         print(f"\nINCOMPLETE: {results['error']}")
 
 
+def run_reporting(
+    body: Any, args: argparse.Namespace, results: dict[str, Any], procs: Any, tmp: Path
+) -> int:
+    """Run ``body(args, results, procs, tmp)``; on any error record it in ``results`` and
+    return 1 (what was measured so far is still reported); always stop the processes."""
+    try:
+        body(args, results, procs, tmp)
+        return 0
+    except BaseException as exc:  # report what was measured, then stop everything
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"stopped early: {results['error']}")
+        if not isinstance(exc, (KeyboardInterrupt, RuntimeError)):
+            import traceback
+
+            traceback.print_exc()
+        return 1
+    finally:
+        procs.stop_all()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "banking77")
@@ -2189,35 +2209,23 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
-    code = 0
-    try:
-        run(args, results, procs, tmp)
-    except BaseException as exc:  # report what was measured, then stop everything
+    code = run_reporting(run, args, results, procs, tmp)
+    results["seconds"] = time.perf_counter() - started
+    results["verdicts"] = verdicts(results)
+    failed = failed_floors(results["verdicts"])
+    results["failed_floors"] = failed
+    if failed:
         code = 1
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"stopped early: {results['error']}")
-        if not isinstance(exc, (KeyboardInterrupt, RuntimeError)):
-            import traceback
-
-            traceback.print_exc()
-    finally:
-        procs.stop_all()
-        results["seconds"] = time.perf_counter() - started
-        results["verdicts"] = verdicts(results)
-        failed = failed_floors(results["verdicts"])
-        results["failed_floors"] = failed
-        if failed:
-            code = 1
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        report(results)
-        if failed:
-            print(f"\nFLOORS NOT MET ({len(failed)}): " + "; ".join(failed))
-        print(f"\nwrote {args.out} in {results['seconds']:.0f} s")
-        if args.keep or code:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report(results)
+    if failed:
+        print(f"\nFLOORS NOT MET ({len(failed)}): " + "; ".join(failed))
+    print(f"\nwrote {args.out} in {results['seconds']:.0f} s")
+    if args.keep or code:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return code
 
 

@@ -477,31 +477,19 @@ def main() -> int:
     procs = gb.Processes()
     tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     log(f"working folder {tmp}; device {device}")
-    code = 0
-    try:
-        run(args, results, procs, tmp)
-    except BaseException as exc:  # report what was measured, then stop everything
+    code = gb.run_reporting(run, args, results, procs, tmp)
+    results["seconds"] = time.perf_counter() - started
+    results["checks"] = checks(results)
+    if not all(results["checks"].values()):
         code = 1
-        results["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"stopped early: {results['error']}")
-        if not isinstance(exc, (KeyboardInterrupt, RuntimeError)):
-            import traceback
-
-            traceback.print_exc()
-    finally:
-        procs.stop_all()
-        results["seconds"] = time.perf_counter() - started
-        results["checks"] = checks(results)
-        if not all(results["checks"].values()):
-            code = 1
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        report(results)
-        print(f"\nwrote {args.out} in {results['seconds']:.0f} s; exit {code}")
-        if args.keep or code:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report(results)
+    print(f"\nwrote {args.out} in {results['seconds']:.0f} s; exit {code}")
+    if args.keep or code:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return code
 
 
