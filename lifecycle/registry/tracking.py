@@ -7,7 +7,6 @@ so two registries (or a test's and a flow's) in one process never write into eac
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -219,14 +218,6 @@ class Tracking:
             return None
         with tempfile.TemporaryDirectory() as tmp:
             return pd.read_parquet(self._download(run_id, path, tmp))
-
-    def read_json(self, run_id: str, path: str) -> Any | None:
-        """A JSON artifact of the run, or None when the run has none at ``path``."""
-        folder = path.rsplit("/", 1)[0] if "/" in path else ""
-        if path not in self.artifact_files(run_id, folder):
-            return None
-        with tempfile.TemporaryDirectory() as tmp:
-            return json.loads(self._download(run_id, path, tmp).read_text())
 
     # -- internals ----------------------------------------------------------------------
 
