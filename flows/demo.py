@@ -12,6 +12,12 @@ gateway's label-request queue, under the true label's name; a name the champion 
 know is stored as a proposed label, and the retrain grows the head for it once it has
 enough examples (the open label set).
 
+``--task extraction`` runs the same loop for an extraction specialist: a champion trained
+on generated support tickets to pull out order ids, amounts, dates, emails and products;
+after the onset a share of the tickets carries a tracking number, a field nobody declared.
+The person corrects the spans of the requests they label (tracking numbers included), the
+retrain grows the head by that field, and the figure is entity F1 on exact spans.
+
 The steps call the same flows that ``lifecycle deploy`` schedules and triggers; here the
 demo starts each one at the moment its schedule or trigger would, so a run takes minutes.
 """
@@ -21,9 +27,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from flows.demo_report import Accuracy, DemoResult, Timeline, summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,9 +38,23 @@ if TYPE_CHECKING:
     from lifecycle.config.settings import Settings
     from lifecycle.synthetic.simulate import Labeller
 
+__all__ = [
+    "Accuracy",
+    "DemoResult",
+    "Timeline",
+    "run_demo",
+    "run_extraction_demo",
+    "run_loop",
+    "summary",
+    "write_demo_spec",
+]
+
 logger = logging.getLogger(__name__)
 
 NAME = "support-router"
+#: The extraction demo's specialist, and its drift (lifecycle.synthetic.extraction_scenarios).
+EXTRACTOR_NAME = "ticket-fields"
+EXTRACTION_SCENARIO = "new_field"
 CHUNK = 200
 #: The share of requests the simulated person labels, from the label-request queue first.
 LABEL_SHARE = 0.3
@@ -41,73 +62,40 @@ LABEL_SHARE = 0.3
 RETRAIN_EVERY = 800
 
 
-@dataclass
-class Timeline:
-    started: float = field(default_factory=time.perf_counter)
-    events: list[tuple[float, int | None, str, str]] = field(default_factory=list)
-
-    def add(self, request: int | None, what: str, detail: str = "") -> None:
-        at = time.perf_counter() - self.started
-        self.events.append((at, request, what, detail))
-        where = f"request {request:>5}" if request is not None else " " * 13
-        print(f"  {at:6.0f} s  {where}  {what:<22} {detail}", flush=True)
-
-
-@dataclass
-class Accuracy:
-    correct: int = 0
-    total: int = 0
-
-    def add(self, correct: int, total: int) -> None:
-        self.correct += correct
-        self.total += total
-
-    @property
-    def value(self) -> float:
-        return self.correct / self.total if self.total else float("nan")
-
-
-@dataclass
-class DemoResult:
-    before: Accuracy
-    during: Accuracy
-    after: Accuracy
-    promoted_version: int | None
-    timeline: Timeline
-    detection_delay: int | None
-    seconds: float
-    #: Requests served before the last promotion took effect (the stream index it happened at).
-    promoted_at: int | None = None
-    #: The simulated person's labels: from the label-request queue, at random, refused.
-    labels: dict[str, int] = field(default_factory=dict)
-    #: Drifted traffic answered by every promoted champion, from the first promotion on, and
-    #: the stream index of that first promotion: the figure that does not hang on how late
-    #: the last promotion happened to come.
-    after_first: Accuracy = field(default_factory=Accuracy)
-    first_promoted_at: int | None = None
-
-    def seconds_at(self, what: str) -> float | None:
-        """When the timeline first recorded ``what`` (seconds from the start)."""
-        return next((at for at, _, name, _ in self.timeline.events if name == what), None)
-
-    @property
-    def ratio(self) -> float:
-        return self.after.value / self.before.value if self.before.total else float("nan")
-
-
 def write_demo_spec(
-    home: Path, reference: pd.DataFrame, labels: list[str], *, epochs: int = 3
+    home: Path,
+    reference: pd.DataFrame,
+    labels: list[str],
+    *,
+    epochs: int = 3,
+    task: str = "classification",
 ) -> Path:
-    """The demo's specialists file: its data is the scenario's reference set."""
+    """The demo's specialists file: its data is the scenario's reference set (text and
+    label; text and entities for an extractor, whose ``labels`` are entity labels)."""
     import yaml
 
     home.mkdir(parents=True, exist_ok=True)
-    data = home / "demo-reference.csv"
-    reference[["text", "label"]].to_csv(data, index=False)
+    kind: dict[str, Any]
+    if task == "extraction":
+        data = home / "demo-reference.jsonl"
+        reference[["text", "entities"]].to_json(data, orient="records", lines=True)
+        kind = {
+            "name": EXTRACTOR_NAME,
+            "task": "extraction",
+            "description": "Demo: pulls fields out of support tickets; learns a new one "
+            "through the loop.",
+            "entities": labels,
+        }
+    else:
+        data = home / "demo-reference.csv"
+        reference[["text", "label"]].to_csv(data, index=False)
+        kind = {
+            "name": NAME,
+            "description": "Demo: routes support tickets; learns a drift through the loop.",
+            "labels": labels,
+        }
     spec = {
-        "name": NAME,
-        "description": "Demo: routes support tickets; learns a drift through the loop.",
-        "labels": labels,
+        **kind,
         "data": {"kind": "file", "path": str(data)},
         "training": {"epochs": epochs, "batch_size": 32, "max_length": 64},
         "monitoring": {"window_size": 400, "min_window": 100, "min_labels": 100},
@@ -151,6 +139,43 @@ def run_demo(
     return run_loop(home, reference=sc.reference, stream=sc.stream, onset=sc.onset, labels=labels)
 
 
+def run_extraction_demo(
+    home: Path,
+    *,
+    scenario: str = EXTRACTION_SCENARIO,
+    n_reference: int = 800,
+    n_before: int = 400,
+    n_after: int = 1600,
+    epochs: int = 3,
+    seed: int = 0,
+) -> DemoResult:
+    """The demo for an extraction specialist on a generated drift: by default new_field (after
+    the onset a share of the tickets carries a tracking number, which the champion never saw);
+    any of ``EXTRACTION_SCENARIOS`` runs."""
+    from lifecycle.extraction.data import entity_labels
+    from lifecycle.synthetic.extraction_scenarios import extraction_scenario
+
+    sc = extraction_scenario(
+        scenario,
+        n_reference=n_reference,
+        n_before=n_before,
+        n_after=n_after,
+        seed=seed,
+    )
+    print(f"scenario {sc.name} (extraction): {sc.description}", flush=True)
+    # Only the fields of the first champion's data are declared: the new one is learned.
+    return run_loop(
+        home,
+        reference=sc.reference,
+        stream=sc.stream,
+        onset=sc.onset,
+        labels=entity_labels(sc.reference),
+        epochs=epochs,
+        seed=seed,
+        task="extraction",
+    )
+
+
 def run_loop(
     home: Path,
     *,
@@ -163,11 +188,14 @@ def run_loop(
     label_share: float = LABEL_SHARE,
     label_source: Literal["queue", "random"] = "queue",
     seed: int = 0,
+    task: str = "classification",
 ) -> DemoResult:
     """Train a champion on ``reference``, then serve ``stream`` (text, label, phase) through
     a gateway while the flows run the loop. ``labels`` are the spec's (the stream may bring
     others); a person labels ``label_share`` of the requests, taking the gateway's
-    label-request queue first (``label_source`` "queue") or at random ("random")."""
+    label-request queue first (``label_source`` "queue") or at random ("random"). For
+    ``task`` "extraction" the reference and the stream hold ``entities`` (gold spans)
+    instead of ``label``, and ``labels`` are entity labels."""
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.retrain import retrain_flow
@@ -175,9 +203,10 @@ def run_loop(
     from lifecycle.config.spec import load_specialists
     from lifecycle.synthetic.simulate import Labeller
     from lifecycle.training.pipeline import train_and_register
+    from lifecycle.training.record import headline
 
     timeline = Timeline()
-    specialists_file = write_demo_spec(home, reference, labels, epochs=epochs)
+    specialists_file = write_demo_spec(home, reference, labels, epochs=epochs, task=task)
     token = secrets.token_urlsafe(16)
     settings = load_settings(
         home=home,
@@ -187,18 +216,19 @@ def run_loop(
         progress=False,
     )
     specs = load_specialists(specialists_file)
-    spec = specs.get(NAME)
+    spec = specs.get(EXTRACTOR_NAME if task == "extraction" else NAME)
 
     timeline.add(None, "train champion", f"{len(reference)} reference rows")
     first = train_and_register(settings, spec, alias="champion")
     timeline.add(
         None,
         "champion registered",
-        f"v{first.version.version}, val accuracy {first.result.evaluation.accuracy:.3f}",
+        f"v{first.version.version}, {headline(first.result)}",
     )
     result = _loop(
         settings,
         specs,
+        spec.name,
         first.result.host,
         stream,
         onset,
@@ -217,6 +247,7 @@ def run_loop(
 def _loop(
     settings: Settings,
     specs: Any,
+    name: str,
     host: Any,
     stream: pd.DataFrame,
     onset: int,
@@ -237,6 +268,9 @@ def _loop(
 
     before, during = Accuracy(), Accuracy()
     served: dict[int, Accuracy] = {}  # drifted traffic answered by each promoted champion
+    task = specs.get(name).task
+    # The figure the retrain's candidate check and the gate compare, under their key names.
+    metric, figure = ("micro_f1", "f1") if task == "extraction" else ("accuracy", "accuracy")
     app = create_app(settings, specs, host=host)
     state = "watching"  # -> shadowing -> watching (a promoted champion is watched too)
     promoted: int | None = None
@@ -250,7 +284,7 @@ def _loop(
 
     def people_label(sent: int, report: Any) -> None:
         labeller.saw(report)
-        labeller.label(client, NAME, token=token)
+        labeller.label(client, name, token=token)
         fresh = sorted(set(labeller.proposed) - proposed_seen)
         if fresh:
             proposed_seen.update(fresh)
@@ -263,7 +297,7 @@ def _loop(
 
     def train(sent: int, trigger: str) -> bool:
         nonlocal schedule_from
-        outcome = retrain_flow(NAME, trigger=trigger)
+        outcome = retrain_flow(name, trigger=trigger)
         timeline.add(sent, f"retrain: {outcome['status']}", outcome.get("reason", "")[:80])
         if outcome["status"] == "rejected" and schedule_from is not None:
             schedule_from = sent  # a retrain was done: the next one waits for the schedule
@@ -275,8 +309,8 @@ def _loop(
             sent,
             "challenger registered",
             f"v{outcome['challenger_version']} ({trigger}): held-out new traffic "
-            f"{ev.get('holdout_new.challenger_accuracy', float('nan')):.3f} vs "
-            f"champion {ev.get('holdout_new.champion_accuracy', float('nan')):.3f}"
+            f"{ev.get(f'holdout_new.challenger_{metric}', float('nan')):.3f} vs "
+            f"champion {ev.get(f'holdout_new.champion_{metric}', float('nan')):.3f}"
             + (f"; head grows: {', '.join(grown)}" if grown else ""),
         )
         client.post("/v1/admin/reload", headers=headers)
@@ -289,21 +323,21 @@ def _loop(
             chunk = stream.iloc[start : start + CHUNK]
             if start <= onset < start + CHUNK:
                 timeline.add(onset, "drift onset", "traffic changes from here")
-            report = simulate(url, NAME, chunk, feedback_share=0.0, token=token, client=client)
+            report = simulate(url, name, chunk, feedback_share=0.0, token=token, client=client)
             for phase, stats in report.phases.items():
                 if phase == "before":
-                    before.add(stats.correct, stats.requests)
+                    before.add_phase(stats)
                 elif promoted is None:
-                    during.add(stats.correct, stats.requests)
+                    during.add_phase(stats)
                 else:
-                    served.setdefault(promoted, Accuracy()).add(stats.correct, stats.requests)
+                    served.setdefault(promoted, Accuracy()).add_phase(stats)
             sent = start + len(chunk)
             app.state.gw.writer.flush()  # this chunk's requests are in the store
             # The person labels this round from the queue over what is stored.
             people_label(sent, report)
             app.state.gw.writer.flush()
             if state == "watching" and sent > onset:
-                verdict = monitor_flow(NAME)["verdict"]
+                verdict = monitor_flow(name)["verdict"]
                 if verdict["status"] != "OK":
                     drifted = ", ".join(verdict.get("drifted", []))
                     timeline.add(sent, f"monitor: {verdict['status']}", drifted)
@@ -323,14 +357,14 @@ def _loop(
                 ):
                     state = "shadowing"
             elif state == "shadowing":
-                gate = promote_flow(NAME)
+                gate = promote_flow(name)
                 decision = gate.get("decision") or {}
                 if gate["action"] in ("promoted", "rejected", "superseded"):
                     timeline.add(
                         sent,
                         f"gate: {gate['action']}",
-                        f"{decision.get('challenger_accuracy') or 0.0:.3f} vs "
-                        f"{decision.get('champion_accuracy') or 0.0:.3f} on "
+                        f"{decision.get(f'challenger_{figure}') or 0.0:.3f} vs "
+                        f"{decision.get(f'champion_{figure}') or 0.0:.3f} on "
                         f"{decision.get('n_labelled')} labelled pairs, "
                         f"p={decision.get('p_value') or 1.0:.2g}",
                     )
@@ -352,7 +386,7 @@ def _loop(
     }
     after_first = Accuracy()
     for seen in served.values():
-        after_first.add(seen.correct, seen.total)
+        after_first.merge(seen)
     return DemoResult(
         before,
         during,
@@ -365,32 +399,5 @@ def _loop(
         labels,
         after_first,
         first_promoted_at,
+        task,
     )
-
-
-def summary(result: DemoResult, settings_home: Path, tracking_uri: str) -> str:
-    lines = [
-        "",
-        f"accuracy before the drift (champion v1): {result.before.value:.3f} "
-        f"on {result.before.total} requests",
-        f"accuracy during the drift (champion v1): {result.during.value:.3f} "
-        f"on {result.during.total} requests",
-    ]
-    if result.promoted_version is not None:
-        lines.append(
-            f"accuracy after the promotion (v{result.promoted_version}, drifted traffic): "
-            f"{result.after.value:.3f} on {result.after.total} requests "
-            f"({result.ratio:.1%} of before the drift)"
-        )
-    else:
-        lines.append("no challenger was promoted in this run")
-    if result.detection_delay is not None:
-        lines.append(f"detected {result.detection_delay} requests after the onset")
-    lines += [
-        f"done in {result.seconds / 60:.1f} min",
-        "",
-        "Look at what it produced:",
-        f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri}",
-        f"  Prefect UI: PREFECT_HOME={settings_home / 'prefect'} .venv/bin/prefect server start",
-    ]
-    return "\n".join(lines)

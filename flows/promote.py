@@ -34,8 +34,11 @@ def decide(specialist: str) -> dict[str, Any]:
             specialist,
             challenger_version=outcome.challenger_version,
             champion_version=outcome.champion_version,
-            challenger_accuracy=d.challenger_accuracy,
-            champion_accuracy=d.champion_accuracy,
+            challenger_accuracy=d.challenger_f1
+            if d.task == "extraction"
+            else d.challenger_accuracy,
+            champion_accuracy=d.champion_f1 if d.task == "extraction" else d.champion_accuracy,
+            metric="mean F1 per request" if d.task == "extraction" else "accuracy",
             n_labelled=d.n_labelled,
             reasons=d.reasons,
         )
@@ -52,10 +55,11 @@ def decide(specialist: str) -> dict[str, Any]:
 
 
 def _reasons(d: Any, policy: Any) -> list[dict[str, Any]]:
-    """The alert's evidence: accuracy always, errors and latency where they were measured."""
+    """The alert's evidence: the statistic's difference always (accuracy, or an extractor's
+    per-request F1), errors and latency where they were measured."""
     out: list[dict[str, Any]] = [
         {
-            "signal": "accuracy_difference",
+            "signal": "f1_difference" if d.task == "extraction" else "accuracy_difference",
             "value": d.difference,
             "threshold": -d.margin,
             "detail": "; ".join(d.reasons),

@@ -59,14 +59,11 @@ def load_reference(
 ) -> Reference:
     """The version's reference rows, and its thresholds (calibrated and stored on first use)."""
     from monitors.descriptors import tokenizer_vocabulary
-    from monitors.frames import reference_data
+    from monitors.kinds import monitor_kind
 
     frame, embeddings = registry.reference(spec.name, version.version)
-    data = reference_data(
-        frame,
-        embeddings,
-        vocabulary=tokenizer_vocabulary(spec.base_model),
-        escalation_threshold=spec.escalation.confidence_threshold,
+    data = monitor_kind(spec.task).reference_data(
+        frame, embeddings, spec=spec, vocabulary=tokenizer_vocabulary(spec.base_model)
     )
     from lifecycle.model.ood import OutOfScopeDetector
     from monitors.openworld import prepare
@@ -101,13 +98,22 @@ def _thresholds(
 ) -> Thresholds:
     import mlflow
 
+    from monitors.drift import applicable
+    from monitors.kinds import monitor_kind
     from monitors.thresholds import Thresholds, calibrate
 
     assert version.run_id is not None
+    kind = monitor_kind(spec.task)
     try:
         text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{THRESHOLDS_PATH}")
         stored = Thresholds.from_json(text)
-        if stored.false_alarm_rate == spec.monitoring.false_alarm_rate:
+        # Stored for this rate and metric, and for every signal the reference has now (an
+        # extractor's `required` fields may have been declared since).
+        if (
+            stored.false_alarm_rate == spec.monitoring.false_alarm_rate
+            and stored.metric == kind.metric
+            and set(applicable(data)) <= set(stored.z) | set(stored.skipped)
+        ):
             return stored
     except Exception:
         pass
@@ -121,6 +127,8 @@ def _thresholds(
         data,
         false_alarm_rate=spec.monitoring.false_alarm_rate,
         rounds=settings.calibration_rounds,
+        metric=kind.metric,
+        quality=kind.reference_quality(data),
     )
     registry.log_text(version.run_id, thresholds.to_json(), THRESHOLDS_PATH)
     return thresholds
@@ -225,26 +233,26 @@ def assess(
     report: bool = True,
 ) -> Verdict:
     """The verdict on one window (a frame shaped like ``TrafficStore.window``'s) against
-    a loaded reference: the pure part of a check, used by benchmarks on in-memory windows."""
+    a loaded reference: the pure part of a check, used by benchmarks on in-memory windows.
+    What differs by task (rows, quality figure, estimate) comes from ``monitors.kinds``."""
     from monitors.descriptors import tokenizer_vocabulary
     from monitors.drift import drift_scores
-    from monitors.frames import window_data
+    from monitors.kinds import monitor_kind
     from monitors.policy import decide
-    from monitors.quality import estimated_quality, measured_quality
+    from monitors.quality import estimated_quality
     from monitors.results import Reason, SignalResult
 
-    current = window_data(
-        raw,
-        vocabulary=tokenizer_vocabulary(spec.base_model),
-        escalation_threshold=spec.escalation.confidence_threshold,
-    )
+    kind = monitor_kind(spec.task)
+    current = kind.window_data(raw, spec=spec, vocabulary=tokenizer_vocabulary(spec.base_model))
     window = _describe_window(raw, current, last=last, since=since, until=until)
+    window.update(kind.describe(current))
     thresholds = reference.thresholds
+    min_labels = spec.monitoring.min_labels
     policy: dict[str, Any] = {
         "specialist": spec.name,
         "champion_version": reference.version.version,
         "window": window,
-        "quality": measured_quality(current, min_labels=spec.monitoring.min_labels),
+        "quality": kind.measured_quality(current, min_labels=min_labels),
         "reference_accuracy": thresholds.reference_accuracy,
         "reference_confidence": thresholds.reference_confidence,
         "quality_drop": spec.monitoring.quality_drop,
@@ -295,6 +303,7 @@ def assess(
             artifacts=report,
             out_of_scope_label=spec.out_of_scope_label,
         )
+    estimate = kind.estimate(reference.data, current, base=estimate, min_labels=min_labels)
     verdict = decide(signals=signals, estimate=estimate, **policy)
     verdict = _replace(verdict, discovery=discovery)
     if scores.skipped and verdict.status is Status.OK:

@@ -46,6 +46,12 @@ SIGNAL_DEFS: tuple[SignalDef, ...] = (
     SignalDef("prediction", "prediction", "categorical", "jensenshannon", 0.0),
     SignalDef("confidence", "confidence", "numerical", "wasserstein", 0.0),
     SignalDef("escalation_rate", "below_threshold", "categorical", "jensenshannon", 0.0),
+    # An extractor's answers (``monitors.entities``): present only in its frames.
+    SignalDef("n_entities", "n_entities", "numerical", "wasserstein", 0.0),
+    SignalDef("entity_confidence", "entity_confidence", "numerical", "wasserstein", 0.0),
+    SignalDef("span_length", "span_length", "numerical", "wasserstein", 0.0),
+    SignalDef("no_entity", "no_entity", "categorical", "jensenshannon", 0.0),
+    SignalDef("missing_required", "missing_required", "categorical", "jensenshannon", 0.0),
 )
 BY_NAME = {d.name: d for d in SIGNAL_DEFS}
 #: Fewer usable rows than this on either side: the signal is skipped, not guessed.
@@ -62,12 +68,24 @@ class Scores:
     reports: tuple[Path, ...] = ()
 
 
+def applicable(data: MonitorData) -> tuple[str, ...]:
+    """The signals ``data`` has columns for: every classifier signal (embeddings included,
+    skipped later if absent), and an extractor's answer signals where its frame has them.
+    Calibration and checks both start from this list, so a signal is tested only with a
+    calibrated threshold and counts in the false-alarm budget only where it can fire."""
+    return tuple(
+        d.name for d in SIGNAL_DEFS if d.kind == "embeddings" or d.column in data.frame.columns
+    )
+
+
 def usable(data: MonitorData, d: SignalDef) -> np.ndarray:
     """Row positions usable for signal ``d`` (text present, number finite, embedding whole)."""
     if d.kind == "embeddings":
         if data.embeddings is None:
             return np.arange(0)
         return np.flatnonzero(np.isfinite(data.embeddings).all(axis=1))
+    if d.column not in data.frame.columns:
+        return np.arange(0)
     column = data.frame[d.column]
     if d.kind == "numerical":
         mask = np.isfinite(pd.to_numeric(column, errors="coerce").to_numpy(dtype=float))
@@ -87,9 +105,10 @@ def drift_scores(
 
     A signal with too few usable rows, one kind of value only where a classifier needs
     two, or an error inside Evidently is skipped with the reason; the others go on. With
-    ``html`` the report of the computed signals is saved there.
+    ``html`` the report of the computed signals is saved there. Without ``signals``, those
+    the reference has columns for (:func:`applicable`).
     """
-    wanted = [BY_NAME[s] for s in (signals or tuple(BY_NAME))]
+    wanted = [BY_NAME[s] for s in (signals or applicable(reference))]
     skipped: dict[str, str] = {}
     plan: list[tuple[SignalDef, np.ndarray, np.ndarray]] = []
     for d in wanted:
@@ -273,6 +292,14 @@ def _unusable(
     ref_rows: np.ndarray,
     cur_rows: np.ndarray,
 ) -> str | None:
+    if d.kind != "embeddings":
+        absent = [
+            s
+            for s, data in (("reference", reference), ("window", current))
+            if d.column not in data.frame.columns
+        ]
+        if absent:
+            return f"no {d.column} column in the {' and '.join(absent)}"
     if len(ref_rows) < MIN_ROWS or len(cur_rows) < MIN_ROWS:
         return f"too few usable rows ({len(ref_rows)} reference, {len(cur_rows)} window)"
     if d.kind == "embeddings":

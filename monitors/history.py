@@ -40,6 +40,10 @@ ACCURACY_SERIES = (
     ("estimated_accuracy", "estimated", "-", "C0"),
     ("estimated_accuracy_low", "estimated, low bound", ":", "C0"),
     ("accuracy", "measured (labels)", "-", "black"),
+    # An extractor's figures (entity F1): the same panel, a classifier has no points here.
+    ("estimated_entity_f1", "estimated F1", "-", "C1"),
+    ("estimated_entity_f1_low", "estimated F1, low bound", ":", "C1"),
+    ("entity_f1", "measured F1 (labels)", "-", "dimgray"),
 )
 
 #: ``(check number, value)`` points of one metric, by check number.
@@ -122,7 +126,8 @@ def history_figure(
     accuracy = flat[len(drawn)]
     for key, label, style, color in ACCURACY_SERIES:
         _plot(accuracy, series.get(key, ()), label=label, color=color, style=style)
-    accuracy.set_title("accuracy", fontsize=9)
+    extractor = any(series.get(key) for key in ("estimated_entity_f1", "entity_f1"))
+    accuracy.set_title("entity F1" if extractor else "accuracy", fontsize=9)
     for ax in flat[:panels]:
         for m in markers:
             # Between the last check of the old champion and the first of the new one.

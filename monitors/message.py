@@ -29,7 +29,8 @@ def alert_message(spec: SpecialistSpec, verdict: Verdict) -> AlertMessage:
         new_traffic=discovery["headline"] if discovery.get("clusters") else None,
         proposed_labels=proposed,
         estimated_accuracy=None if verdict.estimate is None else verdict.estimate.accuracy,
-        measured_accuracy=None if verdict.quality is None else verdict.quality.accuracy,
+        measured_accuracy=None if verdict.quality is None else verdict.quality.value,
+        metric=verdict.quality.metric if verdict.quality else "accuracy",
     )
     window = {
         k: verdict.window.get(k)

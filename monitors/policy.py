@@ -3,7 +3,8 @@
 - Too little traffic: NEEDS_DATA.
 - Quality fell (measured on people's labels when there are enough, else estimated from the
   confidences) by more than the spec's ``quality_drop``: QUALITY_DROP, the only verdict that
-  asks for retraining.
+  asks for retraining. Quality is the kind's headline figure (``Quality.metric``): a
+  classifier's accuracy, an extractor's entity F1; the same rules apply to both.
 - A signal drifted but measured quality holds: WARN. A label-prior shift lands here (or in
   DRIFT without labels): the model is still right, so retraining would buy nothing.
 - A signal drifted, no labels to measure quality, and the estimate holds: DRIFT, unless much
@@ -18,6 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitors.results import Estimate, Quality, Reason, SignalResult, Status, Verdict
+
+#: What each label-free estimate rests on, for the reason a verdict gives.
+_ESTIMATE_BASIS = {
+    "accuracy": "mean calibrated confidence",
+    "entity_f1": "expected F1 from calibrated span confidences",
+}
 
 
 def decide(
@@ -35,6 +42,9 @@ def decide(
     min_labels: int,
 ) -> Verdict:
     rows = int(window.get("rows", 0))
+    metric = quality.metric
+    # A classifier's label-free reference is its mean confidence, as the verdict JSON had it.
+    label_free = "confidence" if metric == "accuracy" else f"estimated_{metric}"
     common: dict[str, Any] = {
         "specialist": specialist,
         "champion_version": champion_version,
@@ -42,7 +52,7 @@ def decide(
         "signals": tuple(signals),
         "quality": quality,
         "estimate": estimate,
-        "reference": {"accuracy": reference_accuracy, "confidence": reference_confidence},
+        "reference": {metric: reference_accuracy, label_free: reference_confidence},
     }
     if rows < min_window:
         reason = Reason("window_rows", float(rows), float(min_window), "fewer requests than needed")
@@ -54,16 +64,17 @@ def decide(
         if s.drifted
     ]
     floor = reference_accuracy - quality_drop
-    if quality.accuracy is not None:
-        assert quality.accuracy_ci is not None
+    measured, interval = quality.value, quality.interval
+    if measured is not None:
+        assert interval is not None
         # Significant as well as large: the interval must clear the reference.
-        if quality.accuracy < floor and quality.accuracy_ci[1] < reference_accuracy:
+        if measured < floor and interval[1] < reference_accuracy:
             reason = Reason(
-                "accuracy",
-                quality.accuracy,
+                metric,
+                measured,
                 floor,
                 f"measured on {quality.labelled} labelled requests, 95% CI "
-                f"[{quality.accuracy_ci[0]:.3f}, {quality.accuracy_ci[1]:.3f}]",
+                f"[{interval[0]:.3f}, {interval[1]:.3f}]",
             )
             return Verdict(status=Status.QUALITY_DROP, reasons=(reason, *drifted), **common)
         if drifted:
@@ -73,11 +84,12 @@ def decide(
     if estimate is not None:
         estimated_floor = reference_confidence - quality_drop
         if estimate.accuracy < estimated_floor:
+            basis = _ESTIMATE_BASIS.get(estimate.metric, "label-free estimate")
             reason = Reason(
-                "estimated_accuracy",
+                f"estimated_{estimate.metric}",
                 estimate.accuracy,
                 estimated_floor,
-                f"mean calibrated confidence, no labels (reference {reference_confidence:.3f})",
+                f"{basis}, no labels (reference {reference_confidence:.3f})",
             )
             return Verdict(status=Status.QUALITY_DROP, reasons=(reason, *drifted), **common)
     if not drifted:

@@ -34,7 +34,9 @@ class Status(str, enum.Enum):  # noqa: UP042  (StrEnum would change str(status))
 #: Signals whose drift is about inputs (what users send), as opposed to the model's outputs.
 INPUT_SIGNALS = ("text", "text_length", "word_count", "oov_share", "embeddings")
 OUTPUT_SIGNALS = ("prediction", "confidence", "escalation_rate")
-SIGNALS = INPUT_SIGNALS + OUTPUT_SIGNALS
+#: An extractor's answers (``monitors.entities``): outputs too, absent for a classifier.
+ANSWER_SIGNALS = ("n_entities", "entity_confidence", "span_length", "no_entity", "missing_required")
+SIGNALS = INPUT_SIGNALS + OUTPUT_SIGNALS + ANSWER_SIGNALS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +67,51 @@ class SignalResult:
 
 @dataclass(frozen=True, slots=True)
 class Quality:
-    """Accuracy and macro-F1 on the window's rows that have a person's label."""
+    """Quality on the window's rows that have a person's label: a classifier's accuracy and
+    macro-F1, or an extractor's entity micro-F1 (exact spans) and exact match.
+
+    ``metric`` names the headline figure the policy compares with the reference
+    (``accuracy`` or ``entity_f1``); ``value`` and ``interval`` read it.
+    """
 
     labelled: int
     accuracy: float | None = None
     accuracy_ci: tuple[float, float] | None = None
     macro_f1: float | None = None
     macro_f1_ci: tuple[float, float] | None = None
+    entity_f1: float | None = None
+    entity_f1_ci: tuple[float, float] | None = None
+    exact_match: float | None = None
+    exact_match_ci: tuple[float, float] | None = None
+    metric: str = "accuracy"
+
+    @property
+    def value(self) -> float | None:
+        """The headline figure (``metric``), None when too few labels measured it."""
+        value: float | None = getattr(self, self.metric)
+        return value
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The headline figure's 95% interval."""
+        interval: tuple[float, float] | None = getattr(self, f"{self.metric}_ci")
+        return interval
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """The window's accuracy when labels are few or none (``monitors.estimate``).
+    """The window's accuracy when labels are few or none (``monitors.estimate``), or for an
+    extractor (``metric`` ``entity_f1``) its entity F1 (``monitors.entity_quality``), held in
+    the same fields so that the policy reads both alike.
 
     ``accuracy`` is the in-scope share times the calibrated accuracy of in-scope rows, with
     the labels that arrived folded in (prediction-powered inference) when there are enough;
     ``accuracy_low``/``accuracy_high`` its interval. ``out_of_support`` is the estimated share
     of rows from outside the label set, ``out_of_scope`` the share the detector flags.
     ``assumptions`` says what the figure rests on, so a reader knows where it is blind.
+    Where enough labels exist, ``measured`` is the real figure on the labelled rows and
+    ``error`` the label-free estimate on those same rows minus it: how far off the estimate
+    is on this window, where that can be known.
     """
 
     accuracy: float
@@ -94,6 +123,9 @@ class Estimate:
     method: str = "label-free"
     label_free: float | None = None
     assumptions: tuple[str, ...] = ()
+    metric: str = "accuracy"
+    measured: float | None = None
+    error: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +162,14 @@ class Verdict:
             out[f"drift_{s.name}"] = s.score
             out[f"threshold_{s.name}"] = s.threshold
         if self.estimate is not None:
-            out["estimated_accuracy"] = self.estimate.accuracy
-            out["estimated_accuracy_low"] = self.estimate.accuracy_low
+            name = f"estimated_{self.estimate.metric}"  # estimated_accuracy, estimated_entity_f1
+            out[name] = self.estimate.accuracy
+            out[f"{name}_low"] = self.estimate.accuracy_low
             out["out_of_support_share"] = self.estimate.out_of_support
             if self.estimate.accuracy_high is not None:
-                out["estimated_accuracy_high"] = self.estimate.accuracy_high
+                out[f"{name}_high"] = self.estimate.accuracy_high
+            if self.estimate.error is not None:
+                out["estimate_error"] = self.estimate.error
             if self.estimate.out_of_scope is not None:
                 out["out_of_scope_share"] = self.estimate.out_of_scope
             out["estimate_labels_used"] = float(self.estimate.labels_used)
@@ -144,8 +179,10 @@ class Verdict:
             out["labelled_rows"] = float(self.quality.labelled)
             if self.quality.accuracy is not None:
                 out["accuracy"] = self.quality.accuracy
-            if self.quality.macro_f1 is not None:
-                out["macro_f1"] = self.quality.macro_f1
+            for key in ("macro_f1", "entity_f1", "exact_match"):
+                value = getattr(self.quality, key)
+                if value is not None:
+                    out[key] = value
         rows = self.window.get("rows")
         if isinstance(rows, int | float):
             out["window_rows"] = float(rows)

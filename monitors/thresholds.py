@@ -53,10 +53,13 @@ class Thresholds:
     #: A window row whose embedding is less similar than this (cosine) to every reference
     #: row is outside the reference's support (the reference's own 1 % leave-one-out quantile).
     support_similarity: float | None
+    #: The reference's measured quality (``metric``: a classifier's accuracy, an extractor's
+    #: entity F1) and its label-free estimate (a classifier's mean confidence).
     reference_accuracy: float
     reference_confidence: float
     format: int = FORMAT
     skipped: dict[str, str] = field(default_factory=dict)
+    metric: str = "accuracy"
 
     def threshold(self, signal: str, sizes: tuple[int, int]) -> float | None:
         """The threshold of ``signal`` for a check with these (reference, window) row counts."""
@@ -84,8 +87,16 @@ def calibrate(
     false_alarm_rate: float,
     rounds: int = 40,
     seed: int = 0,
+    metric: str = "accuracy",
+    quality: tuple[float, float] | None = None,
 ) -> Thresholds:
-    """Thresholds for ``reference`` from ``rounds`` random half/half splits of it."""
+    """Thresholds for ``reference`` from ``rounds`` random half/half splits of it.
+
+    Every signal the reference has columns for is calibrated (``monitors.drift.applicable``),
+    an extractor's answer signals included, and all share one false-alarm budget.
+    ``quality`` is the reference's measured ``metric`` and its label-free estimate; without
+    it, a classifier's: accuracy on the labelled rows and mean confidence.
+    """
     if not 0.0 < false_alarm_rate < 1.0:
         raise ValueError(f"false_alarm_rate must be within (0, 1), got {false_alarm_rate}")
     n = len(reference)
@@ -107,10 +118,8 @@ def calibrate(
     k = max(len(usable), 1)
     tail = NormalDist().inv_cdf(1.0 - false_alarm_rate / k)
     z = {name: _upper_tail(values, name, tail) for name, values in usable.items()}
-    labelled = reference.labelled
-    accuracy = (
-        float((labelled["true_label"] == labelled["prediction"]).mean()) if len(labelled) else 1.0
-    )
+    if quality is None:
+        quality = accuracy_profile(reference)
     return Thresholds(
         false_alarm_rate=false_alarm_rate,
         rounds=rounds,
@@ -118,10 +127,21 @@ def calibrate(
         z=z,
         null_max={name: float(values.max()) for name, values in usable.items()},
         support_similarity=support_similarity(reference.embeddings),
-        reference_accuracy=accuracy,
-        reference_confidence=float(reference.frame["confidence"].mean()),
+        reference_accuracy=quality[0],
+        reference_confidence=quality[1],
         skipped={k: v for k, v in skipped.items() if k not in z},
+        metric=metric,
     )
+
+
+def accuracy_profile(reference: MonitorData) -> tuple[float, float]:
+    """A classifier's reference quality: accuracy on its labelled rows (1.0 without any)
+    and mean confidence, its label-free estimate."""
+    labelled = reference.labelled
+    accuracy = (
+        float((labelled["true_label"] == labelled["prediction"]).mean()) if len(labelled) else 1.0
+    )
+    return accuracy, float(reference.frame["confidence"].mean())
 
 
 def _upper_tail(values: np.ndarray, name: str, tail: float) -> float:

@@ -31,6 +31,15 @@ TINY = {
 }
 
 
+#: An extraction specialist small enough to train in seconds: support tickets with spans.
+EXTRACTOR = {
+    "name": "tickets",
+    "task": "extraction",
+    "training": {"epochs": 2, "batch_size": 16, "max_length": 48, "evals_per_epoch": 1},
+}
+EXTRACTOR_ROWS = 240
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch
@@ -75,6 +84,24 @@ def trained(tiny_spec):  # type: ignore[no-untyped-def]
     from lifecycle.training.train import train_specialist
 
     return train_specialist(tiny_spec, load_training_data(tiny_spec), device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def extractor_spec():  # type: ignore[no-untyped-def]
+    from lifecycle.config.spec import SpecialistSpec
+
+    return SpecialistSpec.model_validate(EXTRACTOR)
+
+
+@pytest.fixture(scope="session")
+def trained_extractor(extractor_spec):  # type: ignore[no-untyped-def]
+    """A small extraction specialist trained once for the session on generated tickets (real
+    peft training on MiniLM; its spans are rough, but they are spans of the texts)."""
+    from lifecycle.synthetic.tickets import generate_tickets
+    from lifecycle.training.train import train_specialist
+
+    data = generate_tickets(EXTRACTOR_ROWS, seed=0)
+    return train_specialist(extractor_spec, data, device="cpu", progress=False)
 
 
 @pytest.fixture

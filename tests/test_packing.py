@@ -219,13 +219,18 @@ def test_an_encoder_that_packs_differently_is_run_padded(
 ) -> None:
     packed = Passes.packed
 
-    def skewed(self: Passes, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return packed(self, *args, **kwargs) + 0.01
+    def skewed(self: Passes, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        pooled, states = packed(self, *args, **kwargs)
+        return pooled + 0.01, states
+
+    def skewed_tokens(self: Passes, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        pooled, states = packed(self, *args, **kwargs)
+        return pooled, {i: h + 0.01 for i, h in states.items()}
 
     def refusing(self: Passes, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
 
-    for fault in (skewed, refusing):
+    for fault in (skewed, skewed_tokens, refusing):
         monkeypatch.setattr(Passes, "packed", fault)
         assert not AdapterHost("minilm").packing
 

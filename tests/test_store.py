@@ -558,12 +558,12 @@ def test_a_store_made_by_an_older_release_upgrades_in_place(
     assert current_revision(url) == "0002"
     old = request(1)
     row = old.to_row()
-    del row["ood_score"], row["out_of_scope"]  # the 0002 table has neither column
+    del row["ood_score"], row["out_of_scope"], row["entities"]  # not in the 0002 table
     store = TrafficStore(url)
     try:
         with store.engine.begin() as conn:
             conn.execute(schema.requests.insert(), [row])
-        assert store.upgrade() == head_revision() == "0003"
+        assert store.upgrade() == head_revision()
         assert current_revision(url) == head_revision()
         assert_schema_matches(store)
         new = request(2, ood_score=3.5, out_of_scope=True)

@@ -99,6 +99,14 @@ def feedback(
         raise typer.BadParameter("--source must be human or fallback")
     settings, specs = _context(specialists_file)
     spec = specs.get(specialist)
+    if spec.task == "extraction":
+        from lifecycle.config.errors import ConfigError
+
+        raise ConfigError(
+            f"{specialist!r} is an extraction specialist: label files hold one label per "
+            f"request; send its true spans through POST /v1/specialists/{specialist}/feedback "
+            "with entities"
+        )
     rows = read_label_file(file)
     versions = _served_versions(settings, specialist)
     store = _open_store(settings)

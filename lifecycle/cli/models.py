@@ -28,10 +28,15 @@ def train(
         None, "--specialist", "-s", help="Specialist to train (default: every one in the file)."
     ),
     data: Path | None = typer.Option(
-        None, help="CSV, JSONL or Parquet file of text and label, instead of the spec's data."
+        None,
+        help="CSV, JSONL or Parquet file of text and label (of text and entities for an "
+        "extraction specialist), instead of the spec's data.",
     ),
     text_column: str = typer.Option("text", help="Text column of --data."),
-    label_column: str = typer.Option("label", help="Label column of --data."),
+    label_column: str = typer.Option("label", help="Label column of --data (classifiers)."),
+    entities_column: str = typer.Option(
+        "entities", help="Entities column of --data (extraction specialists)."
+    ),
     alias: str | None = typer.Option(
         None,
         help="Alias for the new version (default: champion for a first version, else challenger).",
@@ -56,17 +61,21 @@ def train(
     if data is not None:
         if len(chosen) != 1:
             raise typer.BadParameter("--data needs --specialist when the file declares several")
-        from lifecycle.training.data import load_table
+        if chosen[0].task == "extraction":
+            from lifecycle.extraction.data import load_extraction_table
 
-        frame = load_table(data, text_column=text_column, label_column=label_column)
+            frame = load_extraction_table(
+                data, text_column=text_column, entities_column=entities_column
+            )
+        else:
+            from lifecycle.training.data import load_table
+
+            frame = load_table(data, text_column=text_column, label_column=label_column)
     for spec in chosen:
         trained = train_and_register(settings, spec, data=frame, alias=alias)
-        ev = trained.result.evaluation
         typer.echo(
             f"{spec.name}: registered version {trained.version.version} as {trained.alias} | "
-            f"val accuracy {ev.accuracy:.4f} | macro-F1 {ev.macro_f1:.4f} | "
-            f"calibration error {ev.calibration_error:.4f} | "
-            f"{len(trained.result.meta.labels)} labels | "
+            f"{_figures(trained.result)} | {len(trained.result.meta.labels)} labels | "
             f"{trained.result.seconds:.0f} s"
         )
     typer.echo(f"MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri}")
@@ -98,16 +107,28 @@ def status(
             if "champion" in info.aliases:
                 known = json.loads(info.lineage.get("labels", "[]") or "[]")
             metrics = registry.run_metrics(info.run_id)
+            extractor = info.lineage.get("task") == "extraction"
             rows.append(
                 {
                     "version": info.version,
+                    "task": info.lineage.get("task") or "classification",
                     "aliases": list(info.aliases),
                     "trigger": info.lineage.get("trigger", ""),
                     "parent": info.lineage.get("parent_version", ""),
                     "n_labels": info.lineage.get("n_labels", ""),
-                    "val_accuracy": metrics.get("val.accuracy"),
-                    "val_macro_f1": metrics.get("val.macro_f1"),
-                    "calibration_error": metrics.get("val.calibration_error"),
+                    **(
+                        {
+                            "val_entity_f1": metrics.get("val.micro_f1"),
+                            "val_macro_f1": metrics.get("val.macro_f1"),
+                            "val_exact_match": metrics.get("val.exact_match"),
+                        }
+                        if extractor
+                        else {
+                            "val_accuracy": metrics.get("val.accuracy"),
+                            "val_macro_f1": metrics.get("val.macro_f1"),
+                            "calibration_error": metrics.get("val.calibration_error"),
+                        }
+                    ),
                 }
             )
         traffic = _traffic(settings, name, known_labels=known)
@@ -125,9 +146,11 @@ def status(
         if not entry["versions"]:
             typer.echo(f"  {entry.get('note', 'no versions')}")
             continue
+        extractor = entry["versions"][-1].get("task") == "extraction"
+        first, last = ("F1", "exact") if extractor else ("accuracy", "ECE")
         typer.echo(
             f"  {'version':>7}  {'aliases':<22} {'trigger':<9} {'parent':>6} {'labels':>6} "
-            f"{'accuracy':>8} {'macro-F1':>8} {'ECE':>6}"
+            f"{first:>8} {'macro-F1':>8} {last:>6}"
         )
         traffic = entry.get("traffic")
         if traffic:
@@ -144,9 +167,27 @@ def status(
         for row in entry["versions"]:
             typer.echo(
                 f"  {row['version']:>7}  {','.join(row['aliases']) or '-':<22} {row['trigger']:<9} "
-                f"{row['parent'] or '-':>6} {row['n_labels']:>6} {_fmt(row['val_accuracy']):>8} "
-                f"{_fmt(row['val_macro_f1']):>8} {_fmt(row['calibration_error']):>6}"
+                f"{row['parent'] or '-':>6} {row['n_labels']:>6} "
+                f"{_fmt(row.get('val_entity_f1', row.get('val_accuracy'))):>8} "
+                f"{_fmt(row['val_macro_f1']):>8} "
+                f"{_fmt(row.get('val_exact_match', row.get('calibration_error'))):>6}"
             )
+
+
+def _figures(result: Any) -> str:
+    """A trained version's validation figures, as its task measures them."""
+    from lifecycle.extraction.metrics import ExtractionEvaluation
+
+    ev = result.evaluation
+    if isinstance(ev, ExtractionEvaluation):
+        return (
+            f"val entity micro-F1 {ev.micro_f1:.4f} | macro-F1 {ev.macro_f1:.4f} | "
+            f"exact match {ev.exact_match:.4f}"
+        )
+    return (
+        f"val accuracy {ev.accuracy:.4f} | macro-F1 {ev.macro_f1:.4f} | "
+        f"calibration error {ev.calibration_error:.4f}"
+    )
 
 
 @app.command()

@@ -18,6 +18,9 @@ from lifecycle.config.errors import ConfigError
 #: Names become MLflow model names, metric labels and URL segments: keep them boring.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DEFAULT_BASE_MODEL = "minilm"
+#: The task kinds a specialist may have (``lifecycle.tasks`` holds what differs between them).
+TaskName = Literal["classification", "extraction"]
+TASKS: tuple[str, ...] = ("classification", "extraction")
 
 
 class _Strict(BaseModel):
@@ -101,12 +104,18 @@ class GeneratorData(_Strict):
 
 
 class FileData(_Strict):
-    """Training data from a CSV, JSONL or Parquet file of text and label."""
+    """Training data from a CSV, JSONL or Parquet file: text and label for a classifier,
+    text and entities (character spans) for an extractor."""
 
     kind: Literal["file"] = "file"
     path: Path
     text_column: str = "text"
     label_column: str = "label"
+    entities_column: str = Field(
+        default="entities",
+        description="Extraction only: the column of entity lists ({label, start, end}); a "
+        "JSON string in CSV and Parquet files.",
+    )
 
 
 DataSpec = Annotated[GeneratorData | FileData, Field(discriminator="kind")]
@@ -202,6 +211,11 @@ class PromotionSpec(_Strict):
 class SpecialistSpec(_Strict):
     name: str = Field(description="Registered model name in MLflow; lowercase, digits, - and _.")
     description: str = ""
+    task: TaskName = Field(
+        default="classification",
+        description="'classification' (one label per text) or 'extraction' (character-span "
+        "entities per text). Specialists of both kinds share one base model and one gateway.",
+    )
     base_model: str = Field(
         default=DEFAULT_BASE_MODEL,
         description="'minilm' (the shipped all-MiniLM-L6-v2), a local folder, or a hub id.",
@@ -209,11 +223,22 @@ class SpecialistSpec(_Strict):
     labels: tuple[str, ...] | None = Field(
         default=None, description="Label set; default: the labels found in the training data."
     )
+    entities: tuple[str, ...] | None = Field(
+        default=None,
+        description="Extraction only: the entity labels (fields) it extracts; default: the "
+        "labels found in the training data. Open or closed by labels_policy, as intents are.",
+    )
+    required: tuple[str, ...] = Field(
+        default=(),
+        description="Extraction only: fields every request should yield; an answer missing "
+        "one is escalated as a low confidence is, and counted by the monitor.",
+    )
     labels_policy: Literal["open", "closed"] = Field(
         default="open",
-        description="'open': feedback may propose labels the champion does not know (stored, "
-        "and learned at a retrain once they have training.min_examples_per_label examples); "
-        "`labels` is then a starting set. 'closed': feedback outside the label set is refused.",
+        description="'open': feedback may propose labels (intents, or entity labels of an "
+        "extractor) the champion does not know (stored, and learned at a retrain once they "
+        "have training.min_examples_per_label examples); `labels` / `entities` is then a "
+        "starting set. 'closed': feedback outside the label set is refused.",
     )
     out_of_scope_label: str | None = Field(
         default=None,
@@ -226,6 +251,50 @@ class SpecialistSpec(_Strict):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     escalation: EscalationSpec = Field(default_factory=EscalationSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> SpecialistSpec:
+        if self.task == "classification":
+            for field in ("entities", "required"):
+                if getattr(self, field):
+                    raise ValueError(f"{field} is for task: extraction; this is a classifier")
+            return self
+        if self.labels is not None or self.out_of_scope_label is not None:
+            raise ValueError(
+                "an extraction specialist declares `entities`, not `labels` or `out_of_scope_label`"
+            )
+        if self.escalation.fallback == "openai":
+            raise ValueError(
+                "escalation.fallback: openai asks a model to pick one of the labels, which an "
+                "extractor has not; use fallback: review (a person corrects the spans)"
+            )
+        declared = self.entities or ()
+        missing = [f for f in self.required if declared and f not in declared]
+        if missing:
+            raise ValueError(f"required fields {missing} are not among the entities")
+        return self
+
+    @property
+    def label_set(self) -> tuple[str, ...] | None:
+        """The declared label set of its task: intents, or entity labels."""
+        return self.entities if self.task == "extraction" else self.labels
+
+    @field_validator("entities")
+    @classmethod
+    def _distinct_entities(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from lifecycle.labels.feedback import label_problem
+
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("an entity set needs at least 1 label")
+        if len(set(value)) != len(value):
+            raise ValueError("entities must be distinct")
+        for label in value:
+            problem = label_problem(label)
+            if problem is not None or "+" in label:
+                raise ValueError(f"{label!r} is not a valid entity label: {problem or 'no +'}")
+        return value
 
     @field_validator("name")
     @classmethod

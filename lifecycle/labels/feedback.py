@@ -13,15 +13,25 @@
 - distinct proposed labels per specialist are capped (``LIFECYCLE_MAX_PROPOSED_LABELS``): a
   flood of made-up labels is refused rather than stored.
 
+An extraction specialist's feedback is a list of spans instead of one label
+(:func:`check_entity_feedback`): each span's label follows the rules above (and holds no ``+``,
+which joins labels in a request's summary), and the spans must fit the request's text the way
+training data must (``lifecycle.extraction.data.validate_entities``): offsets inside the text,
+``start < end``, a given ``text`` equal to the characters it points at, no two spans sharing a
+character. The stored label is the spans' summary (``date+order_id``, or ``(none)``).
+
 Nothing here reads a database or raises an HTTP error: callers bring what the store says and
 decide what a rejected row means (the route refuses the whole call; the CLI reports per row).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from lifecycle.extraction.spans import NO_ENTITY, Entity, summary
 
 #: Longest label accepted (the store's column holds 256; 100 keeps tables and alerts readable).
 LABEL_MAX_CHARS = 100
@@ -80,6 +90,11 @@ class RowCheck:
     reason: str | None = None
     #: The label is outside the specialist's known set (accepted under the open policy).
     proposed: bool = False
+    #: An extractor's row: its spans, checked (``text`` filled in from the request's text
+    #: where the store keeps it), and their labels outside the known set. ``label`` is then
+    #: the spans' summary and ``proposed`` says whether ``new_labels`` is non-empty.
+    entities: tuple[Entity, ...] | None = None
+    new_labels: tuple[str, ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -147,6 +162,141 @@ def _row_problem(
     if owners.get(request_id) != labels.specialist:
         return UNKNOWN_REQUEST, f"no request {request_id} for specialist {labels.specialist!r}"
     return None
+
+
+def check_entity_feedback(
+    items: Sequence[tuple[str, Sequence[Mapping[str, object]]]],
+    *,
+    labels: LabelSet,
+    owners: Mapping[str, str | None],
+    texts: Mapping[str, str | None],
+    first_row: int = 1,
+) -> list[RowCheck]:
+    """Check (request_id, spans) rows of an extractor's feedback; one ``RowCheck`` per row.
+
+    A span is a mapping with ``label``, ``start``, ``end`` and optionally ``text``. ``texts``
+    maps a request id to its stored text; a request absent there (or None: the store keeps no
+    text) is checked without it: offsets, order and overlaps only. The checks and their order
+    are :func:`check_feedback`'s, with the spans' problems where the label's form is checked.
+    A row's label is the spans' summary; ``[]`` (a text with no entity) is a valid row.
+    """
+    out: list[RowCheck] = []
+    room = max(labels.max_proposed - len(labels.stored_proposed), 0)
+    admitted: set[str] = set()
+    for offset, (request_id, spans) in enumerate(items):
+        row = first_row + offset
+        text = texts.get(request_id)
+        entities, problem = _checked_spans(spans, text)
+        label = summary(entities or ())
+        new = tuple(sorted({e.label for e in entities or () if e.label not in labels.known}))
+        status_reason: tuple[int, str] | None = None
+        if not isinstance(request_id, str) or not REQUEST_ID_PATTERN.fullmatch(request_id):
+            status_reason = INVALID, f"{request_id!r} is not a request id (32 hex digits)"
+        elif problem is not None:
+            status_reason = INVALID, f"request {request_id}: {problem}"
+        elif new and not labels.open:
+            status_reason = (
+                INVALID,
+                f"entity label(s) {list(new)} not in {labels.specialist!r}'s entity set "
+                f"{sorted(labels.known)} (labels_policy: closed)",
+            )
+        elif owners.get(request_id) != labels.specialist:
+            status_reason = (
+                UNKNOWN_REQUEST,
+                f"no request {request_id} for specialist {labels.specialist!r}",
+            )
+        else:
+            fresh = [n for n in new if n not in labels.stored_proposed and n not in admitted]
+            if len(admitted) + len(fresh) > room:
+                status_reason = (
+                    TOO_MANY_PROPOSED,
+                    f"{labels.specialist!r} already has {len(labels.stored_proposed)} proposed "
+                    f"labels and this would add more than the {labels.max_proposed} allowed "
+                    f"(LIFECYCLE_MAX_PROPOSED_LABELS): {list(fresh)} refused; label with known "
+                    "entity labels, or retrain first",
+                )
+            else:
+                admitted.update(fresh)
+        status, reason = status_reason or (ACCEPTED, None)
+        out.append(
+            RowCheck(
+                row,
+                str(request_id),
+                label,
+                status,
+                reason,
+                proposed=bool(new),
+                entities=tuple(entities) if entities is not None else None,
+                new_labels=new,
+            )
+        )
+    return out
+
+
+def _checked_spans(
+    spans: Sequence[Mapping[str, object]], text: str | None
+) -> tuple[list[Entity] | None, str | None]:
+    """The spans as entities sorted by position, or None and the first problem found."""
+    entities: list[Entity] = []
+    for k, span in enumerate(spans, 1):
+        where = f"entity {k}"
+        label, start, end = span.get("label"), span.get("start"), span.get("end")
+        given = span.get("text")
+        if not isinstance(label, str):
+            return None, f"{where}: label {label!r} is not a string"
+        problem = label_problem(label)
+        if problem is not None:
+            return None, f"{where}: {problem}: {_show(label)}"
+        if "+" in label:
+            return None, f"{where}: label {label!r} holds '+', which joins labels in a summary"
+        if not isinstance(start, int) or not isinstance(end, int):
+            return None, f"{where}: start and end must be integer character offsets"
+        if isinstance(start, bool) or isinstance(end, bool):
+            return None, f"{where}: start and end must be integer character offsets"
+        if start < 0:
+            return None, f"{where}: start {start} is negative"
+        if start >= end:
+            return None, f"{where}: start {start} >= end {end}; a span needs end > start"
+        if given is not None and not isinstance(given, str):
+            return None, f"{where}: text {given!r} is not a string"
+        if text is not None:
+            if end > len(text):
+                return None, (
+                    f"{where}: end {end} is past the end of the text ({len(text)} characters)"
+                )
+            covered = text[start:end]
+            if given is not None and given != covered:
+                return None, (
+                    f"{where}: text {_show(given)} differs from the text at {start}:{end}, "
+                    f"{_show(covered)}; offsets count characters (not bytes) from 0, end "
+                    "exclusive"
+                )
+            given = covered
+        entities.append(Entity(label, start, end, given or ""))
+    entities.sort(key=lambda e: (e.start, e.end, e.label))
+    for first, second in itertools.pairwise(entities):
+        if second.start < first.end:
+            return None, (
+                f"{_describe(first)} and {_describe(second)} overlap; spans of one text must "
+                "not share characters"
+            )
+    return entities, None
+
+
+def _describe(entity: Entity) -> str:
+    return f"{entity.label} {entity.start}:{entity.end}"
+
+
+def entity_label_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """Per entity label, requests whose feedback summary holds it: an extractor's stored
+    labels are summaries (``date+order_id``), and its label set is of entity labels."""
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        if key == NO_ENTITY:
+            continue
+        for label in key.split("+"):
+            out[label] = out.get(label, 0) + int(n)
+    return out
 
 
 def refusal(checks: Sequence[RowCheck]) -> tuple[int, str] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,12 +163,12 @@ class Adapters:
         self.attach(adapter_id, config)
         if parent_adapter is not None:
             self._warm_start(adapter_id, parent_adapter, lora)
-        head = torch.nn.Linear(self.hidden_size, len(meta.labels)).to(self.device)
+        head = torch.nn.Linear(self.hidden_size, len(meta.head_rows)).to(self.device)
         if parent_head is not None:
             parent_labels, weight, bias = parent_head
             index = {label: i for i, label in enumerate(parent_labels)}
             with torch.no_grad():
-                for row, label in enumerate(meta.labels):
+                for row, label in enumerate(meta.head_rows):
                     if label in index:
                         head.weight[row] = torch.as_tensor(weight[index[label]])
                         head.bias[row] = float(bias[index[label]])
@@ -224,12 +224,11 @@ class Adapters:
                 )
             head_state = load_file(str(folder / HEAD_WEIGHTS))
             weight, bias = head_state["weight"], head_state["bias"]
-            if weight.shape != (len(meta.labels), self.hidden_size) or bias.shape != (
-                len(meta.labels),
-            ):
+            rows = len(meta.head_rows)
+            if weight.shape != (rows, self.hidden_size) or bias.shape != (rows,):
                 raise ModelLoadError(
                     f"head of {folder} has shape {tuple(weight.shape)}, expected "
-                    f"({len(meta.labels)}, {self.hidden_size})"
+                    f"({rows}, {self.hidden_size})"
                 )
             detector = OutOfScopeDetector.load(folder)
             if detector is not None and detector.transform.shape[-1] != self.hidden_size:
@@ -243,7 +242,7 @@ class Adapters:
         except Exception as exc:  # a corrupt file must not leave a half-loaded adapter
             self._detach(adapter_id)
             raise ModelLoadError(f"adapter {folder} cannot be loaded: {exc}") from exc
-        head = torch.nn.Linear(self.hidden_size, len(meta.labels))
+        head = torch.nn.Linear(self.hidden_size, len(meta.head_rows))
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
@@ -292,15 +291,34 @@ class Adapters:
             param.requires_grad_(True)
         return lora, list(adapter.head.parameters())
 
-    def heads(self, pooled: torch.Tensor, adapter_ids: Sequence[str]) -> list[torch.Tensor]:
-        """Each row of ``pooled`` through its own adapter's head: one tensor per row, as
-        heads differ in size."""
+    def token_level(self, adapter_id: str) -> bool:
+        """Whether the adapter's head reads every token (an extractor) or the pooled row."""
+        from lifecycle.tasks import task_kind
+
+        return task_kind(self.get(adapter_id).meta.task).token_level
+
+    def heads(
+        self,
+        pooled: torch.Tensor,
+        adapter_ids: Sequence[str],
+        tokens: Mapping[int, torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """Each row through its own adapter's head: one tensor per row, as heads differ in
+        size. A classifier's head reads the row's pooled vector (logits: labels); an
+        extractor's reads the row's token states in ``tokens`` (logits: tokens x tags)."""
         import torch
 
         logits: list[torch.Tensor] = [torch.empty(0)] * len(adapter_ids)
         for adapter_id in dict.fromkeys(adapter_ids):
             rows = [i for i, a in enumerate(adapter_ids) if a == adapter_id]
-            out = self._loaded[adapter_id].head(pooled[rows])
+            head = self._loaded[adapter_id].head
+            if self.token_level(adapter_id):
+                if tokens is None:
+                    raise ValueError(f"{adapter_id} is an extractor: its head needs token states")
+                for i in rows:
+                    logits[i] = head(tokens[i])
+                continue
+            out = head(pooled[rows])
             for k, i in enumerate(rows):
                 logits[i] = out[k]
         return logits

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lifecycle.config.spec import LoraSpec
+from lifecycle.config.spec import LoraSpec, TaskName
 
 #: Files of a specialist artifact folder; nothing else is loaded from it.
 ADAPTER_CONFIG = "adapter_config.json"
@@ -25,12 +25,29 @@ class SpecialistMeta(BaseModel):
 
     format_version: int = 1
     name: str
-    labels: tuple[str, ...] = Field(min_length=2)
+    #: An artifact of one kind is refused where the other is expected (``check_task``).
+    task: TaskName = "classification"
+    #: Intents of a classifier, entity labels of an extractor (its head's rows are the BIO
+    #: tags of these, ``lifecycle.extraction.spans.tags_for``).
+    labels: tuple[str, ...] = Field(min_length=1)
     base_model: str = Field(description="The base model reference as the spec gave it.")
     max_length: int
     temperature: float = Field(default=1.0, gt=0, description="Fitted on validation logits.")
     pooling: str = "mean"
     lora: LoraSpec
+
+    @model_validator(mode="after")
+    def _enough_labels(self) -> SpecialistMeta:
+        if self.task == "classification" and len(self.labels) < 2:
+            raise ValueError("a classifier needs at least 2 labels")
+        return self
+
+    @property
+    def head_rows(self) -> tuple[str, ...]:
+        """The names of the head's output rows: the labels, or an extractor's BIO tags."""
+        from lifecycle.tasks import task_kind
+
+        return task_kind(self.task).head_rows(self.labels)
 
 
 @dataclass(frozen=True)
@@ -47,3 +64,7 @@ class Prediction:
     #: passes the version's threshold; None for a version without a detector.
     ood_score: float | None = None
     out_of_scope: bool | None = None
+    #: An extractor's spans (``lifecycle.extraction.spans.Entity``); None for a classifier,
+    #: whose ``label`` is its answer. An extractor's ``label`` is the spans' summary
+    #: (``date+order_id``) and ``confidence`` the probability that the whole answer is right.
+    entities: tuple[Any, ...] | None = None

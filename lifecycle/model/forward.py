@@ -178,8 +178,23 @@ class Passes:
         *,
         train: bool = False,
     ) -> torch.Tensor:
-        """One float32 row per text: packed for inference where packing passed its probe,
-        padded for training (the probes compare inference passes only)."""
+        """One float32 row per text (``encode`` without token states)."""
+        return self.encode(model, texts, adapter_ids, max_length, train=train)[0]
+
+    def encode(
+        self,
+        model: Any,
+        texts: Sequence[str],
+        adapter_ids: Sequence[str],
+        max_length: int,
+        *,
+        train: bool = False,
+        tokens: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Pooled rows, one float32 row per text, and the last hidden state of every token of
+        the texts at the indices ``tokens`` (an extractor's head reads those), from the same
+        pass: packed for inference where packing passed its probe, padded for training (the
+        probes compare inference passes only)."""
         import torch
 
         autocast = torch.autocast(
@@ -187,15 +202,22 @@ class Passes:
         )
         with autocast:
             if self.packing and not train:
-                pooled = self.packed(model, texts, adapter_ids, max_length)
+                pooled, states = self.packed(model, texts, adapter_ids, max_length, tokens=tokens)
             else:
-                pooled = self.padded(model, texts, adapter_ids, max_length)
-        return pooled.float()
+                pooled, states = self.padded(model, texts, adapter_ids, max_length, tokens=tokens)
+        return pooled.float(), {i: h.float() for i, h in states.items()}
 
     def padded(
-        self, model: Any, texts: Sequence[str], adapter_ids: Sequence[str] | None, max_length: int
-    ) -> torch.Tensor:
-        """Mean-pooled last hidden states of a padded batch, one row per text."""
+        self,
+        model: Any,
+        texts: Sequence[str],
+        adapter_ids: Sequence[str] | None,
+        max_length: int,
+        *,
+        tokens: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Mean-pooled last hidden states of a padded batch, one row per text, and the token
+        states of the texts at ``tokens`` (special tokens included, padding not)."""
         encoded = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         ).to(self.placement.device)
@@ -208,7 +230,9 @@ class Passes:
             **adapter_kwargs(adapter_ids),
         ).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        keep = encoded["attention_mask"].bool()
+        return pooled, {i: hidden[i][keep[i]] for i in tokens}
 
     def packed(
         self,
@@ -218,8 +242,10 @@ class Passes:
         max_length: int,
         *,
         mix: bool | None = None,
-    ) -> torch.Tensor:
-        """The same pooled vectors as ``padded``, with no padding between texts.
+        tokens: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The same pooled vectors (and token states) as ``padded``, with no padding
+        between texts.
 
         ``mix`` forces the per-token path on or off (the mixing probe); by default rows mix
         adapters when they may.
@@ -228,7 +254,7 @@ class Passes:
 
         from lifecycle.model.packing import pack, plan_rows, segment_means
 
-        tokens = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        token_ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         ids = list(adapter_ids) if adapter_ids is not None else [""] * len(texts)
         distinct = list(dict.fromkeys(ids))
         # Rows mix adapters when every adapter is one the LoRA hooks reproduce: they then
@@ -243,10 +269,10 @@ class Passes:
         row_adapters: list[str] = []
         for group in groups:
             members = [i for i, a in enumerate(ids) if a in group]
-            for row in plan_rows([len(tokens[i]) for i in members], PACK_TOKENS):
+            for row in plan_rows([len(token_ids[i]) for i in members], PACK_TOKENS):
                 rows.append([members[k] for k in row])
                 row_adapters.append(group[0])
-        packed = pack(tokens, rows, int(self.tokenizer.pad_token_id or 0))
+        packed = pack(token_ids, rows, int(self.tokenizer.pad_token_id or 0))
         device = self.placement.device
         extra: dict[str, Any] = {}
         if "token_type_ids" in self.tokenizer.model_input_names:
@@ -264,7 +290,13 @@ class Passes:
                 position_ids=packed.position_ids.to(device),
                 **extra,
             ).last_hidden_state
-        return segment_means(hidden, packed.segment, len(texts))
+        states: dict[int, torch.Tensor] = {}
+        if tokens:
+            # A text's positions sit in one row, in order: its states are those positions.
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            segment = packed.segment.reshape(-1).to(hidden.device)
+            states = {i: flat[segment == i] for i in tokens}
+        return segment_means(hidden, packed.segment, len(texts)), states
 
     def probe_packing(self, encoder: Any, name: str) -> bool:
         """Whether packed passes reproduce padded ones on this encoder (``name`` is for the log).
@@ -280,12 +312,16 @@ class Passes:
             return False
         try:
             with torch.inference_mode():
-                padded = self.padded(encoder, PROBE_TEXTS, None, 64)
-                packed = self.packed(encoder, PROBE_TEXTS, None, 64)
+                padded = self.padded(encoder, PROBE_TEXTS, None, 64, tokens=[0])
+                packed = self.packed(encoder, PROBE_TEXTS, None, 64, tokens=[0])
         except Exception as exc:  # any architecture that refuses the packed inputs
             logger.info("packed inference off for %s: %s", name, exc)
             return False
-        agrees = bool(torch.allclose(padded, packed, atol=1e-4, rtol=1e-3))
+        # Token states too: an extractor reads them, not only the pooled rows.
+        agrees = bool(
+            torch.allclose(padded[0], packed[0], atol=1e-4, rtol=1e-3)
+            and torch.allclose(padded[1][0], packed[1][0], atol=1e-4, rtol=1e-3)
+        )
         if not agrees:
             logger.info("packed inference off for %s: answers differ", name)
         return agrees
@@ -316,11 +352,11 @@ class Passes:
             model.eval()
         try:
             with torch.inference_mode():
-                mixed = self.packed(model, texts, ids, 64, mix=True)
+                mixed = self.packed(model, texts, ids, 64, mix=True)[0]
                 alone = []
                 for a in probed:
                     model.set_adapter(a)
-                    alone.append(self.padded(model, PROBE_TEXTS, None, 64))
+                    alone.append(self.padded(model, PROBE_TEXTS, None, 64)[0])
                 agrees = bool(torch.allclose(mixed, torch.cat(alone), atol=1e-4, rtol=1e-3))
                 problem = "answers differ"
         except Exception as exc:  # a peft whose layers refuse what the hooks do

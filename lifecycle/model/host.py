@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lifecycle.config.spec import DEFAULT_BASE_MODEL, LoraSpec
+from lifecycle.config.spec import DEFAULT_BASE_MODEL, LoraSpec, TaskName
 from lifecycle.model.adapters import Adapters
 from lifecycle.model.artifacts import Prediction, SpecialistMeta
 from lifecycle.model.base import encoder_layers, load_base
-from lifecycle.model.calibration import softmax
 from lifecycle.model.forward import Passes
+from lifecycle.tasks.base import Answer
 
 if TYPE_CHECKING:
     import torch
@@ -103,8 +103,9 @@ class AdapterHost:
         seed: int = 0,
         parent_head: tuple[Sequence[str], np.ndarray, np.ndarray] | None = None,
         parent_adapter: Path | None = None,
+        task: TaskName = "classification",
     ) -> None:
-        """Add a fresh, trainable adapter and head.
+        """Add a fresh, trainable adapter and head (``task`` decides the head's rows).
 
         ``parent_head`` (labels, weight, bias) warm-starts the rows of labels the
         parent already knew; a label new to this version gets a fresh row.
@@ -114,6 +115,7 @@ class AdapterHost:
         """
         meta = SpecialistMeta(
             name=name,
+            task=task,
             labels=tuple(labels),
             base_model=self.base_model,
             max_length=max_length,
@@ -142,7 +144,7 @@ class AdapterHost:
     def head_arrays(self, adapter_id: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
         adapter = self.adapters.get(adapter_id)
         return (
-            adapter.meta.labels,
+            adapter.meta.head_rows,
             adapter.head.weight.detach().float().cpu().numpy(),
             adapter.head.bias.detach().float().cpu().numpy(),
         )
@@ -183,7 +185,8 @@ class AdapterHost:
     def forward(
         self, texts: Sequence[str], adapter_ids: Sequence[str], *, train: bool = False
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Logits (one tensor per row: heads differ in size) and pooled embeddings.
+        """Logits (one tensor per row: heads differ in size; an extractor's is tokens x
+        tags) and pooled embeddings.
 
         Rows may name different adapters; each gets its own LoRA weights and head.
         Gradients flow only when ``train`` is set. Inference on a CPU packs the texts
@@ -196,8 +199,16 @@ class AdapterHost:
         model = self.adapters.model
         if len(distinct) == 1 and model.active_adapter != distinct[0]:
             model.set_adapter(distinct[0])  # walks every module: only when it changes
-        pooled = self.passes.pooled(model, texts, adapter_ids, max_length, train=train)
-        logits = self.adapters.heads(pooled, adapter_ids)
+        extractors = {a for a in distinct if self.adapters.token_level(a)}
+        pooled, states = self.passes.encode(
+            model,
+            texts,
+            adapter_ids,
+            max_length,
+            train=train,
+            tokens=[i for i, a in enumerate(adapter_ids) if a in extractors],
+        )
+        logits = self.adapters.heads(pooled, adapter_ids, states)
         return logits, pooled if train else pooled.detach()
 
     def predict(
@@ -225,29 +236,52 @@ class AdapterHost:
             self._pause = None
         ids = _ids_per_text(texts, adapter_id)
         adapters = [self.adapters.get(a) for a in ids]
-        probabilities = [
-            softmax(row[None, :], adapter.meta.temperature)[0]
-            for row, adapter in zip(logits, adapters, strict=True)
-        ]
-        confidence = np.array([p.max() for p in probabilities], dtype=np.float64)
+        answers = self.answers(texts, ids, logits)
+        confidence = np.array([a.confidence for a in answers], dtype=np.float64)
         scores = self._ood_scores(ids, embeddings, confidence)
         predictions = []
-        for i, probs in enumerate(probabilities):
-            adapter = adapters[i]
-            best = int(probs.argmax())
+        for i, answer in enumerate(answers):
             score = scores[i]
-            flagged = None if score is None else bool(score > adapter.detector.threshold)
+            detector = adapters[i].detector
+            flagged = None if score is None else bool(score > detector.threshold)
             predictions.append(
                 Prediction(
-                    label=adapter.meta.labels[best],
-                    confidence=float(probs[best]),
+                    label=answer.label,
+                    confidence=answer.confidence,
                     embedding=embeddings[i],
-                    probabilities=probs.tolist(),
+                    probabilities=answer.probabilities,
                     ood_score=None if score is None else float(score),
                     out_of_scope=flagged,
+                    entities=answer.entities,
                 )
             )
         return predictions
+
+    def answers(
+        self, texts: Sequence[str], ids: Sequence[str], logits: Sequence[np.ndarray]
+    ) -> list[Answer]:
+        """Each text's answer from its logits, as its adapter's task kind reads them."""
+        from lifecycle.tasks import task_kind
+        from lifecycle.tasks.extraction import token_offsets
+
+        metas = [self.adapters.get(a).meta for a in ids]
+        token_rows = [i for i, m in enumerate(metas) if task_kind(m.task).token_level]
+        offsets: dict[int, list[tuple[int, int]]] = {}
+        if token_rows:
+            found = token_offsets(
+                self.tokenizer, [texts[i] for i in token_rows], [len(logits[i]) for i in token_rows]
+            )
+            offsets = dict(zip(token_rows, found, strict=True))
+        return [
+            task_kind(meta.task).answer(
+                row,
+                labels=meta.labels,
+                temperature=meta.temperature,
+                text=text,
+                offsets=offsets.get(i),
+            )
+            for i, (text, row, meta) in enumerate(zip(texts, logits, metas, strict=True))
+        ]
 
     def _ood_scores(
         self, ids: Sequence[str], embeddings: np.ndarray, confidence: np.ndarray

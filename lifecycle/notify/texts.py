@@ -28,6 +28,9 @@ _MONITOR_SUMMARIES = {
     "NEEDS_LABELS": "traffic left the reference's support: labels needed",
 }
 
+#: How a summary names a check's headline quality figure (``Quality.metric`` in monitors).
+_METRIC_NAMES = {"accuracy": "accuracy", "entity_f1": "entity F1"}
+
 #: What each alerting gate outcome tells on-call: the verb, and the commands to act, as
 #: templates of the specialist's ``name`` and the challenger's ``version``.
 _GATE_OUTCOMES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -59,11 +62,14 @@ def monitor_verdict(
     proposed_labels: Mapping[str, int] | None = None,
     estimated_accuracy: float | None = None,
     measured_accuracy: float | None = None,
+    metric: str = "accuracy",
 ) -> AlertText:
     """A monitoring check's verdict (OK, WARN, DRIFT, QUALITY_DROP, NEEDS_LABELS, ...).
 
     ``missing_labels`` counts for NEEDS_LABELS only; ``new_traffic`` is the headline of the
-    clusters found outside the reference; the measured accuracy is shown beside an estimate.
+    clusters found outside the reference; the measured figure is shown beside an estimate.
+    ``metric`` names the figure both are: ``accuracy`` (a classifier) or ``entity_f1`` (an
+    extractor, whose figures are entity F1).
     """
     actions: list[str] = []
     if verdict == "QUALITY_DROP":
@@ -87,7 +93,8 @@ def monitor_verdict(
         summary += f"; proposed labels: {shown}{more}"
         actions.insert(0, f"lifecycle label-requests -s {specialist}   # requests worth a label")
     if estimated_accuracy is not None:
-        summary += f" (estimated accuracy {estimated_accuracy:.1%}"
+        name = _METRIC_NAMES.get(metric, metric)
+        summary += f" (estimated {name} {estimated_accuracy:.1%}"
         if measured_accuracy is not None:
             summary += f", measured {measured_accuracy:.1%}"
         summary += ")"
@@ -123,8 +130,10 @@ def gate_outcome(
     champion_accuracy: float | None,
     n_labelled: int,
     reasons: Sequence[str],
+    metric: str = "accuracy",
 ) -> AlertText | None:
-    """The gate's decision on a challenger; None for an outcome that tells nobody (waiting)."""
+    """The gate's decision on a challenger; None for an outcome that tells nobody (waiting).
+    ``metric`` names the compared figure (an extractor's is its mean F1 per request)."""
     if action not in _GATE_OUTCOMES:
         return None
     verb, templates = _GATE_OUTCOMES[action]
@@ -132,7 +141,7 @@ def gate_outcome(
         evidence = reasons[-1]
     else:
         evidence = (
-            f"accuracy {challenger_accuracy:.3f} vs {champion_accuracy:.3f} on "
+            f"{metric} {challenger_accuracy:.3f} vs {champion_accuracy:.3f} on "
             f"{n_labelled} labelled shadowed requests"
         )
     return AlertText(

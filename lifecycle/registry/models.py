@@ -74,6 +74,8 @@ class Registry(Tracking):
     ) -> VersionInfo:
         """Log a training run and register it as a new version of the specialist's model."""
 
+        from lifecycle.training.record import headline
+
         if trigger not in TRIGGERS:
             raise ValueError(f"trigger must be one of {TRIGGERS}")
         lineage = {
@@ -82,6 +84,7 @@ class Registry(Tracking):
             f"{TAG}data_window": data_window,
             f"{TAG}training_set_hash": result.dataset_hash,
             f"{TAG}base_model": spec.base_model,
+            f"{TAG}task": result.meta.task,
             f"{TAG}labels": json.dumps(list(result.meta.labels)),
             f"{TAG}n_labels": str(len(result.meta.labels)),
             **dict(extra_tags or {}),
@@ -95,7 +98,7 @@ class Registry(Tracking):
             source=f"runs:/{run_id}/{ADAPTER_PATH}",
             run_id=run_id,
             tags=lineage,
-            description=f"{trigger} training; val accuracy {result.evaluation.accuracy:.4f}",
+            description=f"{trigger} training; {headline(result)}",
         )
         info = self.get_version(spec.name, int(version.version))
         logger.info("registered %s version %d (run %s)", spec.name, info.version, run_id)

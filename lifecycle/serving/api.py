@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Most spans one feedback item may hold: far above any real text's entities, and a bound on
+#: what one call makes the gateway check.
+MAX_FEEDBACK_ENTITIES = 1000
 
 
 class PredictRequest(BaseModel):
@@ -12,7 +18,8 @@ class PredictRequest(BaseModel):
 
     texts: list[str] = Field(
         min_length=1,
-        description="Texts to classify. Each must hold a non-blank character; limits on count "
+        description="Texts to answer (classify, or extract entities from, as the specialist's "
+        "task is). Each must hold a non-blank character; limits on count "
         "and length are the gateway's settings (LIFECYCLE_MAX_TEXTS_PER_REQUEST, "
         "LIFECYCLE_MAX_TEXT_CHARS).",
         examples=[["I lost my card yesterday", "where is my refund?"]],
@@ -39,12 +46,51 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+class EntityOut(BaseModel):
+    """One span an extraction specialist found in a text."""
+
+    label: str = Field(description="The entity label (field), e.g. 'order_id'.")
+    text: str = Field(description="The span's characters: the request text's [start:end].")
+    start: int = Field(
+        description="Offset of the span's first character in the text as sent, counted in "
+        "Unicode code points from 0."
+    )
+    end: int = Field(description="Offset just past the span's last character (exclusive).")
+    confidence: float = Field(
+        description="Calibrated probability that this exact span, with this label, is right."
+    )
+
+    @classmethod
+    def of(cls, entity: Any) -> EntityOut:
+        """The API's view of a ``lifecycle.extraction.spans.Entity`` (a person's span, with
+        no confidence, shows 0)."""
+        confidence = entity.confidence
+        return cls(
+            label=entity.label,
+            text=entity.text,
+            start=entity.start,
+            end=entity.end,
+            confidence=0.0 if confidence is None else float(confidence),
+        )
+
+
 class PredictionOut(BaseModel):
     request_id: str = Field(description="Use it to send the true label later (feedback).")
-    label: str
-    confidence: float = Field(description="Calibrated probability of the label (0-1).")
+    label: str = Field(
+        description="A classifier's label. An extractor's summary of its answer: the distinct "
+        "entity labels it found, sorted and joined by '+' ('date+order_id'), or '(none)'."
+    )
+    confidence: float = Field(
+        description="Calibrated probability of the label (0-1); for an extractor, the "
+        "probability that the whole answer (every span, nothing missed) is right."
+    )
     model_version: int = Field(description="Registry version of the champion that answered.")
-    escalated: bool = Field(description="The champion was unsure and the fallback was asked.")
+    escalated: bool = Field(
+        description="The champion was unsure and the fallback was asked. An extractor is "
+        "unsure when a span's confidence is under escalation.confidence_threshold or a field "
+        "of the specialist's `required` is missing; its texts go to the review queue (people "
+        "correct the spans through the feedback route), where the specialist has one."
+    )
     source: str = Field(
         description="Who gave the label: 'specialist', or the fallback ('openai', 'review')."
     )
@@ -66,6 +112,16 @@ class PredictionOut(BaseModel):
         "comparable between texts of one version only. None when the version has no detector "
         "or LIFECYCLE_OOD_SCORES is off.",
     )
+    entities: list[EntityOut] | None = Field(
+        default=None,
+        description="An extraction specialist's spans, in text order ([]: none found); None "
+        "for a classifier.",
+    )
+    fields: dict[str, str] | None = Field(
+        default=None,
+        description="An extraction specialist's answer as a record: per entity label found, the "
+        "text of its most confident span. None for a classifier.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -73,29 +129,85 @@ class PredictResponse(BaseModel):
     predictions: list[PredictionOut]
 
 
+class EntityIn(BaseModel):
+    """One true span of an extractor's request, as a person marks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1, max_length=200, description="The entity label (field).")
+    start: int = Field(
+        ge=0, description="Offset of the first character in the request's text (code points)."
+    )
+    end: int = Field(ge=0, description="Offset just past the last character (exclusive).")
+    text: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="The span's characters, checked against the request's text where the "
+        "gateway stores texts (LIFECYCLE_STORE_TEXT full): a mismatch is a 422.",
+    )
+
+
+_LABEL_DOC = "The true label of a classifier's request."
+_ENTITIES_DOC = (
+    "The true spans of an extraction specialist's request ([]: the text holds no entity), "
+    f"at most {MAX_FEEDBACK_ENTITIES}. Spans must lie inside the text, have start < end and "
+    "not overlap; their labels follow the specialist's labels_policy."
+)
+
+
+def _one_answer(label: str | None, entities: list[EntityIn] | None) -> None:
+    if label is not None and entities is not None:
+        raise ValueError(
+            "give label (a classifier's feedback) or entities (an extractor's), not both"
+        )
+
+
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")
-    label: str = Field(min_length=1, max_length=200)
+    label: str | None = Field(default=None, min_length=1, max_length=200, description=_LABEL_DOC)
+    entities: list[EntityIn] | None = Field(
+        default=None, max_length=MAX_FEEDBACK_ENTITIES, description=_ENTITIES_DOC
+    )
+
+    @model_validator(mode="after")
+    def _label_or_entities(self) -> FeedbackItem:
+        _one_answer(self.label, self.entities)
+        if self.label is None and self.entities is None:
+            raise ValueError(
+                "give label (a classifier's feedback) or entities (an extractor's; [] for none)"
+            )
+        return self
 
 
 class FeedbackRequest(BaseModel):
-    """True labels for earlier requests: one, or a list under ``items``."""
+    """True answers for earlier requests: one, or a list under ``items``. A classifier's
+    request takes ``label``, an extraction specialist's takes ``entities``."""
 
     model_config = ConfigDict(extra="forbid")
 
     request_id: str | None = Field(
         default=None, min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$"
     )
-    label: str | None = Field(default=None, min_length=1, max_length=200)
+    label: str | None = Field(default=None, min_length=1, max_length=200, description=_LABEL_DOC)
+    entities: list[EntityIn] | None = Field(
+        default=None, max_length=MAX_FEEDBACK_ENTITIES, description=_ENTITIES_DOC
+    )
     items: list[FeedbackItem] | None = Field(default=None, max_length=10_000)
     source: str = Field(default="human", pattern=r"^(human|fallback)$")
 
+    @model_validator(mode="after")
+    def _label_or_entities(self) -> FeedbackRequest:
+        _one_answer(self.label, self.entities)
+        return self
+
     def all_items(self) -> list[FeedbackItem]:
         found = list(self.items or [])
-        if self.request_id is not None and self.label is not None:
-            found.append(FeedbackItem(request_id=self.request_id, label=self.label))
+        if self.request_id is not None and (self.label is not None or self.entities is not None):
+            found.append(
+                FeedbackItem(request_id=self.request_id, label=self.label, entities=self.entities)
+            )
         return found
 
 
@@ -104,9 +216,9 @@ class FeedbackResponse(BaseModel):
     specialist: str
     proposed_labels: list[str] = Field(
         default_factory=list,
-        description="Labels of this call the champion does not know (labels_policy: open): "
-        "stored, and learned at a retrain once each has training.min_examples_per_label "
-        "examples.",
+        description="Labels of this call the champion does not know (labels_policy: open; an "
+        "extractor's: entity labels): stored, and learned at a retrain once each has "
+        "training.min_examples_per_label examples.",
     )
 
 
@@ -117,10 +229,17 @@ class ServedOut(BaseModel):
 
 class SpecialistOut(BaseModel):
     name: str
+    task: str = Field(
+        default="classification",
+        description="'classification' (a label per text) or 'extraction' (entities per text).",
+    )
     status: str = Field(description="'serving', or why it is not.")
     champion: ServedOut | None = None
     challenger: ServedOut | None = None
-    labels: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(
+        default_factory=list,
+        description="The champion's labels: a classifier's intents, an extractor's entity labels.",
+    )
     escalation_threshold: float = 0.0
     requests: int = 0
     escalations: int = 0
@@ -155,10 +274,11 @@ class SpecialistOut(BaseModel):
     )
     proposed_labels: dict[str, int] = Field(
         default_factory=dict,
-        description="Labels people gave in feedback that the champion does not know, with how "
-        "many requests got each (most first). A retrain adds each one with at least "
-        "training.min_examples_per_label examples to the head. Read from the traffic store off "
-        "the request path, so it may lag the newest feedback by a registry poll.",
+        description="Labels people gave in feedback that the champion does not know (an "
+        "extractor's: entity labels), with how many requests got each (most first). A retrain "
+        "adds each one with at least training.min_examples_per_label examples to the head. Read "
+        "from the traffic store off the request path, so it may lag the newest feedback by a "
+        "registry poll.",
     )
 
 
@@ -171,6 +291,11 @@ class ReviewItem(BaseModel):
     request_id: str
     text: str | None = Field(description="None when the gateway stores no texts (privacy).")
     predicted: str = Field(description="The champion's answer, returned to the client.")
+    entities: list[EntityOut] | None = Field(
+        default=None,
+        description="An extractor's spans as the champion found them (correct them through the "
+        "feedback route's entities); None for a classifier.",
+    )
     confidence: float
     model_version: int
 

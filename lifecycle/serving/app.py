@@ -144,7 +144,13 @@ async def _start(
     )
     await engine.start()
     registry_factory = registry_factory or functools.partial(Registry, settings)
-    sync = RegistrySync(engine, registry_factory, list(specs), poll_s=settings.registry_poll_s)
+    sync = RegistrySync(
+        engine,
+        registry_factory,
+        list(specs),
+        poll_s=settings.registry_poll_s,
+        tasks={name: spec.task for name, spec in specs.items()},
+    )
     await sync.start()
     assert fallbacks is not None
     gw = Gateway(

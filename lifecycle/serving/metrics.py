@@ -56,7 +56,8 @@ class GatewayMetrics:
         )
         self.shadow_agreement = Counter(
             "lifecycle_shadow_agreement",
-            "Shadow texts where the challenger agreed with the champion.",
+            "Shadow texts where the challenger agreed with the champion (extractors: the same "
+            "spans, label and offsets).",
             ["specialist", "version"],
             registry=r,
         )
@@ -88,6 +89,14 @@ class GatewayMetrics:
             "lifecycle_escalations",
             "Texts sent to the fallback, by outcome.",
             ["specialist", "source", "outcome"],
+            registry=r,
+        )
+        self.extraction_unsure = Counter(
+            "lifecycle_extraction_unsure",
+            "Extractor answers that want a person, by reason: low_confidence (a span under "
+            "escalation.confidence_threshold), missing_field (a required field absent). "
+            "Escalated to the review queue where the specialist has one.",
+            ["specialist", "reason"],
             registry=r,
         )
         self.out_of_scope = Counter(

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lifecycle.config.spec import SpecialistSpec
+from lifecycle.extraction.spans import fields, keys, to_json
 from lifecycle.model.artifacts import Prediction
-from lifecycle.serving.api import PredictionOut
+from lifecycle.serving.api import EntityOut, PredictionOut
 from lifecycle.serving.engine import Route
 from lifecycle.serving.state import Gateway
 from lifecycle.serving.traffic import commit
@@ -43,8 +44,9 @@ class Answered:
 
 async def answer_texts(gw: Gateway, name: str, route: Route, texts: list[str]) -> Answered:
     """Each text gets a request id, a label, a calibrated confidence, the champion's version
-    and whether it was escalated; the call is logged before it is answered (as durably as
-    LIFECYCLE_TRAFFIC_DURABILITY says). Raises ``StoreError`` when the log refuses it."""
+    and whether it was escalated, an extractor's answer also its spans and fields; the call
+    is logged before it is answered (as durably as LIFECYCLE_TRAFFIC_DURABILITY says).
+    Raises ``StoreError`` when the log refuses it."""
     started = time.perf_counter()
     champion = route.champion
     predictions = await gw.engine.predict(texts, [champion.adapter_id] * len(texts))
@@ -78,14 +80,17 @@ async def answer_texts(gw: Gateway, name: str, route: Route, texts: list[str]) -
     return Answered(predictions=[o for o, _ in outs], shadow=shadow)
 
 
-def _asked(gw: Gateway, spec: SpecialistSpec, pred: Prediction) -> Fallback | None:
+def _asked(
+    gw: Gateway, spec: SpecialistSpec, pred: Prediction, unsure: list[str]
+) -> Fallback | None:
     """The fallback that answers this text, or None when the champion's answer stands.
 
     An out-of-scope text follows ``escalation.on_out_of_scope`` first: 'review' queues it for
     people even when the specialist's fallback is openai or none (a person can say what it is,
     or that it is a new intent, where a model told to pick one of the labels picks one);
     'fallback' sends it to the specialist's fallback, if it has one, as a low confidence does.
-    Otherwise, and for 'none', the confidence threshold decides.
+    Otherwise, and for 'none', the confidence threshold decides; for an extractor, ``unsure``
+    (``_unsure``) does, and its texts go to a review queue only: no model is asked for spans.
     """
     fallback: Fallback | None = gw.fallbacks.get(spec.name)
     if pred.out_of_scope or _says_out_of_scope(spec, pred):
@@ -94,9 +99,49 @@ def _asked(gw: Gateway, spec: SpecialistSpec, pred: Prediction) -> Fallback | No
             return gw.review_queues[spec.name]
         if policy == "fallback" and fallback is not None:
             return fallback
+    if pred.entities is not None:
+        if not unsure:
+            return None
+        if fallback is not None and spec.escalation.fallback == "review":
+            return fallback
+        queue: Fallback | None = gw.review_queues.get(spec.name)
+        return queue
     if fallback is not None and pred.confidence < spec.escalation.confidence_threshold:
         return fallback
     return None
+
+
+def _unsure(spec: SpecialistSpec, pred: Prediction) -> list[str]:
+    """Why an extractor's answer wants a person: ``low_confidence`` (a span under
+    ``escalation.confidence_threshold``), ``missing_field`` (a field of ``required`` absent).
+    Empty for a sure answer, and for a classifier (its threshold is read in ``_asked``)."""
+    if pred.entities is None:
+        return []
+    reasons = []
+    threshold = spec.escalation.confidence_threshold
+    if any(e.confidence is not None and e.confidence < threshold for e in pred.entities):
+        reasons.append("low_confidence")
+    found = {e.label for e in pred.entities}
+    if any(f not in found for f in spec.required):
+        reasons.append("missing_field")
+    return reasons
+
+
+def _entities_out(pred: Prediction) -> list[EntityOut] | None:
+    """An extractor's spans as its ``PredictionOut`` shows them; None for a classifier."""
+    return None if pred.entities is None else [EntityOut.of(e) for e in pred.entities]
+
+
+def _entities_json(pred: Prediction) -> str | None:
+    """The spans as the traffic store keeps them; None for a classifier."""
+    return None if pred.entities is None else to_json(pred.entities)
+
+
+def _agrees(challenger: Prediction, champion: Prediction) -> bool:
+    """Same answer: the same label, or for extractors the same spans (label, start, end)."""
+    if challenger.entities is None and champion.entities is None:
+        return challenger.label == champion.label
+    return sorted(keys(challenger.entities or ())) == sorted(keys(champion.entities or ()))
 
 
 def _says_out_of_scope(spec: SpecialistSpec, pred: Prediction) -> bool:
@@ -119,8 +164,13 @@ async def _escalate(
             source="specialist",
             out_of_scope=True if _says_out_of_scope(spec, pred) else pred.out_of_scope,
             ood_score=pred.ood_score,
+            entities=_entities_out(pred),
+            fields=fields(pred.entities) if pred.entities is not None else None,
         )
-        fallback = _asked(gw, spec, pred)
+        unsure = _unsure(spec, pred)
+        for reason in unsure:
+            gw.metrics.extraction_unsure.labels(spec.name, reason).inc()
+        fallback = _asked(gw, spec, pred, unsure)
         if fallback is None:
             return out, None
         reply = await fallback.classify(
@@ -170,6 +220,7 @@ def _request_record(
         flagged=out.flagged,
         ood_score=pred.ood_score,
         out_of_scope=pred.out_of_scope,
+        entities=_entities_json(pred),
     )
 
 
@@ -201,7 +252,7 @@ def _shadow(
         for request_id, pred, champ in zip(
             request_ids[offset:end], preds, champion[offset:end], strict=True
         ):
-            agree += pred.label == champ.label
+            agree += _agrees(pred, champ)
             gw.writer.submit(
                 ShadowRecord(
                     request_id=request_id,
@@ -210,6 +261,7 @@ def _shadow(
                     label=pred.label,
                     confidence=pred.confidence,
                     latency_ms=latency_ms,
+                    entities=_entities_json(pred),
                 )
             )
         version = str(challenger.version)

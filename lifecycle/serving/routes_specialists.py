@@ -37,7 +37,7 @@ router = APIRouter(tags=["specialists"])
     "/v1/specialists/{name}/predict",
     response_model=PredictResponse,
     responses=ERRORS,
-    summary="Classify one or many texts with the specialist's champion.",
+    summary="Answer one or many texts with the specialist's champion (a label, or entities).",
 )
 async def predict(
     name: NamePath, body: PredictRequest, gw: GW, background: BackgroundTasks
@@ -47,8 +47,12 @@ async def predict(
     its fallback; if the fallback fails, the champion's answer is returned, flagged. Each text
     also gets the champion's out-of-scope score and verdict (None for a version without a
     detector); a text found out of scope is escalated as ``escalation.on_out_of_scope`` says.
-    When a challenger is loaded, the texts are also scored by it in shadow after the answer is
-    sent.
+    An extraction specialist also answers ``entities`` (character spans of the text, each with
+    its confidence) and ``fields`` (per entity label, its most confident span's text); its
+    label is their summary ('date+order_id', or '(none)'). Its text is escalated to the review
+    queue (where it has one) when a span's confidence is under the threshold or a ``required``
+    field is missing. When a challenger is loaded, the texts are also scored by it in shadow
+    after the answer is sent.
     """
     route = route_or_error(gw, name)
     _check_limits(body.texts, gw.settings)
@@ -63,7 +67,7 @@ async def predict(
     response_model=FeedbackResponse,
     status_code=202,
     responses={**ERRORS, 429: {"model": ErrorBody}},
-    summary="Record the true label of earlier requests.",
+    summary="Record the true label (or entities) of earlier requests.",
 )
 async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackResponse:
     """Labels for earlier request ids, from a person (source 'human', the default) or from the
@@ -73,11 +77,23 @@ async def feedback(name: NamePath, body: FeedbackRequest, gw: GW) -> FeedbackRes
     LIFECYCLE_MAX_PROPOSED_LABELS distinct proposed labels the call is a 429. Under ``closed``
     a label outside the set is a 422. An unknown request id is a 404. Nothing of a call with
     any refused item is stored. A repeated label replaces the earlier one (both are
-    recorded)."""
+    recorded).
+
+    An extraction specialist's feedback sends ``entities`` instead of ``label``: the request's
+    true spans, ``[{label, start, end, text?}]`` (``[]``: the text holds no entity); a label
+    sent to an extractor, or entities to a classifier, is a 422 that says which to send. Where
+    the gateway stores texts (LIFECYCLE_STORE_TEXT full) the spans are checked against the
+    request's text: inside it, ``start < end``, ``text`` equal to the characters at
+    ``start:end``, no overlaps; each problem is a 422 that says which span and why. Entity
+    labels follow ``labels_policy`` as intents do."""
     route = route_or_error(gw, name)
     items = body.all_items()
     if not items:
-        raise HTTPException(422, "give request_id and label, or a non-empty list of items")
+        raise HTTPException(
+            422,
+            "give request_id with label (a classifier) or entities (an extractor), or a "
+            "non-empty list of items",
+        )
     try:
         proposed = await feedback_service.record_feedback(
             gw, name, route, items, source=body.source
@@ -138,10 +154,10 @@ async def label_requests(
 @router.get(
     "/v1/specialists",
     response_model=SpecialistsResponse,
-    summary="What is loaded: champion and challenger versions, labels, status, cost.",
+    summary="What is loaded: task, champion and challenger versions, labels, status, cost.",
 )
 async def specialists(gw: GW) -> SpecialistsResponse:
-    from lifecycle.labels.feedback import proposed_labels
+    from lifecycle.labels.feedback import entity_label_counts, proposed_labels
 
     out = []
     for name, spec in gw.specs.items():
@@ -149,9 +165,13 @@ async def specialists(gw: GW) -> SpecialistsResponse:
         counters = gw.counters[name]
         cost, fallback_cost = cost_of(gw, name)
         outcome = gw.outcomes.get(name) or Outcome()
+        given = outcome.label_counts
+        if spec.task == "extraction":  # stored labels are summaries: count entity labels
+            given = entity_label_counts(given)
         out.append(
             SpecialistOut(
                 name=name,
+                task=spec.task,
                 status="serving" if route else gw.sync.state.unavailable.get(name, "loading"),
                 champion=ServedOut(
                     version=route.champion.version, adapter_id=route.champion.adapter_id
@@ -169,9 +189,7 @@ async def specialists(gw: GW) -> SpecialistsResponse:
                 escalations=counters.escalations,
                 estimated_cost_per_1k=cost,
                 estimated_cost_per_1k_fallback_only=fallback_cost,
-                proposed_labels=proposed_labels(
-                    outcome.label_counts, route.champion.labels if route else ()
-                ),
+                proposed_labels=proposed_labels(given, route.champion.labels if route else ()),
                 **outcome.listing(),
             )
         )

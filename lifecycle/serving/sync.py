@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +44,12 @@ class RegistrySync:
         *,
         poll_s: float = 10.0,
         retire_after_s: float = 5.0,
+        tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.engine = engine
+        #: Each specialist's task in the specialists file: a version of the other kind is
+        #: refused at load (its head answers another question).
+        self.tasks = dict(tasks or {})
         self._registry_factory = registry_factory
         self._registry: Any = None
         self.specialists = list(specialists)
@@ -194,8 +198,21 @@ class RegistrySync:
         registry = self._registry_client()
         # Download off the model thread (I/O), load on it (peft state).
         _, folder = await asyncio.to_thread(registry.download, name, version)
+        self._check_task(name, version, folder)
         meta = await self.engine.load_adapter(adapter_id, folder)
         return Served(version=version, adapter_id=adapter_id, labels=tuple(meta.labels))
+
+    def _check_task(self, name: str, version: int, folder: Any) -> None:
+        from lifecycle.config.errors import ModelLoadError
+        from lifecycle.model.adapters import check_artifact
+
+        expected = self.tasks.get(name)
+        found = check_artifact(folder).task
+        if expected is not None and found != expected:
+            raise ModelLoadError(
+                f"{name} v{version} is a model for task {found}, but the specialists file declares "
+                f"{name} with task: {expected}; register a {expected} version or fix the file"
+            )
 
     def _retire(self, adapter_id: str) -> None:
         async def later() -> None:

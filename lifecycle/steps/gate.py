@@ -58,7 +58,9 @@ def gate_challenger(
 ) -> GateOutcome:
     """Compare the shadowed challenger with the champion on the same requests and act.
 
-    Accuracy is the paired test on labelled shadowed requests; errors are the challenger's
+    Quality is the paired sequential test on labelled shadowed requests, by the spec's
+    task: paired correctness for a classifier, paired per-request F1 of the stored entities
+    for an extractor (``lifecycle.promotion.gate.gate(task=...)``); errors are the challenger's
     shadow calls that raised; latency is both models timed side by side on recent texts
     (``lifecycle.model.latency``), measured only when everything else says promote, since it
     loads both adapters (into ``host``, or a fresh one on the spec's base model). A
@@ -91,6 +93,7 @@ def gate_challenger(
         shadow_errors=errors,
         trained_labels=trained_labels,
         new_labels=new_labels,
+        task=spec.task,
     )
     if decision.decision == "promote" and champion is not None:
         try:
@@ -116,6 +119,7 @@ def gate_challenger(
                 latency_ms=(timing.champion_ms, timing.challenger_ms),
                 trained_labels=trained_labels,
                 new_labels=new_labels,
+                task=spec.task,
             )
     common = {"challenger_version": challenger, "champion_version": champion}
     if decision.decision == "promote":

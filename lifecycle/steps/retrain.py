@@ -70,6 +70,10 @@ def retrain_from_traffic(
     held-out new rows is strictly higher than the champion's (unchecked with fewer than
     ``training.min_holdout_rows`` of them); otherwise the version is tagged
     ``lifecycle.rejected_reason`` and the outcome is "rejected".
+
+    An extractor (``spec.task`` "extraction") is retrained the same way from people's span
+    corrections only (no fallback labels), with entity labels as its labels (a new field
+    grows the head), and judged by entity micro-F1 on exact spans instead of accuracy.
     """
     from lifecycle.registry.models import Registry
     from lifecycle.training.pipeline import load_training_data, train_and_register
@@ -123,6 +127,7 @@ def retrain_from_traffic(
         recent_weight=spec.training.recent_weight,
         wait_share=spec.training.wait_share,
         seed=seed,
+        task=spec.task,
     )
     if not plan.ready:
         return RetrainOutcome(
@@ -132,12 +137,18 @@ def retrain_from_traffic(
             missing=plan.missing,
             plan=plan.summary(),
         )
-    train = _drop_singletons(plan.train)
+    extractor = spec.task == "extraction"
+    # An extractor's rows are (text, spans): a rare combination of fields still trains.
+    data = (
+        plan.train[["text", "entities"]]
+        if extractor
+        else _drop_singletons(plan.train)[["text", "label"]]
+    )
     first, last = _span(window)
     trained = train_and_register(
         settings,
         spec,
-        data=train[["text", "label"]],
+        data=data,
         trigger=trigger,
         data_window=f"{first}..{last}",
         alias=CHALLENGER,
@@ -153,13 +164,19 @@ def retrain_from_traffic(
     if evaluation:
         registry.log_metrics(trained.version.run_id or "", evaluation)
     check = judge_candidate(
-        evaluation, holdout_rows=len(plan.holdout_new), min_rows=spec.training.min_holdout_rows
+        evaluation,
+        holdout_rows=len(plan.holdout_new),
+        min_rows=spec.training.min_holdout_rows,
+        task=spec.task,
     )
     version = str(trained.version.version)
     registry.tag_version(spec.name, version, CANDIDATE_CHECK_TAG, check.reason)
+    replayed = int((plan.train["source"] == "replay").sum())
     trained_on = (
-        f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback labels "
-        f"plus {int((plan.train['source'] == 'replay').sum())} replayed rows"
+        f"trained on {plan.counts.human} people's corrections plus {replayed} replayed rows"
+        if extractor
+        else f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback "
+        f"labels plus {replayed} replayed rows"
     )
     if not check.accepted:
         registry.tag_version(spec.name, version, REJECTED_REASON_TAG, check.reason)
@@ -222,18 +239,31 @@ def _compare_on_holdouts(
         for tag, frame in (("new", holdout_new), ("old", holdout_old)):
             if frame.empty:
                 continue
-            texts = frame["text"].tolist()
-            truth = frame["label"].tolist()
             for who, adapter in (
                 ("challenger", trained.result.adapter_id),
                 ("champion", champion_id),
             ):
-                preds = host.predict(texts, adapter)
-                correct = sum(p.label == t for p, t in zip(preds, truth, strict=True))
-                out[f"holdout_{tag}.{who}_accuracy"] = correct / len(texts)
+                for metric, value in _scores(spec, host, adapter, frame).items():
+                    out[f"holdout_{tag}.{who}_{metric}"] = value
     finally:
         host.remove_adapter(champion_id)
     return out
+
+
+def _scores(spec: SpecialistSpec, host: Any, adapter: str, frame: pd.DataFrame) -> dict[str, float]:
+    """One model on one holdout: a classifier's accuracy, an extractor's entity micro-F1 and
+    exact match on exact spans."""
+    preds = host.predict(frame["text"].tolist(), adapter)
+    if spec.task != "extraction":
+        correct = sum(p.label == t for p, t in zip(preds, frame["label"], strict=True))
+        return {"accuracy": correct / len(frame)}
+    from lifecycle.extraction.metrics import evaluate_entities
+    from lifecycle.extraction.spans import keys
+
+    scored = evaluate_entities(
+        [keys(spans) for spans in frame["entities"]], [keys(p.entities or ()) for p in preds]
+    )
+    return {"micro_f1": scored.micro_f1, "exact_match": scored.exact_match}
 
 
 def _cooling_down(

@@ -92,6 +92,22 @@ def _require(value: str | None, name: str) -> None:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
+def _check_entities(value: object) -> None:
+    """An extractor's spans as ``lifecycle.extraction.spans.to_json`` writes them: a JSON list
+    (of objects), or None for a classifier. Checked here so that a bad value fails in the
+    caller, not in the writer's thread."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"entities must be a JSON string or None, got {type(value).__name__}")
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"entities is not JSON: {exc}") from exc
+    if not isinstance(parsed, list) or not all(isinstance(e, dict) for e in parsed):
+        raise ValueError("entities must be a JSON list of objects")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RequestRecord:
     """One answered text: the champion's prediction, and the fallback's when it escalated."""
@@ -119,6 +135,9 @@ class RequestRecord:
     #: journal lines written before these fields readable.
     ood_score: float | None = None
     out_of_scope: bool | None = None
+    #: An extractor's spans as JSON (``lifecycle.extraction.spans.to_json``; ``label`` holds
+    #: their summary); None for a classifier and in journal lines written before extraction.
+    entities: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.id, "id")
@@ -136,6 +155,7 @@ class RequestRecord:
                 object.__setattr__(self, "ood_score", None)
         if self.out_of_scope is not None:
             _coerce(self, bool, "out_of_scope")
+        _check_entities(self.entities)
         object.__setattr__(self, "created_at", as_utc(self.created_at))
         if self.embedding is not None:
             object.__setattr__(self, "embedding", encode_embedding(self.embedding))
@@ -164,6 +184,7 @@ class RequestRecord:
             "created_at": self.created_at,
             "ood_score": None if self.ood_score is None else float(self.ood_score),
             "out_of_scope": None if self.out_of_scope is None else bool(self.out_of_scope),
+            "entities": self.entities,
         }
 
 
@@ -180,6 +201,8 @@ class ShadowRecord:
     confidence: float
     latency_ms: float
     created_at: datetime = field(default_factory=utcnow)
+    #: The challenger's spans as JSON when it is an extractor (as ``RequestRecord.entities``).
+    entities: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.request_id, "request_id")
@@ -187,6 +210,7 @@ class ShadowRecord:
         _require(self.label, "label")
         _coerce(self, int, "model_version")
         _coerce(self, float, "confidence", "latency_ms")
+        _check_entities(self.entities)
         object.__setattr__(self, "created_at", as_utc(self.created_at))
 
     def to_row(self) -> dict[str, Any]:
@@ -199,6 +223,7 @@ class ShadowRecord:
             "confidence": float(self.confidence),
             "latency_ms": float(self.latency_ms),
             "created_at": self.created_at,
+            "entities": self.entities,
         }
 
 
@@ -250,12 +275,16 @@ class FeedbackRecord:
     source: str = "human"
     feedback_uid: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=utcnow)
+    #: For an extractor's request: the corrected spans as JSON (``[]``: the text has none),
+    #: and ``label`` their summary; None for a classifier's label.
+    entities: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.request_id, "request_id")
         _require(self.specialist, "specialist")
         _require(self.label, "label")
         _require(self.feedback_uid, "feedback_uid")
+        _check_entities(self.entities)
         if self.source not in FEEDBACK_SOURCES:
             raise ValueError(f"source must be one of {FEEDBACK_SOURCES}, got {self.source!r}")
         object.__setattr__(self, "created_at", as_utc(self.created_at))
@@ -269,6 +298,7 @@ class FeedbackRecord:
             "label": self.label,
             "source": self.source,
             "created_at": self.created_at,
+            "entities": self.entities,
         }
 
 

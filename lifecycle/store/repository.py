@@ -121,6 +121,20 @@ class TrafficStore(WindowReads, OutcomeReads):
                 found.update({str(i): str(s) for i, s in conn.execute(stmt)})
         return found
 
+    def request_texts(self, request_ids: Sequence[str]) -> dict[str, str | None]:
+        """The stored text of each stored request among ``request_ids`` (absent: not stored;
+        None: stored without its text, LIFECYCLE_STORE_TEXT hash or none). For checking an
+        extractor's corrected spans against the text they index."""
+        r = schema.requests
+        ids = list(dict.fromkeys(request_ids))
+        found: dict[str, str | None] = {}
+        with self._reading() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stmt = select(r.c.id, r.c.text).where(r.c.id.in_(chunk))
+                found.update({str(i): t for i, t in conn.execute(stmt)})
+        return found
+
     def label_counts(self, specialist: str, *, source: str | None = "human") -> dict[str, int]:
         """Per feedback label, how many distinct requests of ``specialist`` were given it.
 

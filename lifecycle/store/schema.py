@@ -103,6 +103,9 @@ requests = Table(
     # stored before the detector existed.
     Column("ood_score", Float, nullable=True),
     Column("out_of_scope", Boolean, nullable=True),
+    # An extractor's spans as JSON (``lifecycle.extraction.spans.to_json``, migration 0004);
+    # NULL for a classifier, whose label is its whole answer.
+    Column("entities", Text, nullable=True),
     Index(None, "specialist", "created_at"),
     Index(None, "created_at"),
 )
@@ -119,6 +122,8 @@ shadow_predictions = Table(
     Column("confidence", Float, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The challenger's spans, when it is an extractor (migration 0004).
+    Column("entities", Text, nullable=True),
     PrimaryKeyConstraint("request_id", "model_version"),
     Index(None, "specialist", "model_version"),
 )
@@ -146,6 +151,8 @@ feedback = Table(
     Column("label", String(LABEL_LEN), nullable=False),
     Column("source", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # An extractor's corrected spans (migration 0004); ``label`` holds their summary.
+    Column("entities", Text, nullable=True),
     UniqueConstraint("feedback_uid"),
     Index(None, "request_id"),
     Index(None, "specialist"),

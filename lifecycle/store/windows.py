@@ -45,8 +45,11 @@ class WindowReads(StoreEngine):
         answer), confidence, model_version, latency_ms, escalated, fallback_label,
         fallback_source, fallback_latency_ms, flagged, ood_score (float; NaN without a
         detector), out_of_scope (pandas' nullable ``boolean``: <NA> without a detector, so
-        ``.fillna(False)`` before numpy), true_label and true_label_source (NaN without
-        feedback) and, when asked, embedding (a float32 array per row, None if absent).
+        ``.fillna(False)`` before numpy), entities (an extractor's spans as JSON, None for a
+        classifier), true_label and true_label_source (NaN without feedback), true_entities
+        (the effective feedback's spans as JSON; None when unlabelled or labelled as a
+        classifier's) and, when asked, embedding (a float32 array per row, None if absent).
+        ``lifecycle.extraction.spans.from_json`` reads the entity columns.
         """
         if last is not None and last < 0:
             raise ValueError("last must be >= 0")
@@ -67,6 +70,7 @@ class WindowReads(StoreEngine):
             r.c.flagged,
             r.c.ood_score,
             r.c.out_of_scope,
+            r.c.entities,
         ]
         if with_embeddings:
             columns.append(r.c.embedding)
@@ -83,6 +87,7 @@ class WindowReads(StoreEngine):
                 *[c for c in win.c if c.name != "embedding"],
                 truth.c.label.label("true_label"),
                 truth.c.source.label("true_label_source"),
+                truth.c.entities.label("true_entities"),
                 *([win.c.embedding] if with_embeddings else []),
             )
             .select_from(win.outerjoin(truth, best))
@@ -97,6 +102,7 @@ class WindowReads(StoreEngine):
         _nan_for_missing(
             frame, ("fallback_label", "fallback_source", "true_label", "true_label_source")
         )
+        _none_for_missing(frame, ("entities", "true_entities"))
         if with_embeddings:
             frame["embedding"] = _decoded(frame["embedding"])
         return frame
@@ -115,8 +121,10 @@ class WindowReads(StoreEngine):
         champion_confidence, champion_latency_ms (the request's, end to end),
         challenger_version, challenger_label, challenger_confidence, challenger_latency_ms
         (queueing included: shadow work waits for idle turns), escalated, true_label,
-        true_label_source (NaN without feedback). Oldest first. A shadow prediction whose
-        request row is not stored yet is left out.
+        true_label_source (NaN without feedback), and an extractor's spans as JSON:
+        champion_entities, challenger_entities, true_entities (None for a classifier, and
+        true_entities None without feedback). Oldest first. A shadow prediction whose request
+        row is not stored yet is left out.
         """
         r, s = schema.requests, schema.shadow_predictions
         truth, best = _effective_feedback(r.c.id)
@@ -135,6 +143,9 @@ class WindowReads(StoreEngine):
                 r.c.escalated,
                 truth.c.label.label("true_label"),
                 truth.c.source.label("true_label_source"),
+                r.c.entities.label("champion_entities"),
+                s.c.entities.label("challenger_entities"),
+                truth.c.entities.label("true_entities"),
             )
             .select_from(s.join(r, r.c.id == s.c.request_id).outerjoin(truth, best))
             .where(s.c.specialist == specialist, s.c.model_version == challenger_version)
@@ -155,6 +166,7 @@ class WindowReads(StoreEngine):
             ),
         )
         _nan_for_missing(frame, ("true_label", "true_label_source"))
+        _none_for_missing(frame, ("champion_entities", "challenger_entities", "true_entities"))
         return frame
 
     def shadow_failure_count(
@@ -263,6 +275,13 @@ def _nan_for_missing(frame: pd.DataFrame, columns: Sequence[str]) -> None:
 
     for name in columns:
         frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+
+
+def _none_for_missing(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """JSON text columns as objects holding str or None (never NaN), on every backend and for
+    an empty frame alike."""
+    for name in columns:
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
 
 
 def _decoded(values: pd.Series) -> Any:

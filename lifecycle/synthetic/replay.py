@@ -3,15 +3,19 @@
 Benchmarks, tests and scenario studies need thousands of logged requests with known truth;
 going through HTTP would measure the gateway instead of the monitor. ``record_traffic``
 predicts a frame of texts with a loaded specialist and stores one request row per text (with
-its embedding), and people's labels for a chosen share of them.
+its embedding), and people's labels for a chosen share of them. An extraction specialist's
+frame (an ``entities`` column of gold spans) is recorded as the gateway records an
+extractor's traffic: the answer's spans as JSON beside their summary, and people's labels as
+corrected spans.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,14 +53,24 @@ def record_traffic(
     """Predict ``frame.text`` and store the requests (and labels for ``label_share`` of them).
 
     Rows get increasing ``created_at`` from ``start`` (default: now minus the span), so that
-    windows by count and by time both select them in order.
+    windows by count and by time both select them in order. With an ``entities`` column (an
+    extractor's gold spans) the labels are corrected spans, stored as the feedback route
+    stores them (spans as JSON, their summary as the label).
     """
+    from lifecycle.extraction.spans import summary, to_json
     from lifecycle.store import FeedbackRecord, RequestRecord
 
     if not 0.0 <= label_share <= 1.0:
         raise ValueError(f"label_share must be within [0, 1], got {label_share}")
     texts = frame["text"].astype(str).tolist()
-    truth: Sequence[str] | None = frame["label"].astype(str).tolist() if "label" in frame else None
+    gold: list[str] | None = None  # an extractor's true spans, as JSON
+    truth: Sequence[str] | None = None
+    if "entities" in frame:
+        spans = [_spans(cell, t) for cell, t in zip(frame["entities"], texts, strict=True)]
+        gold = [json.dumps(s, ensure_ascii=False) for s in spans]
+        truth = [summary(s) for s in spans]
+    elif "label" in frame:
+        truth = frame["label"].astype(str).tolist()
     start = start or datetime.now(UTC) - spacing * (len(texts) + 1)
     rng = np.random.default_rng(seed)
     labelled = rng.random(len(texts)) < label_share if truth is not None else None
@@ -80,6 +94,7 @@ def record_traffic(
                 latency_ms=0.0,
                 escalated=pred.confidence < escalation_threshold,
                 created_at=at,
+                entities=None if pred.entities is None else to_json(pred.entities),
             )
             records.append(request)
             ids.append(request.id)
@@ -92,6 +107,7 @@ def record_traffic(
                         specialist=specialist,
                         label=truth[offset + i],
                         created_at=at,
+                        entities=None if gold is None else gold[offset + i],
                     )
                 )
                 n_labels += 1
@@ -110,7 +126,9 @@ def record_shadow(
     texts: Sequence[str],
     batch: int = 2000,
 ) -> int:
-    """Score stored requests with a challenger and store its shadow predictions."""
+    """Score stored requests with a challenger and store its shadow predictions (with its
+    spans, for an extractor)."""
+    from lifecycle.extraction.spans import to_json
     from lifecycle.store import ShadowRecord
 
     if len(request_ids) != len(texts):
@@ -127,8 +145,21 @@ def record_shadow(
                     label=p.label,
                     confidence=p.confidence,
                     latency_ms=0.0,
+                    entities=None if p.entities is None else to_json(p.entities),
                 )
                 for rid, p in zip(request_ids[offset : offset + batch], predictions, strict=True)
             ]
         )
     return len(texts)
+
+
+def _spans(cell: Any, text: str) -> list[dict[str, Any]]:
+    """A frame's gold spans (a list, or JSON text) as label, start, end, text dicts."""
+    raw = json.loads(cell) if isinstance(cell, str) else cell
+    if hasattr(raw, "tolist"):
+        raw = raw.tolist()
+    out = []
+    for e in raw or []:
+        start, end = int(e["start"]), int(e["end"])
+        out.append({"label": str(e["label"]), "start": start, "end": end, "text": text[start:end]})
+    return out

@@ -5,6 +5,10 @@ arrival order, the true label of a share of them sent back some requests later
 (people label with a delay), and the accuracy the clients saw before and after
 the drift's onset. A failed request counts as a wrong answer: the client got none.
 
+An extraction stream (an ``entities`` column of gold spans instead of ``label``) is sent the
+same way: the clients' figure is then entity F1 on exact spans (and exact match), and people
+send the text's gold spans as the corrected ``entities``.
+
 Two kinds of simulated people: :func:`simulate`'s ``feedback_share`` labels requests at
 random as they are answered; a :class:`Labeller` labels a share of them in rounds, taking
 the gateway's label-request queue first (what a team labelling from
@@ -16,7 +20,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,13 +33,40 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PhaseStats:
+    """What the clients of one phase got. For an extraction stream ``correct`` counts exact
+    matches (every span right, none extra) and the span counts give entity micro-F1."""
+
     requests: int = 0
     correct: int = 0
     escalated: int = 0
+    #: Extraction: spans predicted with the gold label, start and end; all predicted; all gold.
+    true_spans: int = 0
+    predicted_spans: int = 0
+    gold_spans: int = 0
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.requests if self.requests else float("nan")
+
+    @property
+    def f1(self) -> float:
+        """Entity micro-F1 on exact spans (1.0 when there was nothing to find and nothing
+        was found; NaN without requests)."""
+        if not self.requests:
+            return float("nan")
+        spans = self.predicted_spans + self.gold_spans
+        return 2 * self.true_spans / spans if spans else 1.0
+
+    def add_spans(self, gold: Iterable[Any], predicted: Iterable[Any]) -> None:
+        """Count one answered request's spans (dicts or ``Entity`` objects) and whether it was
+        an exact match (the same spans, as a multiset)."""
+        from lifecycle.extraction.spans import keys
+
+        g, p = Counter(keys(gold)), Counter(keys(predicted))
+        self.true_spans += sum((g & p).values())
+        self.gold_spans += sum(g.values())
+        self.predicted_spans += sum(p.values())
+        self.correct += g == p
 
 
 @dataclass
@@ -46,9 +78,9 @@ class SimulationReport:
     versions: dict[int, int] = field(default_factory=dict)
     phases: dict[str, PhaseStats] = field(default_factory=dict)
     seconds: float = 0.0
-    #: (request id, true label) of every answered text, in order: what a :class:`Labeller`
-    #: may label later.
-    answered: list[tuple[str, str]] = field(default_factory=list)
+    #: (request id, truth) of every answered text, in order: what a :class:`Labeller` may
+    #: label later. The truth is a label, or an extraction stream's gold spans (a list).
+    answered: list[tuple[str, Any]] = field(default_factory=list)
     #: Labels the gateway stored as proposed (unknown to the champion), with how many sent.
     proposed: dict[str, int] = field(default_factory=dict)
 
@@ -62,6 +94,7 @@ class SimulationReport:
             "seconds": round(self.seconds, 2),
             "phases": {
                 name: {"requests": p.requests, "accuracy": p.accuracy, "escalated": p.escalated}
+                | ({"f1": p.f1} if p.gold_spans + p.predicted_spans else {})
                 for name, p in self.phases.items()
             },
         }
@@ -86,17 +119,22 @@ def simulate(
     requests after they were answered. ``rate`` caps requests per second (0: as fast
     as the gateway answers). Labels the gateway does not know (a new intent) are
     refused with a 422 and counted, as a real labelling tool would see.
+
+    A stream with an ``entities`` column (gold spans, no ``label``) is an extraction
+    specialist's: each answer's spans are scored against them (``PhaseStats.f1``; ``correct``
+    counts exact matches) and the feedback sends them as the corrected ``entities``.
     """
     import httpx
 
     rng = random.Random(seed)
     report = SimulationReport()
-    pending: deque[tuple[int, str, str]] = deque()
+    pending: deque[tuple[int, str, Any]] = deque()
     owns_client = client is None
     client = client or httpx.Client(base_url=url, timeout=60.0)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     started = time.perf_counter()
     rows = stream.to_dict("records")
+    spans = "entities" in stream.columns
     try:
         for start in range(0, len(rows), texts_per_request):
             chunk = rows[start : start + texts_per_request]
@@ -121,13 +159,17 @@ def simulate(
             for row, pred in zip(chunk, response.json()["predictions"], strict=True):
                 phase = report.phases.setdefault(str(row.get("phase", "all")), PhaseStats())
                 phase.requests += 1
-                phase.correct += pred["label"] == row["label"]
+                if spans:
+                    phase.add_spans(row["entities"], pred.get("entities") or ())
+                else:
+                    phase.correct += pred["label"] == row["label"]
                 phase.escalated += pred["escalated"]
                 version = int(pred["model_version"])
                 report.versions[version] = report.versions.get(version, 0) + 1
-                report.answered.append((pred["request_id"], row["label"]))
+                truth = _gold(row["entities"]) if spans else row["label"]
+                report.answered.append((pred["request_id"], truth))
                 if rng.random() < feedback_share:
-                    pending.append((report.sent + feedback_delay, pred["request_id"], row["label"]))
+                    pending.append((report.sent + feedback_delay, pred["request_id"], truth))
             while pending and pending[0][0] <= report.sent:
                 _send_feedback(client, specialist, pending.popleft(), report, headers)
         while pending:
@@ -139,30 +181,45 @@ def simulate(
     return report
 
 
+def _gold(entities: Any) -> list[dict[str, Any]]:
+    """A stream row's gold spans as the feedback route takes them: label, start, end."""
+    from lifecycle.extraction.spans import keys
+
+    return [{"label": label, "start": s, "end": e} for label, s, e in keys(entities or ())]
+
+
 def _send_feedback(
     client: Any,
     specialist: str,
-    item: tuple[int, str, str],
+    item: tuple[int, str, Any],
     report: SimulationReport,
     headers: dict[str, str],
 ) -> None:
-    _, request_id, label = item
+    """Send one truth: a classifier's label, or an extractor's corrected spans (a list)."""
+    _, request_id, truth = item
+    answer = {"entities": truth} if isinstance(truth, list) else {"label": truth}
     response = client.post(
         f"/v1/specialists/{specialist}/feedback",
-        json={"request_id": request_id, "label": label},
+        json={"request_id": request_id, **answer},
         headers=headers,
     )
     if response.status_code == 202:
         report.feedback_sent += 1
-        if label in (response.json().get("proposed_labels") or ()):
+        proposed = set(response.json().get("proposed_labels") or ())
+        labels = {str(e["label"]) for e in truth} if isinstance(truth, list) else {truth}
+        for label in sorted(labels & proposed):
             report.proposed[label] = report.proposed.get(label, 0) + 1
     else:
         report.feedback_refused += 1
+        logger.debug("feedback answered %d: %s", response.status_code, response.text[:200])
 
 
 @dataclass
 class Labeller:
     """A simulated person who labels ``share`` of the answered requests, in rounds.
+
+    For an extraction stream the label is the text's gold spans, sent as the corrected
+    ``entities`` of an extractor's feedback; ``proposed`` then counts entity labels.
 
     ``source="queue"`` takes the gateway's ranked label requests first and fills the rest of
     the round's budget at random; ``"random"`` draws every label at random from the same
@@ -180,7 +237,8 @@ class Labeller:
     refused: int = 0
     #: Labels sent that the gateway stored as proposed labels, with how many.
     proposed: dict[str, int] = field(default_factory=dict)
-    _pool: OrderedDict[str, str] = field(default_factory=OrderedDict, repr=False)
+    #: Request id -> its truth (a label, or gold spans), oldest first.
+    _pool: OrderedDict[str, Any] = field(default_factory=OrderedDict, repr=False)
     _owed: float = 0.0
 
     def __post_init__(self) -> None:
@@ -193,8 +251,8 @@ class Labeller:
         return self.from_queue + self.at_random
 
     def saw(self, report: SimulationReport) -> None:
-        for request_id, label in report.answered:
-            self._pool[request_id] = label
+        for request_id, truth in report.answered:
+            self._pool[request_id] = truth
         while len(self._pool) > self.pool_size:
             self._pool.popitem(last=False)
         self._owed += self.share * len(report.answered)

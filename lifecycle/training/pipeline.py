@@ -23,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_training_data(spec: SpecialistSpec) -> pd.DataFrame:
-    """The spec's declared training data: generated tickets or a file of (text, label)."""
+    """The spec's declared training data: generated tickets or a file of (text, label), or
+    of (text, entities) for an extractor."""
+    if spec.task == "extraction":
+        return _extraction_data(spec)
     if isinstance(spec.data, GeneratorData):
         from lifecycle.synthetic.scenarios import generate_tickets
 
@@ -34,6 +37,33 @@ def load_training_data(spec: SpecialistSpec) -> pd.DataFrame:
     return load_table(
         spec.data.path, text_column=spec.data.text_column, label_column=spec.data.label_column
     )
+
+
+def _extraction_data(spec: SpecialistSpec) -> pd.DataFrame:
+    if isinstance(spec.data, GeneratorData):
+        from lifecycle.synthetic.tickets import generate_tickets
+
+        frame = generate_tickets(spec.data.n, seed=spec.data.seed, labels=spec.entities)
+        return frame[["text", "entities"]]
+    assert isinstance(spec.data, FileData)
+    from lifecycle.extraction.data import load_extraction_table
+
+    return load_extraction_table(
+        spec.data.path, text_column=spec.data.text_column, entities_column=spec.data.entities_column
+    )
+
+
+def check_training_data(spec: SpecialistSpec, frame: pd.DataFrame) -> None:
+    """Refuse data its task cannot train on, before anything is written."""
+    if spec.task == "extraction":
+        from lifecycle.extraction.data import validate_entities
+
+        closed = spec.labels_policy == "closed" and spec.entities is not None
+        validate_entities(frame, labels=spec.entities, closed=closed)
+        return
+    from lifecycle.training.data import validate_training_table
+
+    validate_training_table(frame)
 
 
 @dataclass(frozen=True)
@@ -65,12 +95,11 @@ def train_and_register(
     once the candidate beats the champion.
     """
     from lifecycle.model.base import resolve_base_model
-    from lifecycle.training.data import validate_training_table
     from lifecycle.training.train import train_specialist
 
     resolve_base_model(spec.base_model)  # fail on a missing path before touching the registry
     frame = data if data is not None else load_training_data(spec)
-    validate_training_table(frame)
+    check_training_data(spec, frame)
     registry = Registry(settings)
     parent = registry.alias_version(spec.name, CHAMPION) if registry.has_model(spec.name) else None
     parent_folder = registry.download(spec.name, parent)[1] if parent is not None else None

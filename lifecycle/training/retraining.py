@@ -15,99 +15,35 @@ without text; they cannot train anything and are dropped and counted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from lifecycle.training.retrain_plan import (
+    LabelCounts,
+    PlanRules,
+    RetrainPlan,
+    assemble,
+    clean,
+    proposed_split,
+    short_text,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-from lifecycle.training.data import replay_mix, stratified_split
-
-if TYPE_CHECKING:
     import pandas as pd
+
+__all__ = [
+    "CandidateCheck",
+    "LabelCounts",
+    "RetrainPlan",
+    "judge_candidate",
+    "labelled_rows",
+    "plan_retraining",
+]
 
 LABELLED_COLUMNS = ["text", "label", "label_source", "request_id"]
 _SOURCE_RANK = {"human": 0, "fallback": 1}
-
-
-@dataclass(frozen=True, slots=True)
-class LabelCounts:
-    """Usable labels by source, and labelled rows dropped because the store kept no text."""
-
-    human: int = 0
-    fallback: int = 0
-    dropped_no_text: int = 0
-    #: Rows of proposed labels with fewer than ``min_examples_per_label`` examples: kept out
-    #: of this training (not counted in ``usable``), used once their label has enough.
-    held_back: int = 0
-
-    @property
-    def usable(self) -> int:
-        return self.human + self.fallback
-
-
-@dataclass(frozen=True)
-class RetrainPlan:
-    """Either the data of a retrain (``ready``) or why it cannot happen yet.
-
-    ``train`` has columns text, label, label_source ("human", "fallback" or "reference"),
-    request_id (None for replayed rows) and source ("new" or "replay", from
-    :func:`~lifecycle.training.data.replay_mix`): pass it to training as the data, with no further
-    replay. ``holdout_new`` is a held-out slice of the new labelled rows (same columns less
-    ``source``), ``holdout_old`` a slice of the reference that no replayed row comes from.
-    When not ready, the three frames are empty and ``missing`` says how many more labels
-    would make it ready.
-    """
-
-    ready: bool
-    reason: str
-    counts: LabelCounts
-    train: pd.DataFrame
-    holdout_new: pd.DataFrame
-    holdout_old: pd.DataFrame
-    missing: int = 0
-    #: Labels in the traffic that the champion does not know and that train (the head grows
-    #: a row for each), sorted.
-    new_labels: list[str] = field(default_factory=list)
-    #: Proposed labels left out for want of examples: label -> usable examples so far.
-    short_labels: dict[str, int] = field(default_factory=dict)
-    #: The examples a proposed label needs before it trains.
-    min_examples_per_label: int = 1
-    #: Usable labels per class in the new data.
-    label_counts: dict[str, int] = field(default_factory=dict)
-    #: Things a person should know that do not block the plan.
-    warnings: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """Plain numbers and strings for MLflow params, a log line or an event payload."""
-        replayed = int((self.train["source"] == "replay").sum()) if "source" in self.train else 0
-        recent = int((self.train["source"] == "recent").sum()) if "source" in self.train else 0
-        return {
-            "ready": self.ready,
-            "reason": self.reason,
-            "missing": self.missing,
-            "human_labels": self.counts.human,
-            "fallback_labels": self.counts.fallback,
-            "dropped_no_text": self.counts.dropped_no_text,
-            "train_rows": len(self.train),
-            "replay_rows": replayed,
-            "recent_copies": recent,
-            "holdout_new_rows": len(self.holdout_new),
-            "holdout_old_rows": len(self.holdout_old),
-            "new_labels": list(self.new_labels),
-            "held_back_rows": self.counts.held_back,
-            "labels_short": self.labels_short(),
-            "warnings": list(self.warnings),
-        }
-
-    def labels_short(self) -> dict[str, int]:
-        """Each proposed label left out, with how many more labels it needs to train."""
-        need = self.min_examples_per_label
-        return {label: need - n for label, n in sorted(self.short_labels.items())}
-
-    def short_line(self) -> str:
-        """'label x needs 3 more, label y needs 9 more' (empty when none is short)."""
-        return ", ".join(f"{label!r} needs {n} more" for label, n in self.labels_short().items())
 
 
 def labelled_rows(window: pd.DataFrame) -> pd.DataFrame:
@@ -138,8 +74,13 @@ def plan_retraining(
     recent_weight: float = 1.0,
     wait_share: float = 0.0,
     seed: int = 0,
+    task: str = "classification",
 ) -> RetrainPlan:
     """Plan a retrain from a traffic window and the champion's reference (text, label).
+
+    The one entry point for every task kind: ``task`` "extraction" plans from people's span
+    corrections instead (:func:`lifecycle.training.retraining_extraction.plan_extraction`,
+    same rules, entity labels for labels).
 
     Ready once ``min_labels`` usable labels (people's and the fallback's together: both
     train) exist. Then the new rows are split, stratified by label, into training rows and
@@ -164,26 +105,31 @@ def plan_retraining(
     times (rounded; the copies have ``source`` "recent"); replay is sized on the rows before
     duplication.
     """
-    import pandas as pd
+    rules = PlanRules(
+        min_labels=min_labels,
+        replay_ratio=replay_ratio,
+        min_examples_per_label=min_examples_per_label,
+        holdout_fraction=holdout_fraction,
+        replay_rows=replay_rows,
+        recent_since=recent_since,
+        recent_weight=recent_weight,
+        wait_share=wait_share,
+        seed=seed,
+    )
+    if task == "extraction":
+        from lifecycle.training.retraining_extraction import plan_extraction
 
-    if not 0 <= holdout_fraction < 1:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    if replay_ratio < 0:
-        raise ValueError(f"replay_ratio must be >= 0, got {replay_ratio}")
-    if min_labels < 0:
-        raise ValueError(f"min_labels must be >= 0, got {min_labels}")
-
-    if recent_weight < 1:
-        raise ValueError(f"recent_weight must be >= 1, got {recent_weight}")
-    if min_examples_per_label < 1:
-        raise ValueError(f"min_examples_per_label must be >= 1, got {min_examples_per_label}")
+        return plan_extraction(
+            window, reference=reference, labels_known=labels_known, rules=rules, replay=replay
+        )
+    if task != "classification":
+        raise ValueError(f"unknown task {task!r}; known: classification, extraction")
 
     rows, dropped = _labelled(window)
     label_counts = {str(k): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
-    known = set(labels_known)
-    proposed = sorted(label for label in label_counts if label not in known)
-    short = {k: label_counts[k] for k in proposed if label_counts[k] < min_examples_per_label}
-    new_labels = [label for label in proposed if label not in short]
+    new_labels, short = proposed_split(
+        label_counts, labels_known, min_examples=min_examples_per_label
+    )
     if short:
         rows = rows[~rows["label"].isin(list(short))].reset_index(drop=True)
     counts = LabelCounts(
@@ -193,126 +139,30 @@ def plan_retraining(
         held_back=sum(short.values()),
     )
     warnings: list[str] = []
-    short_text = ", ".join(
-        f"{k!r} needs {min_examples_per_label - n} more" for k, n in sorted(short.items())
-    )
     if short:
         warnings.append(
             f"proposed labels with too few examples ({min_examples_per_label} needed), left "
-            f"out of this training: {short_text}"
+            f"out of this training: {short_text(short, min_examples_per_label)}"
         )
     if dropped:
         warnings.append(
             f"{dropped} labelled requests have no stored text (the store keeps hashes only) "
             "and cannot be used"
         )
-
-    if not 0.0 <= wait_share <= 1.0:
-        raise ValueError(f"wait_share must be within [0, 1], got {wait_share}")
-    empty_new = rows.iloc[0:0]
-    labelled = counts.usable + counts.held_back
-    waits = bool(short) and wait_share > 0 and counts.held_back >= wait_share * labelled
-    if counts.usable < min_labels or counts.usable == 0 or waits:
-        missing = max(min_labels - counts.usable, 1 if counts.usable == 0 else 0)
-        if waits:
-            missing = max(missing, sum(min_examples_per_label - n for n in short.values()))
-            reason = (
-                f"waiting for proposed labels that make {counts.held_back / labelled:.0%} of "
-                f"the {labelled} labelled requests (training.wait_share "
-                f"{wait_share:g}): {short_text}"
-            )
-        else:
-            reason = (
-                f"too few labels to retrain: {counts.usable} usable ({counts.human} human, "
-                f"{counts.fallback} fallback), need {max(min_labels, 1)}; "
-                f"{missing} more needed"
-                + (f"; proposed labels short of examples: {short_text}" if short else "")
-            )
-        return RetrainPlan(
-            ready=False,
-            reason=reason,
-            counts=counts,
-            train=empty_new.assign(source=pd.Series(dtype=object)),
-            holdout_new=empty_new,
-            holdout_old=_reference_frame(reference).iloc[0:0],
-            missing=missing,
-            new_labels=new_labels,
-            short_labels=short,
-            min_examples_per_label=min_examples_per_label,
-            label_counts=label_counts,
-            warnings=warnings,
-        )
-
-    new_train, holdout_new = _split(rows, fraction=holdout_fraction, seed=seed)
-    old = _reference_frame(reference)
-    old_rest, holdout_old = _split(old, fraction=holdout_fraction, seed=seed)
-    if replay is not None:
-        pool = _reference_frame(replay)
-        old_rest = pool[~pool["text"].isin(set(holdout_old["text"]))].reset_index(drop=True)
-    replayed_rows = old_rest.assign(label_source="reference", request_id=None)
-    train = replay_mix(
-        new_train,
-        replayed_rows[LABELLED_COLUMNS],
-        ratio=replay_ratio,
-        seed=seed,
-        at_least=replay_rows,
-    )
-    copies = _recent_copies(window, train, since=recent_since, weight=recent_weight)
-    if len(copies):
-        train = pd.concat([train, copies], ignore_index=True)
-
-    singles = sorted(str(label) for label, n in train["label"].value_counts().items() if n < 2)
-    if singles:
-        warnings.append(
-            f"labels with a single training row: {', '.join(map(str, singles))} "
-            "(training refuses classes with fewer than 2 rows: collect more or drop them)"
-        )
-    if new_labels:
-        warnings.append(
-            f"labels the champion does not know: {', '.join(new_labels)} "
-            "(the challenger's head grows to include them)"
-        )
-    replayed = int((train["source"] == "replay").sum())
-    reason = (
-        f"ready: {counts.usable} labels ({counts.human} human, {counts.fallback} fallback); "
-        f"{len(new_train)} new (+{len(copies)} recent copies) + {replayed} replayed rows "
-        "to train, "
-        f"{len(holdout_new)} new and {len(holdout_old)} reference rows held out"
-    )
-    return RetrainPlan(
-        ready=True,
-        reason=reason,
+    return assemble(
+        window,
+        rows,
+        rules=rules,
         counts=counts,
-        train=train,
-        holdout_new=holdout_new,
-        holdout_old=holdout_old,
-        new_labels=new_labels,
-        short_labels=short,
-        min_examples_per_label=min_examples_per_label,
         label_counts=label_counts,
+        new_labels=new_labels,
+        short=short,
         warnings=warnings,
+        old=_reference_frame(reference),
+        pool=None if replay is None else _reference_frame(replay),
+        columns=LABELLED_COLUMNS,
+        sources=f"{counts.human} human, {counts.fallback} fallback",
     )
-
-
-def _recent_copies(
-    window: pd.DataFrame, train: pd.DataFrame, *, since: datetime | None, weight: float
-) -> pd.DataFrame:
-    """Extra copies of the new training rows created at or after ``since``: ``round(weight)``
-    rows each in all (so ``round(weight) - 1`` copies), marked ``source`` "recent"."""
-    import pandas as pd
-
-    extra = round(weight) - 1
-    if since is None or extra < 1 or "created_at" not in window.columns or len(window) == 0:
-        return train.iloc[0:0]
-    ids = window["id"] if "id" in window.columns else pd.Series(window.index)
-    created = pd.to_datetime(window["created_at"], utc=True)
-    cut = pd.Timestamp(since)
-    cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
-    recent_ids = set(ids[(created >= cut).to_numpy()].tolist())
-    new = train[(train["source"] == "new") & train["request_id"].isin(recent_ids)]
-    if new.empty:
-        return train.iloc[0:0]
-    return pd.concat([new] * extra, ignore_index=True).assign(source="recent")
 
 
 def _labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -343,7 +193,7 @@ def _labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         label, label_source = _effective(truth, source, escalated, fallback)
         if label is None:
             continue
-        if _clean(text, strip=False) is None:
+        if clean(text, strip=False) is None:
             dropped += 1
             continue
         records.append((text, label, label_source, request_id, position))
@@ -359,25 +209,14 @@ def _labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def _effective(truth: Any, source: Any, escalated: Any, fallback: Any) -> tuple[str | None, str]:
     """A row's label and where it came from; (None, "") when it has none."""
-    label = _clean(truth)
+    label = clean(truth)
     if label is not None:
         # Only "human" counts as a person; any other source is treated as the fallback's.
         return label, "human" if source == "human" else "fallback"
-    fallback_label = _clean(fallback)
+    fallback_label = clean(fallback)
     if fallback_label is not None and _truthy(escalated):
         return fallback_label, "fallback"
     return None, ""
-
-
-def _clean(value: Any, *, strip: bool = True) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if type(value).__name__ in {"NAType", "NaTType"}:
-        return None
-    text = str(value)
-    if not text.strip():
-        return None
-    return text.strip() if strip else text
 
 
 def _truthy(value: Any) -> bool:
@@ -397,17 +236,10 @@ def _reference_frame(reference: pd.DataFrame) -> pd.DataFrame:
             )
         return pd.DataFrame({"text": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
     frame = reference[["text", "label"]]
-    keep = frame["text"].map(lambda v: _clean(v, strip=False) is not None) & frame["label"].map(
-        lambda v: _clean(v) is not None
+    keep = frame["text"].map(lambda v: clean(v, strip=False) is not None) & frame["label"].map(
+        lambda v: clean(v) is not None
     )
     return frame[keep].reset_index(drop=True)
-
-
-def _split(frame: pd.DataFrame, *, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified (rest, held_out); nothing held out for a zero fraction or an empty frame."""
-    if fraction == 0 or len(frame) == 0:
-        return frame.reset_index(drop=True), frame.iloc[0:0].reset_index(drop=True)
-    return stratified_split(frame, fraction=fraction, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -420,14 +252,29 @@ class CandidateCheck:
     checked: bool = True
 
 
+#: Per task kind: the figure the candidate check compares, and its name in a reason.
+_CHECKED = {
+    "classification": ("accuracy", "accuracy"),
+    "extraction": ("micro_f1", "entity micro-F1"),
+}
+
+
 def judge_candidate(
-    evaluation: dict[str, float], *, holdout_rows: int, min_rows: int
+    evaluation: dict[str, float],
+    *,
+    holdout_rows: int,
+    min_rows: int,
+    task: str = "classification",
 ) -> CandidateCheck:
-    """A candidate beats the champion when its accuracy on the held-out new (drifted)
-    labelled rows is strictly higher. With fewer than ``min_rows`` such rows the comparison
-    is noise: the candidate is accepted unchecked, and the reason says so."""
-    mine = evaluation.get("holdout_new.challenger_accuracy")
-    theirs = evaluation.get("holdout_new.champion_accuracy")
+    """A candidate beats the champion when its score on the held-out new (drifted) labelled
+    rows is strictly higher: accuracy for a classifier, entity micro-F1 on exact spans for an
+    extractor (``holdout_new.{challenger,champion}_{accuracy,micro_f1}``). With fewer than
+    ``min_rows`` such rows the comparison is noise: the candidate is accepted unchecked, and
+    the reason says so. The old holdout's figures (forgetting), when given, are quoted in an
+    extractor's reason; they are logged for both kinds and veto neither."""
+    key, name = _CHECKED[task]
+    mine = evaluation.get(f"holdout_new.challenger_{key}")
+    theirs = evaluation.get(f"holdout_new.champion_{key}")
     if mine is None or theirs is None or holdout_rows < min_rows:
         return CandidateCheck(
             True,
@@ -435,12 +282,20 @@ def judge_candidate(
             "with the champion",
             checked=False,
         )
+    old_mine = evaluation.get(f"holdout_old.challenger_{key}")
+    old_theirs = evaluation.get(f"holdout_old.champion_{key}")
+    old = (
+        f"; old holdout {old_mine:.3f} vs {old_theirs:.3f}"
+        if task != "classification" and old_mine is not None and old_theirs is not None
+        else ""
+    )
     if mine > theirs:
         return CandidateCheck(
             True,
-            f"held-out drifted accuracy {mine:.3f} > champion {theirs:.3f} on {holdout_rows} rows",
+            f"held-out drifted {name} {mine:.3f} > champion {theirs:.3f} on {holdout_rows} rows"
+            + old,
         )
     return CandidateCheck(
         False,
-        f"held-out drifted accuracy {mine:.3f} <= champion {theirs:.3f} on {holdout_rows} rows",
+        f"held-out drifted {name} {mine:.3f} <= champion {theirs:.3f} on {holdout_rows} rows" + old,
     )
