@@ -129,7 +129,9 @@ def validate_entities(
                 unknown.add(span["label"])
         normalised.append(spans)
     if unknown:
-        logger.warning("%s: labels outside the declared set: %s", source, sorted(unknown))
+        # Under an open policy new labels are expected (a retrain learns them): info, not a
+        # warning at every retrain.
+        logger.info("%s: labels outside the declared set: %s", source, sorted(unknown))
     result = frame.copy()
     result["entities"] = normalised
     return result
