@@ -352,6 +352,24 @@ def test_a_stop_fails_champion_work_still_queued_rather_than_hang() -> None:
     asyncio.run(scenario())
 
 
+def test_a_stop_while_a_batch_waits_to_fill_fails_its_jobs_rather_than_lose_them() -> None:
+    """The worker has taken a job off the queue and waits up to max_wait for more: a stop
+    cancels that wait, and the job must still be answered (with an error), not dropped."""
+    host = FakeHost()
+
+    async def scenario() -> None:
+        engine = ModelEngine(host, max_wait_ms=60_000, max_batch_size=8)
+        await engine.start()
+        waiting = asyncio.ensure_future(engine.predict(["a"], ["champion"]))
+        await _until(lambda: engine.queue_depths["primary"] == 0)  # taken, waiting for more
+        await asyncio.sleep(0.05)
+        await engine.stop(drain_s=0)
+        with pytest.raises(RuntimeError, match="engine stopped"):
+            await asyncio.wait_for(waiting, timeout=5)
+
+    asyncio.run(scenario())
+
+
 # -- mixed-adapter passes: two different specialists in one micro-batch -------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import sqlite3
@@ -105,13 +106,30 @@ def test_specialists_health_and_metrics(gateway: RunningGateway) -> None:
 
 
 def test_shadow_predictions_are_stored_beside_requests(gateway: RunningGateway) -> None:
-    with gateway.client() as client:
-        ids = [
-            p["request_id"]
-            for p in client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS}).json()[
-                "predictions"
+    engine = gateway.gw.engine
+    queue_shadow = engine.shadow
+    on_loop: list[bool] = []
+
+    def watched(*args: Any, **kwargs: Any) -> bool:
+        # The shadow queue is an asyncio.Queue: only the event loop's thread may touch it.
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return queue_shadow(*args, **kwargs)
+
+    engine.shadow = watched
+    try:
+        with gateway.client() as client:
+            ids = [
+                p["request_id"]
+                for p in client.post("/v1/specialists/tiny/predict", json={"texts": TEXTS}).json()[
+                    "predictions"
+                ]
             ]
-        ]
+    finally:
+        engine.shadow = queue_shadow
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         _flush(gateway)
@@ -123,6 +141,7 @@ def test_shadow_predictions_are_stored_beside_requests(gateway: RunningGateway) 
     assert len(rows) == len(ids)
     # v2 holds the same weights as v1: the shadow must agree with the champion.
     assert (rows["challenger_label"] == rows["champion_label"]).all()
+    assert on_loop == [True]  # queued once, from the event loop
 
 
 class BrokenChallenger(SharedHost):

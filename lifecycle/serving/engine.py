@@ -281,8 +281,9 @@ class ModelEngine:
                         self._wakeup.wait(),
                         timeout=None if self.shadow_workers else self._shadows.wait_s(),
                     )
-            jobs = await self._gather()
+            jobs = await self._gather(worker)
             if not jobs:
+                self._running.pop(worker, None)
                 continue
             shadow_only = all(job.future is None for job in jobs)
             if shadow_only:
@@ -348,7 +349,7 @@ class ModelEngine:
             self._on_batch(len(texts), time.perf_counter() - started)
         return jobs, predictions
 
-    async def _gather(self) -> list[Job]:
+    async def _gather(self, worker: int) -> list[Job]:
         """Champion jobs up to the batch size, waiting at most max_wait for more; when more
         waits than that, the oldest job and those nearest it in text length.
 
@@ -356,6 +357,10 @@ class ModelEngine:
         """
         assert self._primary is not None
         jobs: list[Job] = []
+        # Jobs taken off the queue are the worker's before any await: a stop that cancels
+        # the wait for more finds them there and fails them (``_settle_leftovers``), where a
+        # local list would leave their clients waiting forever.
+        self._running[worker] = jobs
         size = 0
         deadline = time.perf_counter() + self.max_wait_s
         # With several workers, one takes its share of what waits, so that the others get
@@ -365,7 +370,7 @@ class ModelEngine:
             share = math.ceil(self._primary_texts / self.workers)
             limit = min(limit, max(MIN_SHARE, share))
         if self._primary_texts > limit:
-            jobs = take_similar(self._primary, limit)
+            jobs.extend(take_similar(self._primary, limit))
             size = sum(len(job.texts) for job in jobs)
             self._primary_texts -= size
         while size < limit:

@@ -13,7 +13,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,7 +39,9 @@ class Answered:
 
     predictions: list[PredictionOut]
     #: Queues the texts for the challenger; None when none is loaded or sampling left it out.
-    shadow: Callable[[], None] | None = None
+    #: A coroutine, so that Starlette runs it on the event loop, which owns the shadow queue
+    #: (a plain function would run in its threadpool, and asyncio queues are not thread-safe).
+    shadow: Callable[[], Awaitable[None]] | None = None
 
 
 async def answer_texts(gw: Gateway, name: str, route: Route, texts: list[str]) -> Answered:
@@ -230,7 +232,7 @@ def _fallback_feedback(name: str, request_id: str, label: str) -> FeedbackRecord
     return FeedbackRecord(request_id=request_id, specialist=name, label=label, source="fallback")
 
 
-def _shadow(
+async def _shadow(
     gw: Gateway,
     name: str,
     route: Route,
