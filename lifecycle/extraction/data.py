@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.config.errors import DataError
-from lifecycle.training.data import _FORMATS, _read_csv, _read_jsonl, _read_parquet
+from lifecycle.training.data import read_raw
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +50,7 @@ def load_extraction_table(
     entities": write ``[]`` for a text with nothing to extract.
     """
     file = Path(path)
-    raw = _read_file(file)
+    raw = read_raw(file, convert_hint="convert the file to JSONL with text and entities keys")
     found = [str(c) for c in raw.columns]
     for wanted, option in ((text_column, "text_column"), (entities_column, "entities_column")):
         if wanted not in raw.columns:
@@ -140,32 +140,6 @@ def validate_entities(
 def entity_labels(frame: pd.DataFrame) -> list[str]:
     """The distinct span labels of a (validated) frame, sorted."""
     return sorted({str(span["label"]) for spans in frame["entities"] for span in spans})
-
-
-def _read_file(file: Path) -> pd.DataFrame:
-    """The raw table of a data file, with load_table's checks and messages."""
-    if not file.exists():
-        raise DataError(
-            f"{file}: file not found. Check the path (relative paths start at {Path.cwd()})."
-        )
-    if not file.is_file():
-        raise DataError(f"{file}: not a regular file. Give a .csv, .jsonl or .parquet file.")
-    fmt = _FORMATS.get(file.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(_FORMATS))
-        raise DataError(
-            f"{file}: unsupported extension {file.suffix!r}. Use one of {known}, "
-            "or convert the file to JSONL with text and entities keys."
-        )
-    if file.stat().st_size == 0:
-        raise DataError(
-            f"{file}: file is empty. It needs a header (or JSON keys) and at least one row."
-        )
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[fmt]
-    raw = reader(file)
-    if len(raw) == 0:
-        raise DataError(f"{file}: the file has no rows (empty file). Add at least one row of data.")
-    return raw
 
 
 def _parse_cell(cell: object, *, row: int, file: Path, column: str) -> object:

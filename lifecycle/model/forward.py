@@ -31,6 +31,9 @@ PACK_TOKENS = 128
 #: Texts of the load-time probes, of unequal lengths so that packing has rows to share.
 PROBE_TEXTS = ("a short one", "a longer probe text, with more than a few tokens in it", "ok")
 
+#: Per text: each token's (start, end) characters, special tokens (0, 0).
+Offsets = list[tuple[int, int]]
+
 
 def mixable(layers: Iterable[Any], adapter_ids: Sequence[str]) -> bool:
     """Whether the per-token hooks reproduce every one of these adapters exactly: plain
@@ -190,22 +193,24 @@ class Passes:
         *,
         train: bool = False,
         tokens: Sequence[int] = (),
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[int, Offsets]]:
         """Pooled rows, one float32 row per text, and the last hidden state of every token of
         the texts at the indices ``tokens`` (an extractor's head reads those), from the same
         pass: packed for inference where packing passed its probe, padded for training (the
-        probes compare inference passes only)."""
+        probes compare inference passes only). For inference, also those texts' token
+        offsets, from the tokenizer call of the pass: an extractor's answer maps its tags back
+        to characters with them, without tokenizing the texts again."""
         import torch
 
         autocast = torch.autocast(
             "cuda", dtype=torch.bfloat16, enabled=self.placement.autocast_bf16
         )
+        pass_ = self.packed if self.packing and not train else self.padded
         with autocast:
-            if self.packing and not train:
-                pooled, states = self.packed(model, texts, adapter_ids, max_length, tokens=tokens)
-            else:
-                pooled, states = self.padded(model, texts, adapter_ids, max_length, tokens=tokens)
-        return pooled.float(), {i: h.float() for i, h in states.items()}
+            pooled, states, offsets = pass_(
+                model, texts, adapter_ids, max_length, tokens=tokens, offsets=not train
+            )
+        return pooled.float(), {i: h.float() for i, h in states.items()}, offsets
 
     def padded(
         self,
@@ -215,12 +220,25 @@ class Passes:
         max_length: int,
         *,
         tokens: Sequence[int] = (),
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        offsets: bool = False,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[int, Offsets]]:
         """Mean-pooled last hidden states of a padded batch, one row per text, and the token
-        states of the texts at ``tokens`` (special tokens included, padding not)."""
+        states of the texts at ``tokens`` (special tokens included, padding not), with their
+        token offsets when ``offsets`` is set (else none)."""
+        want = offsets and bool(tokens)
         encoded = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        ).to(self.placement.device)
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_offsets_mapping=want,
+        )
+        spans: dict[int, Offsets] = {}
+        if want:
+            mapping, real = encoded.pop("offset_mapping"), encoded["attention_mask"].bool()
+            spans = {i: [(int(s), int(e)) for s, e in mapping[i][real[i]].tolist()] for i in tokens}
+        encoded = encoded.to(self.placement.device)
         hidden = model(
             input_ids=encoded["input_ids"],
             attention_mask=encoded["attention_mask"],
@@ -232,7 +250,7 @@ class Passes:
         mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         keep = encoded["attention_mask"].bool()
-        return pooled, {i: hidden[i][keep[i]] for i in tokens}
+        return pooled, {i: hidden[i][keep[i]] for i in tokens}, spans
 
     def packed(
         self,
@@ -243,9 +261,10 @@ class Passes:
         *,
         mix: bool | None = None,
         tokens: Sequence[int] = (),
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """The same pooled vectors (and token states) as ``padded``, with no padding
-        between texts.
+        offsets: bool = False,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[int, Offsets]]:
+        """The same pooled vectors (and token states and offsets) as ``padded``, with no
+        padding between texts.
 
         ``mix`` forces the per-token path on or off (the mixing probe); by default rows mix
         adapters when they may.
@@ -254,7 +273,14 @@ class Passes:
 
         from lifecycle.model.packing import pack, plan_rows, segment_means
 
-        token_ids = self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        want = offsets and bool(tokens)
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=max_length, return_offsets_mapping=want
+        )
+        token_ids = encoded["input_ids"]
+        spans: dict[int, Offsets] = {}
+        if want:
+            spans = {i: [(int(s), int(e)) for s, e in encoded["offset_mapping"][i]] for i in tokens}
         ids = list(adapter_ids) if adapter_ids is not None else [""] * len(texts)
         distinct = list(dict.fromkeys(ids))
         # Rows mix adapters when every adapter is one the LoRA hooks reproduce: they then
@@ -296,7 +322,7 @@ class Passes:
             flat = hidden.reshape(-1, hidden.shape[-1])
             segment = packed.segment.reshape(-1).to(hidden.device)
             states = {i: flat[segment == i] for i in tokens}
-        return segment_means(hidden, packed.segment, len(texts)), states
+        return segment_means(hidden, packed.segment, len(texts)), states, spans
 
     def probe_packing(self, encoder: Any, name: str) -> bool:
         """Whether packed passes reproduce padded ones on this encoder (``name`` is for the log).

@@ -20,7 +20,7 @@ from lifecycle.config.spec import DEFAULT_BASE_MODEL, LoraSpec, TaskName
 from lifecycle.model.adapters import Adapters
 from lifecycle.model.artifacts import Prediction, SpecialistMeta
 from lifecycle.model.base import encoder_layers, load_base
-from lifecycle.model.forward import Passes
+from lifecycle.model.forward import Offsets, Passes
 from lifecycle.tasks.base import Answer
 
 if TYPE_CHECKING:
@@ -184,9 +184,10 @@ class AdapterHost:
 
     def forward(
         self, texts: Sequence[str], adapter_ids: Sequence[str], *, train: bool = False
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    ) -> tuple[list[torch.Tensor], torch.Tensor, dict[int, Offsets]]:
         """Logits (one tensor per row: heads differ in size; an extractor's is tokens x
-        tags) and pooled embeddings.
+        tags), pooled embeddings and, outside training, the token offsets of the extractors'
+        rows (by row index), from the pass's own tokenization.
 
         Rows may name different adapters; each gets its own LoRA weights and head.
         Gradients flow only when ``train`` is set. Inference on a CPU packs the texts
@@ -200,7 +201,7 @@ class AdapterHost:
         if len(distinct) == 1 and model.active_adapter != distinct[0]:
             model.set_adapter(distinct[0])  # walks every module: only when it changes
         extractors = {a for a in distinct if self.adapters.token_level(a)}
-        pooled, states = self.passes.encode(
+        pooled, states, offsets = self.passes.encode(
             model,
             texts,
             adapter_ids,
@@ -209,7 +210,7 @@ class AdapterHost:
             tokens=[i for i, a in enumerate(adapter_ids) if a in extractors],
         )
         logits = self.adapters.heads(pooled, adapter_ids, states)
-        return logits, pooled if train else pooled.detach()
+        return logits, pooled if train else pooled.detach(), offsets
 
     def predict(
         self,
@@ -229,14 +230,12 @@ class AdapterHost:
         """
         self._pause = pause
         try:
-            logits, embeddings = self.logits_and_embeddings(
-                texts, adapter_id, batch_size=batch_size
-            )
+            logits, embeddings, offsets = self.infer(texts, adapter_id, batch_size=batch_size)
         finally:
             self._pause = None
         ids = _ids_per_text(texts, adapter_id)
         adapters = [self.adapters.get(a) for a in ids]
-        answers = self.answers(texts, ids, logits)
+        answers = self.answers(texts, ids, logits, offsets)
         confidence = np.array([a.confidence for a in answers], dtype=np.float64)
         scores = self._ood_scores(ids, embeddings, confidence)
         predictions = []
@@ -258,29 +257,26 @@ class AdapterHost:
         return predictions
 
     def answers(
-        self, texts: Sequence[str], ids: Sequence[str], logits: Sequence[np.ndarray]
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str],
+        logits: Sequence[np.ndarray],
+        offsets: Sequence[Offsets | None],
     ) -> list[Answer]:
-        """Each text's answer from its logits, as its adapter's task kind reads them."""
+        """Each text's answer from its logits (and, for an extractor, its token offsets: both
+        from ``infer``), as its adapter's task kind reads them."""
         from lifecycle.tasks import task_kind
-        from lifecycle.tasks.extraction import token_offsets
 
         metas = [self.adapters.get(a).meta for a in ids]
-        token_rows = [i for i, m in enumerate(metas) if task_kind(m.task).token_level]
-        offsets: dict[int, list[tuple[int, int]]] = {}
-        if token_rows:
-            found = token_offsets(
-                self.tokenizer, [texts[i] for i in token_rows], [len(logits[i]) for i in token_rows]
-            )
-            offsets = dict(zip(token_rows, found, strict=True))
         return [
             task_kind(meta.task).answer(
                 row,
                 labels=meta.labels,
                 temperature=meta.temperature,
                 text=text,
-                offsets=offsets.get(i),
+                offsets=spans,
             )
-            for i, (text, row, meta) in enumerate(zip(texts, logits, metas, strict=True))
+            for text, row, meta, spans in zip(texts, logits, metas, offsets, strict=True)
         ]
 
     def _ood_scores(
@@ -311,6 +307,14 @@ class AdapterHost:
         self, texts: Sequence[str], adapter_id: str | Sequence[str], *, batch_size: int = 32
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """Raw logits (per row) and L2-normalised embeddings, in the caller's order."""
+        logits, embeddings, _ = self.infer(texts, adapter_id, batch_size=batch_size)
+        return logits, embeddings
+
+    def infer(
+        self, texts: Sequence[str], adapter_id: str | Sequence[str], *, batch_size: int = 32
+    ) -> tuple[list[np.ndarray], np.ndarray, list[Offsets | None]]:
+        """Raw logits (per row), L2-normalised embeddings and token offsets (an extractor's
+        rows; None for a classifier's), in the caller's order."""
         import torch
 
         ids = _ids_per_text(texts, adapter_id)
@@ -318,6 +322,7 @@ class AdapterHost:
             raise ValueError("one adapter id per text")
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         logits: list[np.ndarray] = [np.empty(0)] * len(texts)
+        offsets: list[Offsets | None] = [None] * len(texts)
         embeddings = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         model = self.adapters.model
         if model.training:  # eval() walks every module: only after training
@@ -325,12 +330,15 @@ class AdapterHost:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                out, pooled = self.forward([texts[i] for i in chunk], [ids[i] for i in chunk])
+                out, pooled, spans = self.forward(
+                    [texts[i] for i in chunk], [ids[i] for i in chunk]
+                )
                 normed = torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
                 for k, i in enumerate(chunk):
                     logits[i] = out[k].float().cpu().numpy()
                     embeddings[i] = normed[k]
-        return logits, embeddings
+                    offsets[i] = spans.get(k)
+        return logits, embeddings, offsets
 
 
 def _ids_per_text(texts: Sequence[str], adapter_id: str | Sequence[str]) -> list[str]:

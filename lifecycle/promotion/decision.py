@@ -10,6 +10,7 @@ rule. Those shared rules live here so that each kind's gate is only its statisti
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -137,6 +138,12 @@ class GateDecision:
         return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
+def has_columns(pairs: pd.DataFrame, columns: Sequence[str]) -> bool:
+    """Whether there are pairs and they have every one of ``columns`` (a window from before a
+    kind's columns existed has none of them: nothing to compare, not an error)."""
+    return len(pairs) > 0 and all(c in pairs.columns for c in columns)
+
+
 def human_labelled(
     pairs: pd.DataFrame, columns: tuple[str, str, str], *, as_text: bool = True
 ) -> tuple[pd.DataFrame, int]:
@@ -147,7 +154,7 @@ def human_labelled(
     with ``as_text=False``). A blank truth is no label. Without ``true_label_source`` every
     label is taken as a person's.
     """
-    if len(pairs) == 0 or any(c not in pairs.columns for c in columns):
+    if not has_columns(pairs, columns):
         return pairs.iloc[0:0], 0
     champion, challenger, truth = columns
     has_answers = pairs[champion].notna() & pairs[challenger].notna()

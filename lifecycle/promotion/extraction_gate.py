@@ -23,6 +23,7 @@ from lifecycle.promotion.decision import (
     GateDecision,
     common_fields,
     fallback_reason,
+    has_columns,
     health,
     human_labelled,
     supersede_reason,
@@ -177,7 +178,7 @@ def _spans(raw: object) -> Spans | None:
 
 def _agreement(pairs: pd.DataFrame) -> float | None:
     """Share of answered pairs where both models found the same spans (as multisets)."""
-    if len(pairs) == 0 or any(c not in pairs.columns for c in ENTITY_COLUMNS[:2]):
+    if not has_columns(pairs, ENTITY_COLUMNS[:2]):
         return None
     same = total = 0
     for champion_raw, challenger_raw in pairs[list(ENTITY_COLUMNS[:2])].itertuples(

@@ -43,6 +43,7 @@ from lifecycle.promotion.decision import (
     GateDecision,
     common_fields,
     fallback_reason,
+    has_columns,
     health,
     human_labelled,
     supersede_reason,
@@ -213,7 +214,7 @@ def gate(
 
 
 def _agreement(pairs: pd.DataFrame) -> float | None:
-    if len(pairs) == 0 or any(c not in pairs.columns for c in _PAIR_COLUMNS[:2]):
+    if not has_columns(pairs, _PAIR_COLUMNS[:2]):
         return None
     answered = pairs["champion_label"].notna() & pairs["challenger_label"].notna()
     if not answered.any():

@@ -75,21 +75,4 @@ def _allowed(tags: tuple[str, ...]) -> Any:
     return allowed_transitions(tags)
 
 
-def token_offsets(
-    tokenizer: Any, texts: Sequence[str], lengths: Sequence[int]
-) -> list[list[tuple[int, int]]]:
-    """Each text's token character offsets, cut to the ``lengths`` its pass had.
-
-    Truncation keeps the first pieces and the closing special token, so a pass that ran
-    with a shorter ``max_length`` (a batch's maximum, which depends on its other rows) is
-    matched by keeping as many leading offsets and the last one.
-    """
-    encoded = tokenizer(list(texts), truncation=True, max_length=512, return_offsets_mapping=True)
-    out = []
-    for full, n in zip(encoded["offset_mapping"], lengths, strict=True):
-        pairs = [(int(s), int(e)) for s, e in full]
-        out.append(pairs if len(pairs) <= n else pairs[: n - 1] + pairs[-1:])
-    return out
-
-
 KIND = Extraction()

@@ -49,33 +49,7 @@ def load_table(
     import pandas as pd
 
     file = Path(path)
-    if not file.exists():
-        raise DataError(
-            f"{file}: file not found. Check the path (relative paths start at {Path.cwd()})."
-        )
-    if not file.is_file():
-        raise DataError(f"{file}: not a regular file. Give a .csv, .jsonl or .parquet file.")
-    fmt = _FORMATS.get(file.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(_FORMATS))
-        raise DataError(
-            f"{file}: unsupported extension {file.suffix!r}. Use one of {known}, "
-            "or convert the file to CSV with a header row."
-        )
-    if file.stat().st_size == 0:
-        raise DataError(
-            f"{file}: file is empty. It needs a header (or JSON keys) and at least one row."
-        )
-
-    if fmt == "csv":
-        raw = _read_csv(file)
-    elif fmt == "jsonl":
-        raw = _read_jsonl(file)
-    else:
-        raw = _read_parquet(file)
-
-    if len(raw) == 0:
-        raise DataError(f"{file}: the file has no rows (empty file). Add at least one row of data.")
+    raw = read_raw(file, convert_hint="convert the file to CSV with a header row")
     found = [str(c) for c in raw.columns]
     for wanted, option in ((text_column, "text_column"), (label_column, "label_column")):
         if wanted is not None and wanted not in raw.columns:
@@ -119,6 +93,36 @@ def load_table(
             + ". Check that the right column is named as text."
         )
     return frame[keep].reset_index(drop=True).astype(str)
+
+
+def read_raw(file: Path, *, convert_hint: str) -> pd.DataFrame:
+    """The raw table of a data file, by its extension, with at least one row.
+
+    A missing file, a folder, an unknown extension, an empty file and a file without rows are
+    each a DataError naming the file; ``convert_hint`` ends the unknown-extension message
+    ("or <hint>.") with the format the caller would rather have.
+    """
+    if not file.exists():
+        raise DataError(
+            f"{file}: file not found. Check the path (relative paths start at {Path.cwd()})."
+        )
+    if not file.is_file():
+        raise DataError(f"{file}: not a regular file. Give a .csv, .jsonl or .parquet file.")
+    fmt = _FORMATS.get(file.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(_FORMATS))
+        raise DataError(
+            f"{file}: unsupported extension {file.suffix!r}. Use one of {known}, or {convert_hint}."
+        )
+    if file.stat().st_size == 0:
+        raise DataError(
+            f"{file}: file is empty. It needs a header (or JSON keys) and at least one row."
+        )
+    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}[fmt]
+    raw = reader(file)
+    if len(raw) == 0:
+        raise DataError(f"{file}: the file has no rows (empty file). Add at least one row of data.")
+    return raw
 
 
 def _decode(file: Path) -> str:

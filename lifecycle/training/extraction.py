@@ -1,15 +1,15 @@
 """LoRA training of an extraction specialist: BIO tags per word piece on the shared encoder.
 
-The same loop as a classifier's (``lifecycle.training.fit``); what differs is the data (text
-and character-span entities), the targets (each piece's tag, ``lifecycle.extraction.spans``),
-the calibration (one temperature over every piece's tag logits) and the evaluation (entity
-F1 on exact spans and exact match per request).
+The same loop as a classifier's (``lifecycle.training.fit``), with the same set-up and result
+around it (``lifecycle.training.candidate``); what differs is the data (text and
+character-span entities), the targets (each piece's tag, ``lifecycle.extraction.spans``), the
+calibration (one temperature over every piece's tag logits) and the evaluation (entity F1 on
+exact spans and exact match per request).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +17,8 @@ import numpy as np
 
 from lifecycle.config.spec import SpecialistSpec
 from lifecycle.extraction.spans import IGNORE, align, keys, summary, tags_for, to_json
-from lifecycle.model.adapters import check_artifact
 from lifecycle.model.host import AdapterHost
+from lifecycle.training.candidate import finish_candidate, start_candidate
 from lifecycle.training.fit import CANDIDATE, fit_adapter
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
     from lifecycle.extraction.metrics import ExtractionEvaluation
     from lifecycle.training.result import TrainResult
-
-logger = logging.getLogger(__name__)
 
 
 def prepare(frame: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
@@ -65,58 +63,28 @@ def train_extractor(
     mixed in as for a classifier.
     """
     import pandas as pd
-    from transformers import set_seed
 
     from lifecycle.extraction.metrics import evaluate_entities
     from lifecycle.model.calibration import fit_temperature
-    from lifecycle.training.data import replay_mix, stratified_split
-    from lifecycle.training.fit import fit_out_of_scope, read_parent_head, resolve_labels
-    from lifecycle.training.result import TrainResult
 
-    cfg = spec.training
-    set_seed(cfg.seed)
-    data = prepare(data)
-    if replay is not None and len(replay) and cfg.replay_ratio > 0:
-        data = replay_mix(
-            data, prepare(replay, source="replay"), ratio=cfg.replay_ratio, seed=cfg.seed
-        )
-    data = data.reset_index(drop=True)
-    parent_head = read_parent_head(parent) if parent is not None else None
-    parent_labels = check_artifact(parent).labels if parent is not None else None
-    found = [str(e["label"]) for row in data["entities"] for e in row]
-    labels = resolve_labels(spec, found, parent_labels)
-    if not labels:
-        from lifecycle.config.errors import DataError
-
-        raise DataError(
-            f"specialist {spec.name!r}: the training data has no entity at all; an "
-            "extractor needs labelled spans (or declare its `entities`)"
-        )
-    train_frame, validation = stratified_split(
-        data, fraction=cfg.validation_fraction, seed=cfg.seed
+    run = start_candidate(
+        spec,
+        prepare(data),
+        replay=replay,
+        parent=parent,
+        host=host,
+        device=device,
+        threads=threads,
+        prepare_replay=lambda rows: prepare(rows, source="replay"),
+        labels_in=lambda rows: [str(e["label"]) for row in rows["entities"] for e in row],
     )
-
-    host = host or AdapterHost(spec.base_model, device=device, threads=threads)
-    if CANDIDATE in host.adapter_ids:
-        host.remove_adapter(CANDIDATE)
-    host.new_adapter(
-        CANDIDATE,
-        name=spec.name,
-        task="extraction",
-        labels=labels,
-        lora=spec.lora,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        parent_head=parent_head,
-        parent_adapter=parent,
-    )
+    host, labels, train_frame, validation = run.host, run.labels, run.train, run.validation
+    max_length = spec.training.max_length
     tag_index = {tag: i for i, tag in enumerate(tags_for(labels))}
     texts = train_frame["text"].tolist()
-    targets = _targets(host, texts, train_frame["entities"].tolist(), tag_index, cfg.max_length)
+    targets = _targets(host, texts, train_frame["entities"].tolist(), tag_index, max_length)
     val_texts = validation["text"].tolist()
-    val_targets = _targets(
-        host, val_texts, validation["entities"].tolist(), tag_index, cfg.max_length
-    )
+    val_targets = _targets(host, val_texts, validation["entities"].tolist(), tag_index, max_length)
     fit = fit_adapter(
         host,
         spec,
@@ -126,11 +94,11 @@ def train_extractor(
         progress=progress,
     )
 
-    val_logits, val_embeddings = host.logits_and_embeddings(val_texts, CANDIDATE)
+    val_logits, val_embeddings, val_offsets = host.infer(val_texts, CANDIDATE)
     flat_logits, flat_targets = _flatten(val_logits, val_targets)
     temperature = fit_temperature(flat_logits, flat_targets)
     host.set_temperature(CANDIDATE, temperature)
-    answers = host.answers(val_texts, [CANDIDATE] * len(val_texts), val_logits)
+    answers = host.answers(val_texts, [CANDIDATE] * len(val_texts), val_logits, val_offsets)
     evaluation = evaluate_entities(
         [keys(e) for e in validation["entities"]],
         [keys(a.entities or ()) for a in answers],
@@ -148,65 +116,22 @@ def train_extractor(
             "true_entities": [json.dumps(e, ensure_ascii=False) for e in validation["entities"]],
         }
     )
-    detector = fit_out_of_scope(
-        host,
-        train_frame,
-        val_embeddings,
-        np.array([a.confidence for a in answers]),
-        target_rate=spec.monitoring.out_of_scope_rate,
-        seed=cfg.seed,
-    )
-    host.set_detector(CANDIDATE, detector)
-    logger.info(
-        "trained extractor %s: val entity micro-F1 %.3f, exact match %.3f, T=%.2f in %.0f s",
-        spec.name,
-        evaluation.micro_f1,
-        evaluation.exact_match,
-        temperature,
-        fit.seconds,
-    )
-    return TrainResult(
-        host=host,
-        adapter_id=CANDIDATE,
-        meta=host.meta(CANDIDATE),
-        train=train_frame,
-        validation=validation,
-        validation_predictions=validation_predictions,
-        validation_embeddings=val_embeddings,
+    return finish_candidate(
+        run,
+        spec,
+        fit,
+        embeddings=val_embeddings,
+        confidence=np.array([a.confidence for a in answers]),
+        temperature=temperature,
         evaluation=evaluation,
-        dataset_hash=extraction_hash(data),
-        seconds=fit.seconds,
-        steps=fit.steps,
-        examples_per_second=fit.examples_per_second,
-        history=fit.history,
-        params=_params(spec, host, labels, train_frame, validation, data, fit.best_step)
-        | {"temperature": temperature, **{f"ood.{k}": v for k, v in detector.describe().items()}},
+        validation_predictions=validation_predictions,
+        dataset_hash=extraction_hash(run.data),
+        summary=(
+            f"extractor {spec.name}: val entity micro-F1 {evaluation.micro_f1:.3f}, "
+            f"exact match {evaluation.exact_match:.3f}"
+        ),
+        params={"task": "extraction", "n_tags": len(tags_for(labels))},
     )
-
-
-def _params(
-    spec: SpecialistSpec,
-    host: AdapterHost,
-    labels: tuple[str, ...],
-    train_frame: pd.DataFrame,
-    validation: pd.DataFrame,
-    data: pd.DataFrame,
-    best_step: int,
-) -> dict[str, Any]:
-    return {
-        "task": "extraction",
-        "base_model": spec.base_model,
-        "n_labels": len(labels),
-        "n_tags": len(tags_for(labels)),
-        "n_train": len(train_frame),
-        "n_validation": len(validation),
-        "replay_rows": int((data.get("source") == "replay").sum()) if "source" in data else 0,
-        "best_step": best_step,
-        "device": host.placement.device,
-        "bf16": host.placement.autocast_bf16,
-        **{f"lora.{k}": v for k, v in spec.lora.model_dump().items()},
-        **{f"training.{k}": v for k, v in spec.training.model_dump().items()},
-    }
 
 
 def _targets(

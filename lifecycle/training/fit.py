@@ -84,7 +84,7 @@ def fit_adapter(
     for _epoch in range(cfg.epochs):
         for batch in _length_bucketed_batches(texts, cfg.batch_size, rng):
             host.train_mode(CANDIDATE, True)
-            logits, _ = host.forward(
+            logits, _, _ = host.forward(
                 [texts[i] for i in batch], [CANDIDATE] * len(batch), train=True
             )
             loss = kind.loss(logits, [targets[i] for i in batch])

@@ -287,6 +287,25 @@ def split(frame: pd.DataFrame, *, fraction: float, seed: int) -> tuple[pd.DataFr
     return stratified_split(frame, fraction=fraction, seed=seed)
 
 
+def window_columns(window: pd.DataFrame, *names: str) -> list[list[Any]]:
+    """The window's request ids (its ``id`` column, else its index), then each named column,
+    as lists; a column the window lacks reads as None on every row."""
+    ids = window["id"].tolist() if "id" in window.columns else window.index.tolist()
+    return [
+        ids,
+        *(window[n].tolist() if n in window.columns else [None] * len(window) for n in names),
+    ]
+
+
+def has_rows(frame: pd.DataFrame, columns: Collection[str], *, what: str, needs: str) -> bool:
+    """Whether ``frame`` (a reference or a replay) has rows to read. A frame with rows but
+    without ``columns`` is refused with a ValueError saying what ``what`` ``needs``; an
+    empty one, whatever its columns, only has nothing to give."""
+    if len(frame) and not set(columns) <= set(frame.columns):
+        raise ValueError(f"{what} needs columns {needs}; found {list(frame.columns)}")
+    return len(frame) > 0
+
+
 def clean(value: Any, *, strip: bool = True) -> str | None:
     """A cell as a non-blank string, or None (None, NaN, pandas' NA, blank)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -24,8 +24,10 @@ from lifecycle.training.retrain_plan import (
     RetrainPlan,
     assemble,
     clean,
+    has_rows,
     proposed_split,
     short_text,
+    window_columns,
 )
 
 if TYPE_CHECKING:
@@ -169,26 +171,16 @@ def _labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """(labelled rows with text, labelled rows dropped for want of text)."""
     import pandas as pd
 
-    n = len(window)
-    if n == 0:
+    if len(window) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LABELLED_COLUMNS}), 0
 
-    def column(name: str) -> list[Any]:
-        return window[name].tolist() if name in window.columns else [None] * n
-
-    ids = window["id"].tolist() if "id" in window.columns else window.index.tolist()
+    columns = window_columns(
+        window, "text", "true_label", "true_label_source", "escalated", "fallback_label"
+    )
     records: list[tuple[Any, ...]] = []
     dropped = 0
     for position, (request_id, text, truth, source, escalated, fallback) in enumerate(
-        zip(
-            ids,
-            column("text"),
-            column("true_label"),
-            column("true_label_source"),
-            column("escalated"),
-            column("fallback_label"),
-            strict=True,
-        )
+        zip(*columns, strict=True)
     ):
         label, label_source = _effective(truth, source, escalated, fallback)
         if label is None:
@@ -229,11 +221,7 @@ def _reference_frame(reference: pd.DataFrame) -> pd.DataFrame:
     """The reference's text and label, with rows lacking either dropped."""
     import pandas as pd
 
-    if len(reference) == 0 or not {"text", "label"} <= set(reference.columns):
-        if len(reference):
-            raise ValueError(
-                f"reference needs columns 'text' and 'label'; found {list(reference.columns)}"
-            )
+    if not has_rows(reference, {"text", "label"}, what="reference", needs="'text' and 'label'"):
         return pd.DataFrame({"text": pd.Series(dtype=object), "label": pd.Series(dtype=object)})
     frame = reference[["text", "label"]]
     keep = frame["text"].map(lambda v: clean(v, strip=False) is not None) & frame["label"].map(

@@ -32,8 +32,10 @@ from lifecycle.training.retrain_plan import (
     RetrainPlan,
     assemble,
     clean,
+    has_rows,
     proposed_split,
     short_text,
+    window_columns,
 )
 
 if TYPE_CHECKING:
@@ -117,17 +119,10 @@ def _corrections(window: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     """(corrected rows, rows dropped for want of text, for spans that do not fit)."""
     import pandas as pd
 
-    n = len(window)
-
-    def column(name: str) -> list[Any]:
-        return window[name].tolist() if name in window.columns else [None] * n
-
-    ids = window["id"].tolist() if "id" in window.columns else window.index.tolist()
+    columns = window_columns(window, "text", "true_entities", "true_label_source")
     records: dict[Any, tuple[Any, ...]] = {}
     dropped = invalid = 0
-    for request_id, text, truth, source in zip(
-        ids, column("text"), column("true_entities"), column("true_label_source"), strict=True
-    ):
+    for request_id, text, truth, source in zip(*columns, strict=True):
         raw = clean(truth, strip=False)
         if raw is None or source != "human":
             continue
@@ -154,12 +149,8 @@ def entity_frame(frame: pd.DataFrame, *, what: str = "reference") -> pd.DataFram
     import pandas as pd
 
     gold = "true_entities" if "true_entities" in frame.columns else "entities"
-    if len(frame) == 0 or not {"text", gold} <= set(frame.columns):
-        if len(frame):
-            raise ValueError(
-                f"{what} needs columns 'text' and 'entities' (or 'true_entities'); "
-                f"found {list(frame.columns)}"
-            )
+    needs = "'text' and 'entities' (or 'true_entities')"
+    if not has_rows(frame, {"text", gold}, what=what, needs=needs):
         return pd.DataFrame({c: pd.Series(dtype=object) for c in ("text", "label", "entities")})
     rows = []
     for text, cell in zip(frame["text"], frame[gold], strict=True):

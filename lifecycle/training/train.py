@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,29 +11,16 @@ import numpy as np
 from lifecycle.config.spec import SpecialistSpec
 from lifecycle.model.calibration import fit_temperature, softmax
 from lifecycle.model.host import AdapterHost
-from lifecycle.training.data import (
-    replay_mix,
-    stratified_split,
-    training_set_hash,
-    validate_training_table,
-)
+from lifecycle.training.candidate import finish_candidate, start_candidate
+from lifecycle.training.data import training_set_hash, validate_training_table
 from lifecycle.training.evaluate import evaluate
-from lifecycle.training.fit import (
-    CANDIDATE,
-    fit_adapter,
-    fit_out_of_scope,
-    read_parent_head,
-    resolve_labels,
-)
+from lifecycle.training.fit import CANDIDATE, fit_adapter, resolve_labels
 from lifecycle.training.result import TrainResult
 
 __all__ = ["TrainResult", "predict_probabilities", "resolve_labels", "train_specialist"]
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-logger = logging.getLogger(__name__)
 
 
 def train_specialist(
@@ -55,8 +41,6 @@ def train_specialist(
     in at ``spec.training.replay_ratio`` rows per new row, so that retraining on
     drifted traffic does not forget what the specialist already did well.
     """
-    from transformers import set_seed
-
     if spec.task == "extraction":
         from lifecycle.training.extraction import train_extractor
 
@@ -70,39 +54,27 @@ def train_specialist(
             threads=threads,
             progress=progress,
         )
-    cfg = spec.training
-    set_seed(cfg.seed)
     validate_training_table(data)
-    if replay is not None and len(replay) and cfg.replay_ratio > 0:
-        data = replay_mix(data, replay, ratio=cfg.replay_ratio, seed=cfg.seed)
-    data = data.reset_index(drop=True)
-    parent_head = read_parent_head(parent) if parent is not None else None
-    labels = resolve_labels(spec, data["label"].tolist(), parent_head[0] if parent_head else None)
-    train_frame, validation = stratified_split(
-        data, fraction=cfg.validation_fraction, seed=cfg.seed
+    run = start_candidate(
+        spec,
+        data,
+        replay=replay,
+        parent=parent,
+        host=host,
+        device=device,
+        threads=threads,
+        prepare_replay=lambda rows: rows,
+        labels_in=lambda rows: rows["label"].tolist(),
     )
-
-    host = host or AdapterHost(spec.base_model, device=device, threads=threads)
-    if CANDIDATE in host.adapter_ids:
-        host.remove_adapter(CANDIDATE)
-    host.new_adapter(
-        CANDIDATE,
-        name=spec.name,
-        labels=labels,
-        lora=spec.lora,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        parent_head=parent_head,
-        parent_adapter=parent,
-    )
+    host, labels, validation = run.host, run.labels, run.validation
     label_index = {label: i for i, label in enumerate(labels)}
     val_texts = validation["text"].tolist()
     val_targets = np.array([label_index[x] for x in validation["label"]])
     fit = fit_adapter(
         host,
         spec,
-        texts=train_frame["text"].tolist(),
-        targets=[label_index[x] for x in train_frame["label"]],
+        texts=run.train["text"].tolist(),
+        targets=[label_index[x] for x in run.train["label"]],
         validate=lambda: _validate(host, val_texts, val_targets),
         progress=progress,
     )
@@ -113,54 +85,22 @@ def train_specialist(
     host.set_temperature(CANDIDATE, temperature)
     probs = softmax(stacked, temperature)
     evaluation = evaluate(validation["label"].tolist(), probs, labels)
-    validation_predictions = validation.assign(
-        prediction=[labels[i] for i in probs.argmax(axis=1)], confidence=probs.max(axis=1)
-    ).reset_index(drop=True)
-    detector = fit_out_of_scope(
-        host,
-        train_frame,
-        val_embeddings,
-        probs.max(axis=1),
-        target_rate=spec.monitoring.out_of_scope_rate,
-        seed=cfg.seed,
-    )
-    host.set_detector(CANDIDATE, detector)
-    logger.info(
-        "trained %s: val accuracy %.3f, macro-F1 %.3f, T=%.2f in %.0f s",
-        spec.name,
-        evaluation.accuracy,
-        evaluation.macro_f1,
-        temperature,
-        fit.seconds,
-    )
-    return TrainResult(
-        host=host,
-        adapter_id=CANDIDATE,
-        meta=host.meta(CANDIDATE),
-        train=train_frame,
-        validation=validation,
-        validation_predictions=validation_predictions,
-        validation_embeddings=val_embeddings,
+    return finish_candidate(
+        run,
+        spec,
+        fit,
+        embeddings=val_embeddings,
+        confidence=probs.max(axis=1),
+        temperature=temperature,
         evaluation=evaluation,
-        dataset_hash=training_set_hash(data[["text", "label"]]),
-        seconds=fit.seconds,
-        steps=fit.steps,
-        examples_per_second=fit.examples_per_second,
-        history=fit.history,
-        params={
-            "base_model": spec.base_model,
-            "n_labels": len(labels),
-            "n_train": len(train_frame),
-            "n_validation": len(validation),
-            "replay_rows": int((data.get("source") == "replay").sum()) if "source" in data else 0,
-            "best_step": fit.best_step,
-            "temperature": temperature,
-            **{f"ood.{k}": v for k, v in detector.describe().items()},
-            "device": host.placement.device,
-            "bf16": host.placement.autocast_bf16,
-            **{f"lora.{k}": v for k, v in spec.lora.model_dump().items()},
-            **{f"training.{k}": v for k, v in cfg.model_dump().items()},
-        },
+        validation_predictions=validation.assign(
+            prediction=[labels[i] for i in probs.argmax(axis=1)], confidence=probs.max(axis=1)
+        ).reset_index(drop=True),
+        dataset_hash=training_set_hash(run.data[["text", "label"]]),
+        summary=(
+            f"{spec.name}: val accuracy {evaluation.accuracy:.3f}, "
+            f"macro-F1 {evaluation.macro_f1:.3f}"
+        ),
     )
 
 
