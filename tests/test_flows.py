@@ -279,6 +279,15 @@ def test_a_waiting_challenger_is_superseded_and_a_retrain_starts_with_all_labels
     new = registry.get_version("looped", retrained["challenger_version"])
     assert int(new.tags[TRAINED_LABELS_TAG]) == 110  # every person's label, old and new
     assert registry.aliases("looped")["challenger"] == new.version
+    # The retrain's cool-down reads the tags from the registry's listing, not one call per
+    # version: the listing must carry them.
+    from lifecycle.steps.lineage import labels_since_training
+
+    listed = next(v for v in registry.versions("looped") if v.version == new.version)
+    assert labels_since_training(env.store, "looped", listed) == labels_since_training(
+        env.store, "looped", new
+    )
+    assert labels_since_training(env.store, "looped", listed)[0] == 110
 
 
 def test_a_promotion_that_hurts_is_rolled_back_by_the_monitor_flow(loop_env: Any) -> None:

@@ -86,7 +86,9 @@ def gate_challenger(
     if champion is not None:
         pairs = pairs[pairs["champion_version"] == champion]
     errors = store.shadow_failure_count(spec.name, challenger_version=challenger)
-    trained_labels, new_labels = labels_since_training(registry, store, spec.name, challenger)
+    trained_labels, new_labels = labels_since_training(
+        store, spec.name, registry.get_version(spec.name, challenger)
+    )
     decision = gate(
         pairs,
         spec.promotion,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from lifecycle.registry.models import TAG
 
 if TYPE_CHECKING:
-    from lifecycle.registry.models import Registry
+    from lifecycle.registry.models import VersionInfo
     from lifecycle.store import TrafficStore
 
 #: On a challenger trained from traffic: how many people's labels it learnt from, and the
@@ -24,12 +24,12 @@ GUARD_TAG = f"{TAG}guardrail"
 
 
 def labels_since_training(
-    registry: Registry, store: TrafficStore, name: str, version: int
+    store: TrafficStore, name: str, info: VersionInfo
 ) -> tuple[int | None, int | None]:
     """(people's labels the version trained on, those that arrived since), or (None, None)
     for a version not trained from traffic (no ``lifecycle.trained_labels`` tag): the rule
-    has nothing to compare then. One count query on the feedback table."""
-    info = registry.get_version(name, version)
+    has nothing to compare then. One count query on the feedback table; ``info`` is the
+    version as the caller already read it from the registry."""
     trained = info.tags.get(TRAINED_LABELS_TAG, "")
     if not trained.isdigit():
         return None, None

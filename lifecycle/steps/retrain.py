@@ -282,7 +282,7 @@ def _cooling_down(
     if not tried:
         return None
     last = tried[-1]
-    trained, since = labels_since_training(registry, store, spec.name, last.version)
+    trained, since = labels_since_training(store, spec.name, last)
     if trained is None or since is None or since >= spec.monitoring.min_labels:
         return None
     return (
