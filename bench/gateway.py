@@ -44,12 +44,25 @@ asyncio + httpx generator with a fixed number of keep-alive connections):
    request and 1 text per request, both at concurrency 16); throughput on / off. The
    adapter must carry its detector (ood.safetensors, fitted by training), and every
    answer is checked before and after the load: a float ood_score on, None off.
+7. an extractor and a classifier on one gateway (extraction issue #19): a quick SNIPS
+   extractor (``slots``: 1 epoch on ~1,000 rows, --extractor-rows; the weights must be real,
+   the accuracy does not matter) registered beside mix-0 (Banking77), one `lifecycle serve`
+   serving just those two; at c=16 and 16 then 1 text(s) per request, all requests to the
+   classifier (Banking77 test texts), all to the extractor (SNIPS test texts), and each
+   request to one of them at random, 50/50, each with its own texts. Per round the ratio is
+   mixed / the slower of the two alone (floor 0.8 at both request sizes); the order of the
+   three loads alternates. Answers: 8 texts of each before and after the load, and one
+   response in CHECK_EVERY of all three loads, compared with the in-process answers of the
+   registered versions: a classifier's label and confidence as in part 4, an extractor's
+   spans (label, start, end) equal, each span's confidence and the answer's within 1e-3, the
+   same fields. Any mismatch fails the part. The gateway's mean batch per run is recorded.
 
 Every ratio floor is checked in rounds (3 in full mode, --rounds to change): within a round
 the two figures of a ratio are measured one after the other (the limit's two ways once more,
 one worker at its best batch and two workers, and the better of the two, then the gateway at
 its best concurrency; the gateway, then `mlflow models serve` with 1 and with 2 workers, at
-c=16; 8 adapters and 1; shadow off and on; score on and off, in alternating order), and the
+c=16; 8 adapters and 1; shadow off and on; score on and off, in alternating order; the
+classifier, the extractor and both mixed, in alternating order), and the
 verdict is the median of the rounds' ratios. On a shared machine the speed drifts by more
 than the floors' margins over a run.
 
@@ -60,11 +73,15 @@ load checked.
 
     .venv/bin/python bench/gateway.py [--quick] [--out bench/gateway_results.json]
     .venv/bin/python bench/gateway.py --only ood [--rounds 5]   # part 6 alone
+    .venv/bin/python bench/gateway.py --only mixed [--rounds 5] # part 7 alone
 
 Full mode took ~18 minutes on 2 cores before the second `mlflow models serve`, the limit's
 second way per round and the answer checks were added (more now; not timed yet); --quick is
 a smoke run whose figures are too short to quote; --only ood takes ~4 minutes plus ~1 per
-extra round (it trains, and registers, only the one specialist it serves).
+extra round (it trains, and registers, only the one specialist it serves); --only mixed
+--rounds 5 took 25 minutes on 2 cores shared with other jobs (load average ~15): the two
+quick trainings 4.5 and 9 minutes of it, then ~2 minutes per round (it trains, and
+registers, only the classifier and the extractor it serves).
 """
 
 from __future__ import annotations
@@ -435,7 +452,8 @@ def setup(
     train_seconds = time.perf_counter() - started
     log(
         f"setup: trained in {train_seconds:.1f} s "
-        f"(val accuracy {result.evaluation.accuracy:.3f}); registering"
+        f"(val accuracy {getattr(result.evaluation, 'accuracy', float('nan')):.3f});"
+        " registering"
     )
     return register(
         tmp, spec, result, names=names, train_seconds=train_seconds, train_rows=len(subset)
@@ -663,6 +681,60 @@ class Oracle:
                 f" in process {pred.label} ({pred.confidence:.4f})"
             )
 
+    def task(self, name: str) -> str:
+        """The task kind of ``name``'s registered version: classification or extraction."""
+        return str(getattr(self.host.meta(self.ids[name]), "task", "classification"))
+
+    def compare_entities(
+        self,
+        tally: Tally,
+        name: str,
+        texts: Sequence[str],
+        answers: Sequence[Any],
+        *,
+        where: str,
+    ) -> None:
+        """Count each extractor answer a server gave (a ``predictions`` item: ``entities``,
+        ``fields``, ``confidence``) against ``name``'s own: the same spans (label, start, end),
+        each span's confidence and the answer's within the tolerance, and the same fields. A
+        malformed answer is unverifiable."""
+        from lifecycle.extraction.spans import fields
+
+        own = self.answers(name, texts)
+        for text, answer, pred in zip(texts, answers, own, strict=True):
+            try:
+                served = sorted(
+                    (str(e["label"]), int(e["start"]), int(e["end"]), float(e["confidence"]))
+                    for e in answer["entities"]
+                )
+                confidence = float(answer["confidence"])
+                served_fields = {str(k): str(v) for k, v in dict(answer["fields"]).items()}
+            except (KeyError, TypeError, ValueError):
+                tally.unverifiable += 1
+                tally.note(f"{where}: {name}'s answer is not an extractor's: {str(answer)[:120]}")
+                continue
+            tally.checked += 1
+            mine = sorted(
+                (e.label, e.start, e.end, float(e.confidence or 0.0)) for e in pred.entities or ()
+            )
+            same_spans = [s[:3] for s in served] == [m[:3] for m in mine]
+            gap = max(
+                [abs(confidence - pred.confidence)]
+                + [abs(s[3] - m[3]) for s, m in zip(served, mine, strict=False)]
+            )
+            if (
+                same_spans
+                and gap <= self.confidence_tolerance
+                and served_fields == fields(pred.entities or ())
+            ):
+                tally.max_confidence_gap = max(tally.max_confidence_gap, gap)
+                continue
+            tally.mismatches += 1
+            tally.note(
+                f"{where}: {name} answered {text[:60]!r} with {[s[:3] for s in served]}"
+                f" ({confidence:.4f}); in process {[m[:3] for m in mine]} ({pred.confidence:.4f})"
+            )
+
 
 def distinct_answers(oracle: Oracle, names: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
     """How much the served adapters' answers differ on ``texts``; an error below MIN_DIFFER,
@@ -700,19 +772,20 @@ def check_recorded(
 ) -> int:
     """Compare every answer the load generator kept in ``record`` (one response body per
     line) with its adapter's in-process answer for the same text; the text is the one the
-    gateway logged under the answer's request id. Returns the number of answers kept."""
+    gateway logged under the answer's request id. A classifier's answers are held to
+    ``Oracle.compare``, an extractor's to ``Oracle.compare_entities``. Returns the number of
+    answers kept."""
     import sqlalchemy as sa
 
     from lifecycle.store.schema import requests
 
-    kept: list[tuple[str, str, str, float]] = []  # specialist, request id, label, confidence
+    kept: list[tuple[str, str, Any]] = []  # specialist, request id, the answer as served
     lines = record.read_text(encoding="utf-8").splitlines() if record.is_file() else []
     for line in lines:
         try:
             body = json.loads(line)
             kept.extend(
-                (str(body["specialist"]), str(p["request_id"]), str(p["label"]), p["confidence"])
-                for p in body["predictions"]
+                (str(body["specialist"]), str(p["request_id"]), p) for p in body["predictions"]
             )
         except (ValueError, KeyError, TypeError):
             tally.unverifiable += 1
@@ -731,19 +804,36 @@ def check_recorded(
                 stored.update((row.id, (row.specialist, row.text)) for row in rows)
     finally:
         engine.dispose()
-    by_name: dict[str, tuple[list[str], list[str], list[float]]] = {}
-    for name, request_id, label, confidence in kept:
+    by_name: dict[str, tuple[list[str], list[Any]]] = {}
+    for name, request_id, answer in kept:
         row = stored.get(request_id)
         if row is None or row[0] != name or row[1] is None or name not in oracle.ids:
             tally.unverifiable += 1
             tally.note(f"{where}: answer {request_id} of {name} has no stored text to check")
             continue
-        texts, labels, confidences = by_name.setdefault(name, ([], [], []))
+        texts, answers = by_name.setdefault(name, ([], []))
         texts.append(row[1])
-        labels.append(label)
-        confidences.append(float(confidence))
-    for name, (texts, labels, confidences) in by_name.items():
-        oracle.compare(tally, name, texts, labels, confidences, where=where)
+        answers.append(answer)
+    for name, (texts, answers) in by_name.items():
+        if oracle.task(name) == "extraction":
+            oracle.compare_entities(tally, name, texts, answers, where=where)
+            continue
+        checkable: list[tuple[str, str, float]] = []
+        for text, answer in zip(texts, answers, strict=True):
+            try:
+                checkable.append((text, str(answer["label"]), float(answer["confidence"])))
+            except (KeyError, TypeError, ValueError):
+                tally.unverifiable += 1
+                tally.note(f"{where}: {name}'s answer lacks label/confidence: {str(answer)[:120]}")
+        if checkable:
+            oracle.compare(
+                tally,
+                name,
+                [c[0] for c in checkable],
+                [c[1] for c in checkable],
+                [c[2] for c in checkable],
+                where=where,
+            )
     return len(kept)
 
 
@@ -1581,6 +1671,276 @@ def measure_ood(
     }
 
 
+# -- 7. an extractor and a classifier on one gateway, mixed --
+
+#: The extraction specialist of part 7 (SNIPS slots), served beside the classifier SOLO.
+EXTRACTOR = "slots"
+#: Part 7's three loads, in the order odd rounds run them (even rounds run them reversed).
+MIXED_KINDS = ("classifier", "extractor", "mixed")
+
+
+def snips_default() -> Path:
+    """SNIPS beside the repository, else the shared copy."""
+    for candidate in (ROOT.parent / "shared" / "data" / "snips", Path("/work/shared/data/snips")):
+        if (candidate / "train.jsonl").is_file():
+            return candidate
+    return ROOT.parent / "shared" / "data" / "snips"
+
+
+def snips_texts(folder: Path) -> list[str]:
+    """SNIPS's test texts, shuffled once with the fixed seed."""
+    import pandas as pd
+
+    texts = [str(t) for t in pd.read_json(folder / "test.jsonl", lines=True)["text"].tolist()]
+    random.Random(SEED).shuffle(texts)
+    return texts
+
+
+def mixed_lines(
+    sources: dict[str, Sequence[str]], *, per_request: int, make: Any, seed: int = SEED
+) -> list[str]:
+    """Requests of mixed traffic, one a line ("path<TAB>json"): each to one of ``sources``'
+    paths, drawn at random with equal odds (fixed seed), carrying the next ``per_request``
+    texts of that path's own list (wrapping around), so that every specialist gets the texts
+    it would get alone. As many requests as all the lists hold whole chunks."""
+    rng = random.Random(seed + per_request)
+    chunks = {
+        path: [
+            list(texts[i : i + per_request])
+            for i in range(0, len(texts) - per_request + 1, per_request)
+        ]
+        for path, texts in sources.items()
+    }
+    empty = [path for path, found in chunks.items() if not found]
+    if empty:
+        raise ValueError(f"fewer than {per_request} texts for {empty}")
+    paths = list(chunks)
+    taken = dict.fromkeys(paths, 0)
+    lines = []
+    for _ in range(sum(len(found) for found in chunks.values())):
+        path = rng.choice(paths)
+        chunk = chunks[path][taken[path] % len(chunks[path])]
+        taken[path] += 1
+        lines.append(f"{path}\t{json.dumps(make(chunk), ensure_ascii=True)}")
+    return lines
+
+
+def add_extractor(
+    st: Setup, tmp: Path, snips: Path, *, train_rows: int, device: str = "auto"
+) -> tuple[Setup, dict[str, Any]]:
+    """Train a quick SNIPS extractor (1 epoch on ``train_rows`` rows: accuracy is not the
+    point, the weights just have to be real), register it as EXTRACTOR's champion in ``st``'s
+    home, and write a specialists file with SOLO and EXTRACTOR only. Returns ``st`` with that
+    file, and what the training did."""
+    import dataclasses
+
+    import pandas as pd
+    import yaml
+
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistSpec
+    from lifecycle.registry.models import CHAMPION, Registry
+    from lifecycle.training.train import train_specialist
+
+    train = pd.read_json(snips / "train.jsonl", lines=True)
+    subset = train.sample(n=min(train_rows, len(train)), random_state=SEED)
+    spec = SpecialistSpec.model_validate(
+        {
+            "name": EXTRACTOR,
+            "task": "extraction",
+            "training": {
+                "epochs": 1,
+                "evals_per_epoch": 1,
+                "validation_fraction": 0.1,
+                "max_length": 64,
+                "batch_size": 32,
+            },
+        }
+    )
+    log(f"part 7: training an extractor, 1 epoch on {len(subset)} SNIPS rows")
+    started = time.perf_counter()
+    result = train_specialist(
+        spec, subset[["text", "entities"]].reset_index(drop=True), device=device, progress=False
+    )
+    train_seconds = time.perf_counter() - started
+    registry = Registry(Settings(home=st.home))
+    info = registry.log_training(spec, result, trigger="manual")
+    registry.set_alias(EXTRACTOR, CHAMPION, info.version)
+    labels = list(result.meta.labels)
+    micro_f1 = float(getattr(result.evaluation, "micro_f1", float("nan")))
+    log(
+        f"part 7: extractor trained in {train_seconds:.1f} s ({len(labels)} entity labels,"
+        f" val micro-F1 {micro_f1:.3f}), registered as {EXTRACTOR} v{info.version}"
+    )
+    common = {
+        "base_model": spec.base_model,
+        "training": {"max_length": spec.training.max_length},
+        "escalation": {"confidence_threshold": 0.0, "fallback": "none"},
+    }
+    entries = [
+        {"name": SOLO, **common, "promotion": {"shadow_sample_rate": 1.0}},
+        {"name": EXTRACTOR, "task": "extraction", "entities": labels, **common},
+    ]
+    specialists_file = tmp / "specialists-mixed.yaml"
+    specialists_file.write_text(yaml.safe_dump({"specialists": entries}, sort_keys=False))
+    figures = {
+        "name": EXTRACTOR,
+        "train_rows": len(subset),
+        "train_seconds": train_seconds,
+        "entity_labels": len(labels),
+        "val_micro_f1": micro_f1,
+        "version": int(info.version),
+    }
+    return dataclasses.replace(st, specialists_file=specialists_file), figures
+
+
+def check_extractor(server: Server, name: str, texts: list[str]) -> list[dict[str, Any]]:
+    """The answers an extractor gives ``texts``; an error unless each has entities and
+    fields."""
+    status, body = http(
+        "POST", f"{server.base_url}/v1/specialists/{name}/predict", {"texts": texts}
+    )
+    preds = body.get("predictions") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(preds, list) or len(preds) != len(texts):
+        raise RuntimeError(f"gateway {name} answered {status}: {str(body)[:500]}")
+    if not all(
+        isinstance(p, dict)
+        and isinstance(p.get("entities"), list)
+        and isinstance(p.get("fields"), dict)
+        for p in preds
+    ):
+        raise RuntimeError(f"gateway {name}: answers lack entities/fields: {preds[:1]}")
+    return preds
+
+
+def measure_mixed(
+    gen: LoadGenerator,
+    procs: Processes,
+    st: Setup,
+    tmp: Path,
+    texts: dict[str, list[str]],
+    *,
+    sizes: Sequence[int],
+    rounds: int,
+    seconds: float,
+    warm_s: float,
+) -> dict[str, Any]:
+    """Texts/s of one gateway serving a classifier (SOLO) and an extractor (EXTRACTOR):
+    all requests to the classifier, all to the extractor, and each request to one of the two
+    at random (50/50), each specialist with its own texts (``texts``: "classifier" and
+    "extractor"); c=16, per request size in ``sizes``, in rounds whose order alternates.
+
+    Answers are checked against each specialist's in-process answer (AdapterHost.predict on
+    the registered versions): CHECK_TEXTS texts each before and after the load, and one
+    response in CHECK_EVERY of every run under load (all three loads keep them, so that the
+    load generator does the same work on each side).
+    """
+    from lifecycle.config.settings import Settings
+
+    load_before = list(os.getloadavg())
+    oracle = Oracle.from_registry(st.home, [SOLO, EXTRACTOR])
+    gw = start_gateway(procs, st, tmp, label="gateway-mixed")
+    before, loaded = Tally(), Tally()
+
+    def check_answers(tally: Tally, start: int, where: str) -> None:
+        cl = texts["classifier"][start : start + CHECK_TEXTS]
+        labels, confidences = check_gateway(gw, SOLO, cl)
+        oracle.compare(tally, SOLO, cl, labels, confidences, where=where)
+        ex = texts["extractor"][start : start + CHECK_TEXTS]
+        oracle.compare_entities(
+            tally, EXTRACTOR, ex, check_extractor(gw, EXTRACTOR, ex), where=where
+        )
+
+    check_answers(before, 0, "before load")
+    path = {
+        "classifier": f"/v1/specialists/{SOLO}/predict",
+        "extractor": f"/v1/specialists/{EXTRACTOR}/predict",
+    }
+    folder = tmp / "bodies-mixed"
+    folder.mkdir(exist_ok=True)
+    bodies: dict[tuple[str, int], Path] = {}
+    for n in sizes:
+        for kind in ("classifier", "extractor"):
+            bodies[(kind, n)] = folder / f"{kind}-{n}.txt"
+            write_bodies(
+                bodies[(kind, n)], texts[kind], per_request=n, paths=[path[kind]], make=gateway_body
+            )
+        bodies[("mixed", n)] = folder / f"mixed-{n}.txt"
+        lines = mixed_lines(
+            {path[k]: texts[k] for k in ("classifier", "extractor")},
+            per_request=n,
+            make=gateway_body,
+        )
+        bodies[("mixed", n)].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    warm(gen, gw, bodies[("mixed", min(sizes))], warm_s)
+    log(
+        f"part 7: classifier alone, extractor alone, mixed 50/50 on one gateway ({rounds}"
+        f" rounds, alternating order): {', '.join(str(n) for n in sizes)} text(s)/request,"
+        f" c=16; one answer in {CHECK_EVERY} checked against its specialist's in-process one"
+    )
+    traffic_url = Settings(home=st.home).traffic_url
+    rows: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
+    answered = kept = 0
+    kept_by_kind = dict.fromkeys(MIXED_KINDS, 0)
+    for r in range(1, rounds + 1):
+        order = MIXED_KINDS if r % 2 else MIXED_KINDS[::-1]
+        row: dict[str, Any] = {"round": r, "order": list(order)}
+        for n in sizes:
+            for kind in order:
+                record = tmp / f"answers-mixed-{kind}-{n}-r{r}.jsonl"
+                point = Point(f"mixed-part {kind} r{r}", n, 16)
+                measured = measure(
+                    gen, gw, bodies[(kind, n)], point, seconds=seconds, record=record
+                )
+                points.append(measured)
+                row[f"{kind}_{n}"] = measured["texts_per_s"]
+                row[f"{kind}_{n}_errors"] = measured["non_2xx"] + measured["socket_errors"]
+                row[f"{kind}_{n}_mean_batch"] = measured.get("gateway", {}).get("mean_batch_texts")
+                # Answers are texts: a kept response of n texts holds n of them.
+                answered += n * max(0, measured["requests"] - measured["non_2xx"])
+                drain(gw)  # the answers' rows must be in the traffic store before the lookup
+                got = check_recorded(record, oracle, traffic_url, loaded, where=point.target)
+                kept += got
+                kept_by_kind[kind] += got
+            slower = min(row[f"classifier_{n}"], row[f"extractor_{n}"])
+            row[f"ratio_{n}"] = ratio(row[f"mixed_{n}"], slower)
+            log(
+                f"  round {r}, {n} text(s)/request: mixed {row[f'mixed_{n}']:.1f} / slower alone"
+                f" {slower:.1f} = {row[f'ratio_{n}'] or float('nan'):.3f}"
+            )
+        rows.append(row)
+    check_answers(before, CHECK_TEXTS, "after load")
+    procs.stop(gw.proc)
+    log(
+        f"part 7 answers: before/after {before.checked} checked, {before.mismatches} mismatches;"
+        f" under load {loaded.checked} of {answered} answers checked, {loaded.mismatches}"
+        f" mismatches, {loaded.unverifiable} unverifiable, {loaded.ties} near-ties;"
+        f" largest confidence gap {loaded.max_confidence_gap:.1e}"
+    )
+    return {
+        "classifier": SOLO,
+        "extractor": EXTRACTOR,
+        "connections": 16,
+        "texts_per_request": list(sizes),
+        "texts": {kind: len(found) for kind, found in texts.items()},
+        "rounds": rows,
+        "gateway_ready_seconds": gw.ready_seconds,
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
+        "answers": {
+            "check_every": CHECK_EVERY,
+            "confidence_tolerance": CONFIDENCE_TOLERANCE,
+            "answered_under_load": answered,
+            "kept_under_load": kept,
+            "kept_by_load": kept_by_kind,
+            "under_load": loaded.as_dict(),
+            "before_and_after_load": before.as_dict(),
+        },
+        "points": points,
+    }
+
+
 # -- the run --
 
 
@@ -1600,8 +1960,8 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     results["load_generator"] = gen.description
     log(f"load generator: {gen.description}")
 
-    # Part 6 alone serves one specialist: registering and loading nine more is wasted time.
-    names = [SOLO] if args.only == "ood" else [*MIX, SHADOWED]
+    # Parts 6 and 7 alone serve one classifier: registering and loading nine is wasted time.
+    names = [SOLO] if args.only in ("ood", "mixed") else [*MIX, SHADOWED]
     st = setup(tmp, args.data, train_rows=args.train_rows, names=names)
     results["setup"] = {
         "train_rows": st.train_rows,
@@ -1643,8 +2003,33 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
         points.extend(ood.pop("points"))
         results["ood"] = ood
 
+    def mixed_part() -> None:
+        st_mixed, extractor = add_extractor(st, tmp, args.snips, train_rows=args.extractor_rows)
+        results["setup"]["extractor"] = extractor
+        ex_texts = snips_texts(args.snips)
+        results["texts"]["extractor"] = {
+            "source": str(args.snips / "test.jsonl"),
+            "n": len(ex_texts),
+        }
+        mixed_result = measure_mixed(
+            gen,
+            procs,
+            st_mixed,
+            tmp,
+            {"classifier": texts, "extractor": ex_texts},
+            sizes=(16, 1),
+            rounds=rounds,
+            seconds=dur,
+            warm_s=warm_s,
+        )
+        points.extend(mixed_result.pop("points"))
+        results["mixed"] = mixed_result
+
     if args.only == "ood":
         out_of_scope_part()
+        return
+    if args.only == "mixed":
+        mixed_part()
         return
 
     # Every served adapter's own answers, in process: the reference each server's are held to.
@@ -1887,6 +2272,9 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     # -- 6. the out-of-scope score on vs off ----------------------------------------------------
     out_of_scope_part()
 
+    # -- 7. an extractor and a classifier on one gateway, mixed ---------------------------------
+    mixed_part()
+
 
 def median_ratio(tops: list[float], bottoms: list[float]) -> float | None:
     """The median of the per-round ratios of two figures measured side by side."""
@@ -1899,6 +2287,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     adapters = results.get("adapters", {})
     shadow = results.get("shadow", {})
     ood = results.get("ood", {}).get("rounds", [])
+    mixed = results.get("mixed", {})
 
     def col(rows: list[dict[str, Any]], key: str) -> list[float]:
         return [row[key] for row in rows]
@@ -1937,6 +2326,49 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             rounds(scored, bare, "texts/s") + (f" ERRORS {errors}" if errors else ""),
         )
 
+    def mixed_row(per_request: int) -> tuple[str, str, float | None, str, float, str]:
+        found = [row for row in mixed.get("rounds", []) if f"mixed_{per_request}" in row]
+        both = col(found, f"mixed_{per_request}")
+        slower = [
+            min(row[f"classifier_{per_request}"], row[f"extractor_{per_request}"]) for row in found
+        ]
+        errors = sum(row.get(f"{k}_{per_request}_errors", 0) for row in found for k in MIXED_KINDS)
+        detail = "; ".join(
+            f"{row[f'mixed_{per_request}']:.0f}/min({row[f'classifier_{per_request}']:.0f},"
+            f"{row[f'extractor_{per_request}']:.0f})"
+            for row in found
+        )
+        return (
+            "mixed",
+            f"extractor + classifier mixed / slower alone, {per_request} text"
+            f"{'s' * (per_request > 1)}/request, c=16",
+            median_ratio(both, slower),
+            ">=",
+            0.8,
+            detail + " texts/s" + (f" ERRORS {errors}" if errors else ""),
+        )
+
+    def mixed_answers() -> tuple[int | None, str]:
+        answers = mixed.get("answers", {})
+        loaded, around = answers.get("under_load"), answers.get("before_and_after_load", {})
+        if not loaded:
+            return None, ""
+        answered = answers["answered_under_load"]
+        share = loaded["checked"] / answered if answered else 0.0
+        faults = (
+            loaded["mismatches"]
+            + loaded["unverifiable"]
+            + around.get("mismatches", 0)
+            + around.get("unverifiable", 0)
+            + int(share < 0.05)  # too small a sample proves nothing
+        )
+        return faults, (
+            f"{loaded['checked']} of {answered} answers under load ({share:.1%}),"
+            f" {around.get('checked', 0)} before and after; mismatches {loaded['mismatches']}"
+            f" + {around.get('mismatches', 0)}, unverifiable {loaded['unverifiable']},"
+            f" near-ties {loaded['ties']}, max confidence gap {loaded['max_confidence_gap']:.1e}"
+        )
+
     answers = results.get("answers", {})
     loaded = answers.get("under_load", {})
     before = answers.get("before_load", {})
@@ -1962,6 +2394,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             f" max confidence gap {loaded['max_confidence_gap']:.1e}"
         )
 
+    mixed_faults, mixed_detail = mixed_answers()
     rows = [
         (
             "main",
@@ -2006,6 +2439,16 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         ood_row(16),
         ood_row(1),
+        (
+            "mixed",
+            "extractor + classifier answers != in-process ones",
+            mixed_faults,
+            "<=",
+            0,
+            mixed_detail,
+        ),
+        mixed_row(16),
+        mixed_row(1),
     ]
     out = []
     for part, name, value, op, floor, detail in rows:
@@ -2112,6 +2555,42 @@ def report(results: dict[str, Any]) -> None:
             " before and after the load (a float ood_score on, None off); labels on vs off: "
             + ("the same" if ood["same_labels"] else "DIFFER")
         )
+    mixed = results.get("mixed")
+    if mixed:
+        extractor = results.get("setup", {}).get("extractor", {})
+        print(
+            f"extractor + classifier: {mixed['classifier']} (Banking77) and {mixed['extractor']}"
+            f" (SNIPS, {extractor.get('entity_labels', '?')} entity labels, trained on"
+            f" {extractor.get('train_rows', '?')} rows) on one gateway, c={mixed['connections']};"
+            f" load average {mixed['load_average_before'][0]:.2f} before,"
+            f" {mixed['load_average_after'][0]:.2f} after"
+        )
+        print(
+            f"  {'round':<6}{'txt/req':>8}{'classifier':>12}{'extractor':>11}{'mixed':>9}"
+            f"{'ratio':>8}   mean batch (classifier/extractor/mixed)"
+        )
+        for row in mixed["rounds"]:
+            for n in mixed["texts_per_request"]:
+                batches = "/".join(
+                    "-"
+                    if row.get(f"{k}_{n}_mean_batch") is None
+                    else f"{row[f'{k}_{n}_mean_batch']:.1f}"
+                    for k in MIXED_KINDS
+                )
+                value = row.get(f"ratio_{n}")
+                print(
+                    f"  {row['round']:<6}{n:>8}{row[f'classifier_{n}']:>12.1f}"
+                    f"{row[f'extractor_{n}']:>11.1f}{row[f'mixed_{n}']:>9.1f}"
+                    f"{'n/a' if value is None else format(value, '.3f'):>8}   {batches}"
+                )
+        for when in ("before_and_after_load", "under_load"):
+            tally = mixed["answers"][when]
+            print(
+                f"  answers {when.replace('_', ' ')} vs the in-process ones: {tally['checked']}"
+                f" checked, {tally['mismatches']} mismatches, {tally['unverifiable']}"
+                f" unverifiable, {tally['ties']} near-ties"
+                + "".join(f"\n    {example}" for example in tally["examples"])
+            )
     noisy = [p["target"] for p in results.get("points", []) if p.get("other_cpu_cores", 0) > NOISY]
     noisy += [
         f"limit {k}" for k, v in (limit or {}).get("other_cpu_cores", {}).items() if v > NOISY
@@ -2174,9 +2653,16 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder (logs).")
     parser.add_argument(
         "--only",
-        choices=["ood"],
+        choices=["ood", "mixed"],
         default=None,
-        help="Run one part alone: ood = the out-of-scope score on vs off (part 6).",
+        help="Run one part alone: ood = the out-of-scope score on vs off (part 6); mixed ="
+        " an extractor and a classifier on one gateway, mixed vs each alone (part 7).",
+    )
+    parser.add_argument(
+        "--snips", type=Path, default=snips_default(), help="SNIPS (part 7's extractor)."
+    )
+    parser.add_argument(
+        "--extractor-rows", type=int, default=1000, help="SNIPS rows part 7's extractor learns."
     )
     parser.add_argument(
         "--rounds", type=int, default=None, help="Paired rounds per floor (default 3; 1 quick)."
@@ -2189,6 +2675,8 @@ def main() -> int:
         parser.error("--rounds must be at least 1")
     if not (args.data / "test.csv").is_file():
         parser.error(f"{args.data / 'test.csv'} not found; pass --data")
+    if args.only in (None, "mixed") and not (args.snips / "train.jsonl").is_file():
+        parser.error(f"{args.snips / 'train.jsonl'} not found; pass --snips")
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(name, None)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -170,6 +170,23 @@ def _results(**answers: Any) -> dict[str, Any]:
             "under_load": {"max_confidence_gap": 0.0, **loaded},
             "before_load": before,
         },
+        # Part 7 (an extractor and a classifier mixed), measured and fine.
+        "mixed": {
+            "rounds": [
+                {f"{k}_{n}": 100.0 for k in ("classifier", "extractor", "mixed") for n in (1, 16)}
+            ],
+            "answers": {
+                "answered_under_load": 3000,
+                "under_load": {
+                    "checked": 300,
+                    "mismatches": 0,
+                    "unverifiable": 0,
+                    "ties": 0,
+                    "max_confidence_gap": 0.0,
+                },
+                "before_and_after_load": before,
+            },
+        },
     }
 
 
