@@ -6,11 +6,16 @@ estimate, the policy. What differs is how the rows are read (an extractor's answ
 columns of ``monitors.entities``, which ``monitors.drift`` picks up as signals by themselves),
 which quality figure is the headline (accuracy, or entity F1) and how it is estimated
 without labels. ``monitor_kind(spec.task)`` is the one place a check dispatches on the task.
+
+``MonitorKind`` holds a classifier's behaviour as the default; another kind overrides only
+what it does differently (a new kind adds a subclass, not a branch in ``assess``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from monitors import entities, entity_quality, frames, quality, thresholds
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -23,57 +28,10 @@ if TYPE_CHECKING:
     from monitors.results import Estimate, Quality
 
 
-class MonitorKind(Protocol):
-    """A task kind as monitoring sees it."""
+class MonitorKind:
+    """A task kind as monitoring sees it; the defaults are a classifier's."""
 
     #: The headline quality figure (``Quality.metric``): what ``quality_drop`` applies to.
-    metric: str
-
-    def reference_data(
-        self,
-        frame: pd.DataFrame,
-        embeddings: np.ndarray | None,
-        *,
-        spec: SpecialistSpec,
-        vocabulary: Collection[str],
-    ) -> MonitorData:
-        """The champion's reference rows as monitor data."""
-        ...
-
-    def window_data(
-        self, raw: pd.DataFrame, *, spec: SpecialistSpec, vocabulary: Collection[str]
-    ) -> MonitorData:
-        """A ``TrafficStore.window`` frame as monitor data."""
-        ...
-
-    def reference_quality(self, data: MonitorData) -> tuple[float, float]:
-        """The reference's measured headline figure and its label-free estimate."""
-        ...
-
-    def measured_quality(self, data: MonitorData, *, min_labels: int) -> Quality:
-        """The headline figure (and the others) on the window's labelled rows."""
-        ...
-
-    def estimate(
-        self,
-        reference: MonitorData,
-        current: MonitorData,
-        *,
-        base: Estimate | None,
-        min_labels: int,
-    ) -> Estimate | None:
-        """The label-free estimate of the headline figure; ``base`` is the accuracy
-        estimate the check computed (the open-world one, or CBPE)."""
-        ...
-
-    def describe(self, current: MonitorData) -> dict[str, Any]:
-        """What the window's JSON adds for this kind."""
-        ...
-
-
-class ClassificationMonitor:
-    """A classifier: accuracy, estimated from calibrated confidences (CBPE, open world)."""
-
     metric = "accuracy"
 
     def reference_data(
@@ -84,9 +42,8 @@ class ClassificationMonitor:
         spec: SpecialistSpec,
         vocabulary: Collection[str],
     ) -> MonitorData:
-        from monitors.frames import reference_data
-
-        return reference_data(
+        """The champion's reference rows as monitor data."""
+        return frames.reference_data(
             frame,
             embeddings,
             vocabulary=vocabulary,
@@ -96,21 +53,18 @@ class ClassificationMonitor:
     def window_data(
         self, raw: pd.DataFrame, *, spec: SpecialistSpec, vocabulary: Collection[str]
     ) -> MonitorData:
-        from monitors.frames import window_data
-
-        return window_data(
+        """A ``TrafficStore.window`` frame as monitor data."""
+        return frames.window_data(
             raw, vocabulary=vocabulary, escalation_threshold=spec.escalation.confidence_threshold
         )
 
     def reference_quality(self, data: MonitorData) -> tuple[float, float]:
-        from monitors.thresholds import accuracy_profile
-
-        return accuracy_profile(data)
+        """The reference's measured headline figure and its label-free estimate."""
+        return thresholds.accuracy_profile(data)
 
     def measured_quality(self, data: MonitorData, *, min_labels: int) -> Quality:
-        from monitors.quality import measured_quality
-
-        return measured_quality(data, min_labels=min_labels)
+        """The headline figure (and the others) on the window's labelled rows."""
+        return quality.measured_quality(data, min_labels=min_labels)
 
     def estimate(
         self,
@@ -120,17 +74,24 @@ class ClassificationMonitor:
         base: Estimate | None,
         min_labels: int,
     ) -> Estimate | None:
+        """The label-free estimate of the headline figure; ``base`` is the accuracy
+        estimate the check computed (the open-world one, or CBPE): a classifier's own."""
         return base
 
     def describe(self, current: MonitorData) -> dict[str, Any]:
+        """What the window's JSON adds for this kind."""
         return {}
 
 
-class ExtractionMonitor:
+class ClassificationMonitor(MonitorKind):
+    """A classifier: accuracy, estimated from calibrated confidences (CBPE, open world)."""
+
+
+class ExtractionMonitor(MonitorKind):
     """An extractor: entity F1, estimated from calibrated span confidences; its answers'
     shape (``monitors.entities``) adds drift signals."""
 
-    metric = "entity_f1"
+    metric = entity_quality.METRIC
 
     def reference_data(
         self,
@@ -140,9 +101,7 @@ class ExtractionMonitor:
         spec: SpecialistSpec,
         vocabulary: Collection[str],
     ) -> MonitorData:
-        from monitors.entities import extraction_reference_data
-
-        return extraction_reference_data(
+        return entities.extraction_reference_data(
             frame,
             embeddings,
             vocabulary=vocabulary,
@@ -153,9 +112,7 @@ class ExtractionMonitor:
     def window_data(
         self, raw: pd.DataFrame, *, spec: SpecialistSpec, vocabulary: Collection[str]
     ) -> MonitorData:
-        from monitors.entities import extraction_window_data
-
-        return extraction_window_data(
+        return entities.extraction_window_data(
             raw,
             vocabulary=vocabulary,
             escalation_threshold=spec.escalation.confidence_threshold,
@@ -163,14 +120,10 @@ class ExtractionMonitor:
         )
 
     def reference_quality(self, data: MonitorData) -> tuple[float, float]:
-        from monitors.entity_quality import reference_entity_quality
-
-        return reference_entity_quality(data)
+        return entity_quality.reference_entity_quality(data)
 
     def measured_quality(self, data: MonitorData, *, min_labels: int) -> Quality:
-        from monitors.entity_quality import measured_entity_quality
-
-        return measured_entity_quality(data, min_labels=min_labels)
+        return entity_quality.measured_entity_quality(data, min_labels=min_labels)
 
     def estimate(
         self,
@@ -180,22 +133,21 @@ class ExtractionMonitor:
         base: Estimate | None,
         min_labels: int,
     ) -> Estimate | None:
-        from monitors.entity_quality import estimate_entity_f1, fit_miss_model
-
-        return estimate_entity_f1(
-            current, fit_miss_model(reference), base=base, min_labels=min_labels
-        )
+        model = entity_quality.fit_miss_model(reference)
+        return entity_quality.estimate_entity_f1(current, model, base=base, min_labels=min_labels)
 
     def describe(self, current: MonitorData) -> dict[str, Any]:
-        from monitors.entities import describe_answers
+        return entities.describe_answers(current)
 
-        return describe_answers(current)
+
+_KINDS: dict[str, type[MonitorKind]] = {
+    "classification": ClassificationMonitor,
+    "extraction": ExtractionMonitor,
+}
 
 
 def monitor_kind(task: str) -> MonitorKind:
     """The monitoring side of the task kind ``task`` (``SpecialistSpec.task``)."""
-    if task == "classification":
-        return ClassificationMonitor()
-    if task == "extraction":
-        return ExtractionMonitor()
-    raise ValueError(f"unknown task {task!r}; known: classification, extraction")
+    if task not in _KINDS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(_KINDS)}")
+    return _KINDS[task]()

@@ -29,7 +29,8 @@ import numpy as np
 from monitors.drift import BY_NAME, drift_scores
 from monitors.frames import MonitorData
 
-FORMAT = 1
+#: 2: an extractor's reference estimate scales span confidences (monitors.entity_quality).
+FORMAT = 2
 #: Evidently's default thresholds for the methods used: the floor of every threshold.
 EVIDENTLY_DEFAULTS = {
     "abs_text_content_drift": 0.55,

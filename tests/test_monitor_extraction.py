@@ -344,12 +344,14 @@ def test_the_estimate_reads_its_ratios_off_the_reference_on_a_hand_case() -> Non
     assert model.boundary_share == pytest.approx(1.0)
     assert model.per_outside_error == pytest.approx(2.0)
     assert model.per_request == pytest.approx(0.5)
+    # One wrong span for 0.7 of doubt (3 spans, 2.3 of confidence): doubt scaled by 1 / 0.7.
+    assert model.wrong_per_doubt == pytest.approx(1 / 0.7)
     est = estimate_entity_f1(data, model, min_labels=1)
     assert est is not None and est.metric == "entity_f1"
-    # E[TP] 2.3, predicted 3, E[gold] 2.3 + 1 * 0.7 + 2 * 0.5 = 4: F1 = 4.6 / 7.
-    assert est.accuracy == pytest.approx(4.6 / 7)
+    # E[TP] 2, predicted 3, E[gold] 2 + 1 * 1 + 2 * 0.5 = 4: F1 = 4 / 7, the measured one.
+    assert est.accuracy == pytest.approx(4 / 7)
     assert est.measured == pytest.approx(2 * 2 / (3 + 4))
-    assert est.error == pytest.approx(4.6 / 7 - 4 / 7)
+    assert est.error == pytest.approx(0.0)
     assert est.accuracy_low is not None and est.accuracy_high is not None
     assert est.accuracy_low <= est.accuracy <= est.accuracy_high
 
@@ -382,6 +384,37 @@ def test_calibrated_confidences_estimate_f1_within_five_points(
     measured, estimated = reference_entity_quality(reference.data)
     assert abs(measured - estimated) < 0.02
     assert reference.thresholds.reference_accuracy == pytest.approx(measured)
+
+
+def test_a_steady_miscalibration_of_span_confidences_is_read_off_the_reference(
+    scenarios: dict[str, Any], reference: Reference
+) -> None:
+    """Spans that doubt themselves twice as much as they should (as a per-piece temperature
+    can leave them) would put the estimate far below the real F1; the reference's wrong spans
+    per unit of doubt scale it back, for the reference and for a window alike."""
+
+    def shy(data: MonitorData) -> MonitorData:
+        frame = data.frame.copy()
+        doubt = frame["n_entities"] - frame["confidence_sum"]
+        frame["confidence_sum"] = frame["n_entities"] - 2 * doubt
+        return MonitorData(frame, data.embeddings)
+
+    window = extraction_window_data(
+        _window(scenarios, "stationary", seed=7, labelled=True),
+        vocabulary=(),
+        escalation_threshold=0.0,
+        required=SPEC.required,
+    )
+    real = measured_entity_quality(window, min_labels=1).entity_f1
+    model = fit_miss_model(shy(reference.data))
+    assert model.wrong_per_doubt == pytest.approx(
+        fit_miss_model(reference.data).wrong_per_doubt / 2
+    )
+    est = estimate_entity_f1(shy(window), model, min_labels=30)
+    assert real is not None and est is not None
+    assert abs(est.accuracy - real) < 0.05, (est.accuracy, real)
+    measured, estimated = reference_entity_quality(shy(reference.data))
+    assert abs(measured - estimated) < 0.02
 
 
 # -- the check --------------------------------------------------------------------------------
