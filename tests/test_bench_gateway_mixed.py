@@ -3,28 +3,15 @@ file, the extractor's answer check and the part's verdicts, without a model or a
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 from lifecycle.extraction.spans import Entity
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from .bench_modules import load_bench
 
-
-def _gateway_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_gateway_mixed", BENCH / "gateway.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-gb = _gateway_bench()
+gb = load_bench("gateway")
 
 
 def test_mixed_requests_go_half_to_each_with_their_own_texts_in_order() -> None:

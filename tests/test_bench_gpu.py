@@ -4,31 +4,23 @@ check and the exit code."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from .bench_modules import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 DATA = REPO.parent / "shared" / "data" / "banking77"
 
 
-def _gateway_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_gateway", BENCH / "gateway.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-gb = _gateway_bench()
+gb = load_bench("gateway")
 
 
 def test_gpu_bench_runs_end_to_end_on_the_cpu_in_quick_mode(tmp_path: Path) -> None:
