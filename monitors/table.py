@@ -1,8 +1,76 @@
-"""A verdict as text for a terminal: the verdict line, each signal, quality, what to do."""
+"""A verdict as text for a terminal: the verdict line, each signal, quality, what to do.
+
+Also the one helper that lays out every table the ``lifecycle`` CLI prints
+(:func:`render_table`): rich aligns the columns, the text stays plain. It lives here,
+not in ``lifecycle.cli``, because the monitors may not import the CLI layer.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
 from monitors.results import Verdict
+
+#: The width of a table when stdout is not a terminal (a pipe, a file, a test's runner).
+PLAIN_WIDTH = 120
+
+
+def _width() -> int:
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size((PLAIN_WIDTH, 24)).columns
+    return PLAIN_WIDTH
+
+
+def render_table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    right: Collection[str] = (),
+    indent: int = 2,
+    width: int | None = None,
+) -> str:
+    """Rows under their headers, aligned by rich, as plain text: no colour, no escape codes.
+
+    A cell is ``str()`` of its value, ``-`` for None, taken literally (no rich markup).
+    Columns whose header is in ``right`` are right-aligned (numbers). A cell too long for
+    its column folds onto the next line rather than being cut short with "…". ``width``:
+    the terminal's when stdout is one, else :data:`PLAIN_WIDTH`; each line is indented by
+    ``indent`` spaces and has no trailing blanks.
+    """
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="", highlight=False
+    )
+    for header in headers:
+        table.add_column(
+            Text(header), justify="right" if header in right else "left", overflow="fold"
+        )
+    for row in rows:
+        table.add_row(*(Text("-" if value is None else str(value)) for value in row))
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=max((width or _width()) - indent, 40),
+        color_system=None,
+        force_terminal=False,
+        no_color=True,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        legacy_windows=False,
+    )
+    console.print(table)
+    return "\n".join((" " * indent + line).rstrip() for line in out.getvalue().splitlines())
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -18,16 +86,28 @@ def verdict_table(verdict: Verdict, *, actions: list[str] | None = None) -> str:
         + (f" ({w['first_request']} .. {w['last_request']})" if w.get("first_request") else "")
         + f", {w.get('labelled', 0)} labelled",
     ]
-    if verdict.signals:
+    skipped = (w.get("skipped_signals") or {}).items()
+    if verdict.signals or skipped:
         lines.append("")
-        lines.append(f"  {'signal':<16} {'method':<24} {'score':>8} {'threshold':>9}  drifted")
-        for s in verdict.signals:
-            lines.append(
-                f"  {s.name:<16} {s.method:<24} {s.score:>8.3f} {s.threshold:>9.3f}  "
-                f"{'YES' if s.drifted else 'no'}"
+        lines.append(
+            render_table(
+                ("signal", "method", "score", "threshold", "drifted"),
+                [
+                    *(
+                        (
+                            s.name,
+                            s.method,
+                            f"{s.score:.3f}",
+                            f"{s.threshold:.3f}",
+                            "YES" if s.drifted else "no",
+                        )
+                        for s in verdict.signals
+                    ),
+                    *((name, "-", "-", "-", f"not checked: {why}") for name, why in skipped),
+                ],
+                right=("score", "threshold"),
             )
-    for name, why in (w.get("skipped_signals") or {}).items():
-        lines.append(f"  {name:<16} not checked: {why}")
+        )
     lines.append("")
     ref = verdict.reference
     if verdict.quality is not None and verdict.quality.accuracy is not None:
@@ -65,14 +145,9 @@ def verdict_table(verdict: Verdict, *, actions: list[str] | None = None) -> str:
     if found is not None:
         lines.append("")
         lines.append(f"new traffic: {found.get('headline', '')}")
-        for c in found.get("clusters", [])[:10]:
-            example = f"  e.g. {c['examples'][0]!r}" if c.get("examples") else ""
-            terms = ", ".join(c.get("top_terms", [])[:5]) or "-"
-            lines.append(
-                f"  #{c['id']:<3} {c['size']:>6} ({c['share']:.1%})  terms: {terms}  "
-                f"nearest: {c.get('nearest_label') or '-'}"
-                f" ({_num(c.get('nearest_distance'), '.2f')}){example}"
-            )
+        clusters = found.get("clusters", [])[:10]
+        if clusters:
+            lines.append(_clusters_table(clusters))
     if verdict.reasons:
         lines.append("")
         lines.append("because:")
@@ -86,3 +161,23 @@ def verdict_table(verdict: Verdict, *, actions: list[str] | None = None) -> str:
         lines.append("next:")
         lines.extend(f"  {a}" for a in actions)
     return "\n".join(lines)
+
+
+def _clusters_table(clusters: list[dict[str, Any]]) -> str:
+    """New traffic's clusters: size, share, top terms, nearest known label, an example."""
+    return render_table(
+        ("#", "requests", "share", "terms", "nearest label", "distance", "example"),
+        [
+            (
+                c["id"],
+                c["size"],
+                f"{c['share']:.1%}",
+                ", ".join(c.get("top_terms", [])[:5]) or "-",
+                c.get("nearest_label") or "-",
+                _num(c.get("nearest_distance"), ".2f"),
+                repr(c["examples"][0]) if c.get("examples") else "-",
+            )
+            for c in clusters
+        ],
+        right=("#", "requests", "share", "distance"),
+    )

@@ -146,12 +146,7 @@ def status(
         if not entry["versions"]:
             typer.echo(f"  {entry.get('note', 'no versions')}")
             continue
-        extractor = entry["versions"][-1].get("task") == "extraction"
-        first, last = ("F1", "exact") if extractor else ("accuracy", "ECE")
-        typer.echo(
-            f"  {'version':>7}  {'aliases':<22} {'trigger':<9} {'parent':>6} {'labels':>6} "
-            f"{first:>8} {'macro-F1':>8} {last:>6}"
-        )
+        typer.echo(_versions_table(entry["versions"]))
         traffic = entry.get("traffic")
         if traffic:
             typer.echo(
@@ -164,14 +159,31 @@ def status(
         if entry.get("proposed_labels"):
             shown = ", ".join(f"{k} ({n})" for k, n in entry["proposed_labels"].items())
             typer.echo(f"  proposed labels (people's labels the champion does not know): {shown}")
-        for row in entry["versions"]:
-            typer.echo(
-                f"  {row['version']:>7}  {','.join(row['aliases']) or '-':<22} {row['trigger']:<9} "
-                f"{row['parent'] or '-':>6} {row['n_labels']:>6} "
-                f"{_fmt(row.get('val_entity_f1', row.get('val_accuracy'))):>8} "
-                f"{_fmt(row['val_macro_f1']):>8} "
-                f"{_fmt(row.get('val_exact_match', row.get('calibration_error'))):>6}"
+
+
+def _versions_table(versions: list[dict[str, Any]]) -> str:
+    """A specialist's versions for `lifecycle status`, with the figures its task measures."""
+    from monitors.table import render_table
+
+    extractor = versions[-1].get("task") == "extraction"
+    first, last = ("F1", "exact") if extractor else ("accuracy", "ECE")
+    return render_table(
+        ("version", "aliases", "trigger", "parent", "labels", first, "macro-F1", last),
+        [
+            (
+                row["version"],
+                ",".join(row["aliases"]) or "-",
+                row["trigger"] or "-",
+                row["parent"] or "-",
+                row["n_labels"] or "-",
+                _fmt(row.get("val_entity_f1", row.get("val_accuracy"))),
+                _fmt(row["val_macro_f1"]),
+                _fmt(row.get("val_exact_match", row.get("calibration_error"))),
             )
+            for row in versions
+        ],
+        right=("version", "parent", "labels", first, "macro-F1", last),
+    )
 
 
 def _figures(result: Any) -> str:

@@ -107,11 +107,28 @@ def discover(
         f"{verdict.window.get('out_of_scope', 0)} out of scope"
     )
     typer.echo(f"new traffic: {found['headline']}")
-    for c in found["clusters"]:
-        terms = ", ".join(c["top_terms"][:6]) or "-"
-        typer.echo(
-            f"  #{c['id']:<3} {c['size']:>6} requests ({c['share']:.1%})  terms: {terms}  "
-            f"nearest label: {c['nearest_label'] or '-'}"
+    from monitors.table import render_table
+
+    clusters = found["clusters"]
+    if not clusters:
+        return
+    typer.echo(
+        render_table(
+            ("#", "requests", "share", "terms", "nearest label"),
+            [
+                (
+                    c["id"],
+                    c["size"],
+                    f"{c['share']:.1%}",
+                    ", ".join(c["top_terms"][:6]) or "-",
+                    c["nearest_label"] or "-",
+                )
+                for c in clusters
+            ],
+            right=("#", "requests", "share"),
         )
-        for example in c["examples"]:
-            typer.echo(f"         {example!r}")
+    )
+    examples = [(c["id"], repr(e)) for c in clusters for e in c["examples"]]
+    if examples:
+        typer.echo("")
+        typer.echo(render_table(("#", "example"), examples, right=("#",)))

@@ -13,8 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lifecycle.cli.main import app
-
-from .conftest import TINY
+from tests.conftest import TINY
 
 runner = CliRunner()
 
@@ -55,8 +54,8 @@ def test_help_lists_the_contract_verbs() -> None:
 def test_cli_starts_without_heavy_imports() -> None:
     code = (
         "import sys, lifecycle.cli; "
-        "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'evidently', 'prefect', 'pandas') "
-        "if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'evidently', 'prefect', 'pandas', "
+        "'rich') if m in sys.modules]; "
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -148,6 +147,9 @@ def test_train_then_status_as_a_user_would(home: Path, tmp_path: Path) -> None:
         [str(exe), "status", "-f", str(spec)], capture_output=True, text=True, env=env
     )
     assert "champion" in table.stdout and "challenger" in table.stdout
+    # Piped, not a terminal: aligned by rich, in plain text.
+    assert "\x1b" not in table.stdout and "─" in table.stdout
+    assert "version" in table.stdout and "accuracy" in table.stdout and "initial" in table.stdout
 
 
 def test_serve_bounds_mlflow_retries_unless_the_user_set_them(
@@ -173,3 +175,60 @@ def test_serve_bounds_mlflow_retries_unless_the_user_set_them(
     result = runner.invoke(app, ["serve", "-f", str(_spec_file(tmp_path))])
     assert result.exit_code == 0, result.output
     assert seen == {"retries": "2", "timeout": "3", "title": "lifecycle gateway", "keep_alive": 90}
+
+
+def test_tables_are_laid_out_by_rich_in_plain_text() -> None:
+    """Every table the CLI prints goes through one helper: rich aligns the columns, and the
+    text has no escape codes where stdout is no terminal (a pipe, CliRunner)."""
+    from lifecycle.cli.models import _versions_table
+
+    versions = [
+        {
+            "version": 1,
+            "task": "classification",
+            "aliases": ["previous"],
+            "trigger": "initial",
+            "parent": "",
+            "n_labels": "4",
+            "val_accuracy": 0.875,
+            "val_macro_f1": 0.86,
+            "calibration_error": 0.0412,
+        },
+        {
+            "version": 12,
+            "task": "classification",
+            "aliases": ["champion", "[bold]shadow[/bold]"],  # literal text, not rich markup
+            "trigger": "drift",
+            "parent": "1",
+            "n_labels": "5",
+            "val_accuracy": None,
+            "val_macro_f1": 0.9,
+            "calibration_error": 0.03,
+        },
+    ]
+    text = _versions_table(versions)
+    assert "\x1b" not in text
+    lines = text.splitlines()
+    header, rule, first, second = lines
+    assert header.split() == ["version", "aliases", "trigger", "parent", "labels", "accuracy",
+                              "macro-F1", "ECE"]  # fmt: skip
+    assert set(rule.strip()) <= {"─", " "} and "─" in rule
+    assert first.split() == ["1", "previous", "initial", "-", "4", "0.8750", "0.8600", "0.0412"]
+    assert second.split() == [
+        "12", "champion,[bold]shadow[/bold]", "drift", "1", "5", "-", "0.9000", "0.0300"
+    ]  # fmt: skip
+    # Aligned: numbers end under the right edge of their header, words start under its left.
+    for row in (first, second):
+        assert row.index("initial" if row is first else "drift") == header.index("trigger")
+        assert row.rindex("0.0") + len("0.0412") == header.index("ECE") + len("ECE")
+        assert not row.endswith(" ")
+    assert all(line.startswith("  ") for line in lines)
+
+
+def test_a_long_cell_folds_instead_of_being_cut() -> None:
+    from monitors.table import render_table
+
+    word = "x" * 150
+    text = render_table(("name", "value"), [("a", word)], width=60)
+    assert "…" not in text and "x" * 150 in text.replace("\n", "").replace(" ", "")
+    assert max(len(line) for line in text.splitlines()) <= 60
