@@ -25,7 +25,7 @@ CPU cores; no floor is set for a GPU) and writes everything as JSON (--out).
 present and otherwise says it runs on the CPU. ``--quick`` shrinks every size (8 intents,
 16 training rows and up to 16 test rows each, 2 epochs, max_len 32; 128 texts for the limit;
 2-second load points at concurrency 8): on the CPU it is a smoke run of the whole script,
-which tests/test_bench_gpu.py runs; its figures are not to be quoted.
+which tests/bench/test_bench_gpu.py runs; its figures are not to be quoted.
 
 Exit 1 when a check fails: an answer that differs from the in-process one (or a sample under
 5% of the answers), test accuracy not above chance, an error under load, no throughput, a

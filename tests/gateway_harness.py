@@ -4,13 +4,47 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from lifecycle.config.settings import Settings
+from lifecycle.config.spec import SpecialistsFile
 from lifecycle.serving.background import free_port, serve_in_background
+from tests.conftest import TINY
 
-__all__ = ["RunningGateway", "SharedHost", "free_port", "running_gateway"]
+__all__ = [
+    "TOKEN",
+    "RunningGateway",
+    "SharedHost",
+    "free_port",
+    "gateway_settings",
+    "running_gateway",
+    "tiny_specs",
+]
+
+TOKEN = "s3cret-admin-token-for-tests"
+
+
+def gateway_settings(home: Path, **overrides: Any) -> Settings:
+    """The gateway's settings for tests: the admin token, no registry polling (a test swaps
+    versions itself), and request limits small enough to reach in a test."""
+    values: dict[str, Any] = {
+        "home": home,
+        "admin_token": TOKEN,
+        "registry_poll_s": 0,
+        "max_texts_per_request": 64,
+        "max_text_chars": 2000,
+        "max_body_bytes": 200_000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def tiny_specs(**overrides: Any) -> SpecialistsFile:
+    """The specialists file with the tiny classifier alone, its fields overridden."""
+    return SpecialistsFile.model_validate({"specialists": [{**TINY, **overrides}]})
 
 
 class RunningGateway:

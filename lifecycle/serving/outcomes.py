@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from lifecycle.serving.cost import CostPerCorrect
 
 #: ``monitors.results.Status`` in its order, from calm to urgent (serving does not import
-#: monitors; tests/test_gateway_outcomes.py holds the two equal).
+#: monitors; tests/serving/test_gateway_outcomes.py holds the two equal).
 STATUS_ORDER = ("OK", "WARN", "DRIFT", "QUALITY_DROP", "NEEDS_LABELS", "NEEDS_DATA")
 #: The gauge's value while no monitor verdict is on record.
 UNKNOWN = -1

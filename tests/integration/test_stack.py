@@ -281,7 +281,12 @@ def _closed_loop(
 
     # Labelled traffic through gateway B is shadowed; the gate gets its pairs.
     simulate(gateways[1], 0, 300, seed=2)
-    time.sleep(3)  # the gateways write in batches, off the hot path
+    # The gateways write in batches, off the hot path: the gate starts once they are stored.
+    traffic = TrafficStore(cli_env["LIFECYCLE_TRAFFIC_DB_URL"])
+    try:
+        _wait("the shadow pairs stored", lambda: traffic.counts(NAME)["shadow"] >= 250, 120, logs)
+    finally:
+        traffic.dispose()
     promote = _start_deployment(prefect_api, "lifecycle-promote", f"promote-{NAME}")
     state = _wait("the promote run", lambda: _final_state(prefect_api, promote), 300, logs)
     assert state == "COMPLETED", _run_logs(prefect_api, promote)

@@ -12,7 +12,7 @@ To add a revision, edit ``lifecycle/store/schema.py`` and then, from a Python sh
     from lifecycle.store.migrations import alembic_config
     command.revision(alembic_config(), message="...", rev_id="0002")
 
-and write its ``upgrade()`` by hand (``tests/test_store.py`` checks that the migrated schema
+and write its ``upgrade()`` by hand (``tests/store/test_store.py`` checks that the migrated schema
 matches ``schema.py``). The version table is ``traffic_alembic_version``, so the traffic store
 can share a database with MLflow, whose alembic table has the default name.
 """
