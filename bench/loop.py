@@ -155,6 +155,40 @@ def _fresh_home(args: argparse.Namespace, seed: int) -> Path:
     return home
 
 
+def _run(
+    args: argparse.Namespace,
+    seed: int,
+    home: Path,
+    parts: dict[str, Any],
+    what: str,
+    *,
+    retrain_every: int,
+    task: str = "classification",
+) -> Any:
+    """Announce one seed's run (``what``: its data, in the task's words) and run the loop on
+    its ``parts``; ``retrain_every`` is the task's default for ``--retrain-every``."""
+    from flows.demo import run_loop
+
+    print(
+        f"seed {seed}: {what}; stream {len(parts['stream'])} requests, onset at "
+        f"{parts['onset']}; {args.label_share:.0%} labelled ({args.label_source})",
+        flush=True,
+    )
+    return run_loop(
+        home,
+        reference=parts["reference"],
+        stream=parts["stream"],
+        onset=parts["onset"],
+        labels=parts["declared"],  # none of the held-out labels (intents, or slot types)
+        epochs=args.epochs,
+        retrain_every=args.retrain_every or retrain_every,
+        label_share=args.label_share,
+        label_source=args.label_source,
+        seed=seed,
+        task=task,
+    )
+
+
 def _loop_figures(
     args: argparse.Namespace, seed: int, result: Any, parts: dict[str, Any]
 ) -> dict[str, Any]:
@@ -182,27 +216,12 @@ def _loop_figures(
 
 def run_seed(args: argparse.Namespace, table: Any, test: Any, seed: int) -> dict[str, Any]:
     home = _fresh_home(args, seed)
-    from flows.demo import run_loop
-
     parts = build(table, test, seed=seed, per_intent=args.per_intent)
-    print(
-        f"seed {seed}: held out {parts['held']}; reference {len(parts['reference'])} rows of "
-        f"{len(parts['declared'])} declared intents; stream {len(parts['stream'])} requests, "
-        f"onset at {parts['onset']}; {args.label_share:.0%} labelled ({args.label_source})",
-        flush=True,
+    what = (
+        f"held out {parts['held']}; reference {len(parts['reference'])} rows of "
+        f"{len(parts['declared'])} declared intents"
     )
-    result = run_loop(
-        home,
-        reference=parts["reference"],
-        stream=parts["stream"],
-        onset=parts["onset"],
-        labels=parts["declared"],  # none of the held-out intents
-        epochs=args.epochs,
-        retrain_every=args.retrain_every or 400,
-        label_share=args.label_share,
-        label_source=args.label_source,
-        seed=seed,
-    )
+    result = _run(args, seed, home, parts, what, retrain_every=400)
     out = _loop_figures(args, seed, result, parts)
     out |= {
         "held_out": parts["held"],
@@ -363,29 +382,12 @@ def span_f1(gold: list[Any], predicted: list[Any], *, only: set[str] | None = No
 
 def run_extraction_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     home = _fresh_home(args, seed)
-    from flows.demo import run_loop
-
     parts = build_extraction(args, seed=seed)
-    print(
-        f"seed {seed}: {parts['description']} Reference {len(parts['reference'])} rows, "
-        f"{len(parts['declared'])} entity labels declared; stream {len(parts['stream'])} "
-        f"requests, onset at {parts['onset']}; {args.label_share:.0%} labelled "
-        f"({args.label_source})",
-        flush=True,
+    what = (
+        f"{parts['description']} Reference {len(parts['reference'])} rows, "
+        f"{len(parts['declared'])} entity labels declared"
     )
-    result = run_loop(
-        home,
-        reference=parts["reference"],
-        stream=parts["stream"],
-        onset=parts["onset"],
-        labels=parts["declared"],  # none of the held-out intent's slot types
-        epochs=args.epochs,
-        retrain_every=args.retrain_every or 800,
-        label_share=args.label_share,
-        label_source=args.label_source,
-        seed=seed,
-        task="extraction",
-    )
+    result = _run(args, seed, home, parts, what, retrain_every=800, task="extraction")
     out = _loop_figures(args, seed, result, parts)
     out |= {
         "held_out_intent": parts["held"],

@@ -140,28 +140,24 @@ def train_challenger(specialist: str, trigger: str) -> dict[str, Any]:
                 extra={"labels_short": outcome.plan.get("labels_short", {})},
                 actions=text.actions,
             )
-        elif outcome.status == "registered":
-            text = texts.candidate_registered(
-                specialist, challenger_version=outcome.challenger_version
-            )
+        elif outcome.status in ("registered", "rejected"):
+            # A trained candidate, kept or not: one alert, its evaluation attached.
+            if outcome.status == "registered":
+                verdict = "CANDIDATE"
+                text = texts.candidate_registered(
+                    specialist, challenger_version=outcome.challenger_version
+                )
+            else:
+                verdict = "REJECTED_CANDIDATE"
+                text = texts.candidate_rejected(
+                    specialist,
+                    challenger_version=outcome.challenger_version,
+                    champion_version=outcome.champion_version,
+                    reason=outcome.reason,
+                )
             ctx.alert(
                 "retrain",
-                "CANDIDATE",
-                text.summary,
-                champion_version=outcome.champion_version,
-                extra={"evaluation": outcome.evaluation},
-                actions=text.actions,
-            )
-        elif outcome.status == "rejected":
-            text = texts.candidate_rejected(
-                specialist,
-                challenger_version=outcome.challenger_version,
-                champion_version=outcome.champion_version,
-                reason=outcome.reason,
-            )
-            ctx.alert(
-                "retrain",
-                "REJECTED_CANDIDATE",
+                verdict,
                 text.summary,
                 champion_version=outcome.champion_version,
                 extra={"evaluation": outcome.evaluation},

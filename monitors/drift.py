@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ SIGNAL_DEFS: tuple[SignalDef, ...] = (
     SignalDef("missing_required", "missing_required", "categorical", "jensenshannon", 0.0),
 )
 BY_NAME = {d.name: d for d in SIGNAL_DEFS}
+#: A signal to score: its definition and the usable rows of the reference and the window.
+_Item = tuple[SignalDef, np.ndarray, np.ndarray]
 #: Fewer usable rows than this on either side: the signal is skipped, not guessed.
 MIN_ROWS = 20
 
@@ -110,7 +113,7 @@ def drift_scores(
     """
     wanted = [BY_NAME[s] for s in (signals or applicable(reference))]
     skipped: dict[str, str] = {}
-    plan: list[tuple[SignalDef, np.ndarray, np.ndarray]] = []
+    plan: list[_Item] = []
     for d in wanted:
         ref_rows, cur_rows = usable(reference, d), usable(current, d)
         why = _unusable(reference, current, d, ref_rows, cur_rows)
@@ -128,16 +131,16 @@ def drift_scores(
         # stattests and drift methods alone give the same scores, in a fraction of the time.
         for item in plan:
             if item[0].kind == "embeddings":
-                _embedding_score(reference, current, item, values, sizes, skipped)
+                _score(_embedding, reference, current, item, values, sizes, skipped)
             else:
-                _stattest_score(reference, current, item, values, sizes, skipped)
+                _score(_stattest, reference, current, item, values, sizes, skipped)
         return Scores(values, sizes, skipped)
     # Evidently's embedding panel maps the rows with t-SNE (25 s for 1,300 rows on two
     # cores, whatever the score needs): the score uses every row, the picture a sample.
     pictures: list[Any] = []
     for item in [p for p in plan if p[0].kind == "embeddings"]:
         plan.remove(item)
-        _embedding_score(reference, current, item, values, sizes, skipped)
+        _score(_embedding, reference, current, item, values, sizes, skipped)
         if item[0].name in values:
             pictures.extend(_embedding_picture(reference, current, item))
     # One report over all signals is cheapest; rows that one signal cannot use (a missing
@@ -176,7 +179,7 @@ PICTURE_ROWS = 150
 def _embedding_picture(
     reference: MonitorData,
     current: MonitorData,
-    item: tuple[SignalDef, np.ndarray, np.ndarray],
+    item: _Item,
 ) -> list[Any]:
     """Evidently's embedding drift panel on a sample (named so), or nothing if it fails."""
     from evidently import DataDefinition, Dataset, Report
@@ -210,14 +213,34 @@ def _embedding_picture(
     return [snapshot]
 
 
-def _stattest_score(
+def _score(
+    prepare: Callable[[MonitorData, MonitorData, _Item], Callable[[], Any]],
     reference: MonitorData,
     current: MonitorData,
-    item: tuple[SignalDef, np.ndarray, np.ndarray],
+    item: _Item,
     values: dict[str, float],
     sizes: dict[str, tuple[int, int]],
     skipped: dict[str, str],
 ) -> None:
+    """Score one signal with ``prepare``'s scorer and keep the score.
+
+    ``prepare`` readies the inputs (its errors are the data's, and propagate) and returns the
+    call into Evidently, which runs with its warnings silenced: a failure there skips the
+    signal with its reason.
+    """
+    compute = prepare(reference, current, item)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            score = compute()
+    except Exception as exc:  # a library failure must not end the check
+        skipped[item[0].name] = f"Evidently failed: {_oneline(exc)}"
+        return
+    _keep(item, score, values, sizes, skipped)
+
+
+def _stattest(reference: MonitorData, current: MonitorData, item: _Item) -> Callable[[], Any]:
+    """A column signal's scorer: the signal's Evidently stattest on both sides' values."""
     from evidently.legacy.calculations.stattests import get_stattest
     from evidently.legacy.core import ColumnType
 
@@ -231,45 +254,36 @@ def _stattest_score(
         ref, cur = ref.astype(str), cur.astype(str)
     elif kind is ColumnType.Numerical:
         ref, cur = ref.astype(float), cur.astype(float)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            test = get_stattest(ref, cur, kind, d.method)
-            score = test(ref, cur, kind, None).drift_score
-    except Exception as exc:  # a library failure must not end the check
-        skipped[d.name] = f"Evidently failed: {_oneline(exc)}"
-        return
-    _keep(item, score, values, sizes, skipped)
+
+    def compute() -> Any:
+        test = get_stattest(ref, cur, kind, d.method)
+        return test(ref, cur, kind, None).drift_score
+
+    return compute
 
 
-def _embedding_score(
-    reference: MonitorData,
-    current: MonitorData,
-    item: tuple[SignalDef, np.ndarray, np.ndarray],
-    values: dict[str, float],
-    sizes: dict[str, tuple[int, int]],
-    skipped: dict[str, str],
-) -> None:
+def _embedding(reference: MonitorData, current: MonitorData, item: _Item) -> Callable[[], Any]:
+    """The embedding signal's scorer: Evidently's model-based drift on the vectors."""
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    d, ref_rows, cur_rows = item
+    _, ref_rows, cur_rows = item
     assert reference.embeddings is not None and current.embeddings is not None
-    columns = [f"e{i}" for i in range(reference.embeddings.shape[1])]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            score, _, _ = ModelDriftMethod()(
-                pd.DataFrame(current.embeddings[cur_rows], columns=columns),
-                pd.DataFrame(reference.embeddings[ref_rows], columns=columns),
-            )
-    except Exception as exc:  # a library failure must not end the check
-        skipped[d.name] = f"Evidently failed: {_oneline(exc)}"
-        return
-    _keep(item, score, values, sizes, skipped)
+    ref_vectors: np.ndarray = reference.embeddings
+    cur_vectors: np.ndarray = current.embeddings
+    columns = [f"e{i}" for i in range(ref_vectors.shape[1])]
+
+    def compute() -> Any:
+        score, _, _ = ModelDriftMethod()(
+            pd.DataFrame(cur_vectors[cur_rows], columns=columns),
+            pd.DataFrame(ref_vectors[ref_rows], columns=columns),
+        )
+        return score
+
+    return compute
 
 
 def _keep(
-    item: tuple[SignalDef, np.ndarray, np.ndarray],
+    item: _Item,
     score: Any,
     values: dict[str, float],
     sizes: dict[str, tuple[int, int]],
@@ -313,10 +327,10 @@ def _unusable(
 
 
 def _groups(
-    plan: list[tuple[SignalDef, np.ndarray, np.ndarray]],
-) -> list[list[tuple[SignalDef, np.ndarray, np.ndarray]]]:
+    plan: list[_Item],
+) -> list[list[_Item]]:
     """Signals that use the same rows on both sides share one Evidently run."""
-    groups: dict[tuple[bytes, bytes], list[tuple[SignalDef, np.ndarray, np.ndarray]]] = {}
+    groups: dict[tuple[bytes, bytes], list[_Item]] = {}
     for item in plan:
         _, ref_rows, cur_rows = item
         groups.setdefault((ref_rows.tobytes(), cur_rows.tobytes()), []).append(item)
@@ -326,7 +340,7 @@ def _groups(
 def _run(
     reference: MonitorData,
     current: MonitorData,
-    group: list[tuple[SignalDef, np.ndarray, np.ndarray]],
+    group: list[_Item],
 ) -> tuple[Any, list[Any]]:
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift, ValueDrift
@@ -376,7 +390,7 @@ def _run(
 def _collect(
     snapshot: Any,
     metrics: list[Any],
-    group: list[tuple[SignalDef, np.ndarray, np.ndarray]],
+    group: list[_Item],
     values: dict[str, float],
     sizes: dict[str, tuple[int, int]],
     skipped: dict[str, str],

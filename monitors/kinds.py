@@ -13,12 +13,12 @@ what it does differently (a new kind adds a subclass, not a branch in ``assess``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from monitors import entities, entity_quality, frames, quality, thresholds
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
 
     import numpy as np
     import pandas as pd
@@ -29,10 +29,30 @@ if TYPE_CHECKING:
 
 
 class MonitorKind:
-    """A task kind as monitoring sees it; the defaults are a classifier's."""
+    """A task kind as monitoring sees it; the defaults are a classifier's.
+
+    The methods are the interface ``monitors.check`` calls; what a kind changes is the
+    functions behind them (class attributes), so a kind swaps a function without restating
+    a method's signature.
+    """
 
     #: The headline quality figure (``Quality.metric``): what ``quality_drop`` applies to.
-    metric = "accuracy"
+    metric: ClassVar[str] = "accuracy"
+    #: Readers of the reference rows and of a traffic window (the options of ``_reading``).
+    _read_reference: ClassVar[Callable[..., MonitorData]] = staticmethod(frames.reference_data)
+    _read_window: ClassVar[Callable[..., MonitorData]] = staticmethod(frames.window_data)
+    #: The headline figure on the reference (measured, estimated) and on labelled rows.
+    _reference_quality: ClassVar[Callable[..., tuple[float, float]]] = staticmethod(
+        thresholds.accuracy_profile
+    )
+    _measured_quality: ClassVar[Callable[..., Quality]] = staticmethod(quality.measured_quality)
+
+    def _reading(self, spec: SpecialistSpec, vocabulary: Collection[str]) -> dict[str, Any]:
+        """The readers' keyword arguments, from the specialist's spec."""
+        return {
+            "vocabulary": vocabulary,
+            "escalation_threshold": spec.escalation.confidence_threshold,
+        }
 
     def reference_data(
         self,
@@ -43,28 +63,21 @@ class MonitorKind:
         vocabulary: Collection[str],
     ) -> MonitorData:
         """The champion's reference rows as monitor data."""
-        return frames.reference_data(
-            frame,
-            embeddings,
-            vocabulary=vocabulary,
-            escalation_threshold=spec.escalation.confidence_threshold,
-        )
+        return self._read_reference(frame, embeddings, **self._reading(spec, vocabulary))
 
     def window_data(
         self, raw: pd.DataFrame, *, spec: SpecialistSpec, vocabulary: Collection[str]
     ) -> MonitorData:
         """A ``TrafficStore.window`` frame as monitor data."""
-        return frames.window_data(
-            raw, vocabulary=vocabulary, escalation_threshold=spec.escalation.confidence_threshold
-        )
+        return self._read_window(raw, **self._reading(spec, vocabulary))
 
     def reference_quality(self, data: MonitorData) -> tuple[float, float]:
         """The reference's measured headline figure and its label-free estimate."""
-        return thresholds.accuracy_profile(data)
+        return self._reference_quality(data)
 
     def measured_quality(self, data: MonitorData, *, min_labels: int) -> Quality:
         """The headline figure (and the others) on the window's labelled rows."""
-        return quality.measured_quality(data, min_labels=min_labels)
+        return self._measured_quality(data, min_labels=min_labels)
 
     def estimate(
         self,
@@ -92,49 +105,21 @@ class ExtractionMonitor(MonitorKind):
     shape (``monitors.entities``) adds drift signals."""
 
     metric = entity_quality.METRIC
+    _read_reference = staticmethod(entities.extraction_reference_data)
+    _read_window = staticmethod(entities.extraction_window_data)
+    _reference_quality = staticmethod(entity_quality.reference_entity_quality)
+    _measured_quality = staticmethod(entity_quality.measured_entity_quality)
 
-    def reference_data(
-        self,
-        frame: pd.DataFrame,
-        embeddings: np.ndarray | None,
-        *,
-        spec: SpecialistSpec,
-        vocabulary: Collection[str],
-    ) -> MonitorData:
-        return entities.extraction_reference_data(
-            frame,
-            embeddings,
-            vocabulary=vocabulary,
-            escalation_threshold=spec.escalation.confidence_threshold,
-            required=spec.required,
-        )
-
-    def window_data(
-        self, raw: pd.DataFrame, *, spec: SpecialistSpec, vocabulary: Collection[str]
-    ) -> MonitorData:
-        return entities.extraction_window_data(
-            raw,
-            vocabulary=vocabulary,
-            escalation_threshold=spec.escalation.confidence_threshold,
-            required=spec.required,
-        )
-
-    def reference_quality(self, data: MonitorData) -> tuple[float, float]:
-        return entity_quality.reference_entity_quality(data)
-
-    def measured_quality(self, data: MonitorData, *, min_labels: int) -> Quality:
-        return entity_quality.measured_entity_quality(data, min_labels=min_labels)
+    def _reading(self, spec: SpecialistSpec, vocabulary: Collection[str]) -> dict[str, Any]:
+        # The fields every answer should have: their absence is a drift signal of its own.
+        return MonitorKind._reading(self, spec, vocabulary) | {"required": spec.required}
 
     def estimate(
-        self,
-        reference: MonitorData,
-        current: MonitorData,
-        *,
-        base: Estimate | None,
-        min_labels: int,
+        self, reference: MonitorData, current: MonitorData, **options: Any
     ) -> Estimate | None:
+        # ``options`` are the base's keywords (base, min_labels), handed on unchanged.
         model = entity_quality.fit_miss_model(reference)
-        return entity_quality.estimate_entity_f1(current, model, base=base, min_labels=min_labels)
+        return entity_quality.estimate_entity_f1(current, model, **options)
 
     def describe(self, current: MonitorData) -> dict[str, Any]:
         return entities.describe_answers(current)

@@ -117,27 +117,45 @@ def check_feedback(
     appearance, and rows of those past it are refused. Rows are numbered from ``first_row``.
     """
     out: list[RowCheck] = []
-    room = max(labels.max_proposed - len(labels.stored_proposed), 0)
-    admitted: set[str] = set()
+    room = _Room(labels)
     for offset, (request_id, label) in enumerate(items):
         proposed = isinstance(label, str) and label not in labels.known
         problem = _row_problem(request_id, label, proposed=proposed, labels=labels, owners=owners)
-        if problem is None and proposed and label not in labels.stored_proposed:
-            if label not in admitted and len(admitted) >= room:
-                problem = (
-                    TOO_MANY_PROPOSED,
-                    f"{labels.specialist!r} already has {len(labels.stored_proposed)} proposed "
-                    f"labels and this would add more than the {labels.max_proposed} allowed "
-                    f"(LIFECYCLE_MAX_PROPOSED_LABELS): {label!r} refused; label with known "
-                    "labels, or retrain first",
-                )
-            else:
-                admitted.add(label)
+        if problem is None and proposed:
+            problem = room.refusal([label], entity=False)
         status, reason = problem or (ACCEPTED, None)
         out.append(
             RowCheck(first_row + offset, str(request_id), str(label), status, reason, proposed)
         )
     return out
+
+
+class _Room:
+    """The room left under the cap on distinct proposed labels, shared by both checks: new
+    proposed labels take it in order of first appearance (a label admitted once is free for
+    later rows, as is one already stored)."""
+
+    def __init__(self, labels: LabelSet) -> None:
+        self.labels = labels
+        self.left = max(labels.max_proposed - len(labels.stored_proposed), 0)
+        self.admitted: set[str] = set()
+
+    def refusal(self, new: Sequence[str], *, entity: bool) -> tuple[int, str] | None:
+        """None when the row's proposed labels ``new`` fit (they are admitted), else its 429
+        (status, reason); ``entity``: an extractor's row (its reason lists the labels)."""
+        stored = self.labels.stored_proposed
+        fresh = [n for n in new if n not in stored and n not in self.admitted]
+        if len(self.admitted) + len(fresh) <= self.left:
+            self.admitted.update(fresh)
+            return None
+        refused, instead = (str(fresh), "entity labels") if entity else (repr(fresh[0]), "labels")
+        return (
+            TOO_MANY_PROPOSED,
+            f"{self.labels.specialist!r} already has {len(stored)} proposed labels and this "
+            f"would add more than the {self.labels.max_proposed} allowed "
+            f"(LIFECYCLE_MAX_PROPOSED_LABELS): {refused} refused; label with known {instead}, "
+            "or retrain first",
+        )
 
 
 def _row_problem(
@@ -181,8 +199,7 @@ def check_entity_feedback(
     A row's label is the spans' summary; ``[]`` (a text with no entity) is a valid row.
     """
     out: list[RowCheck] = []
-    room = max(labels.max_proposed - len(labels.stored_proposed), 0)
-    admitted: set[str] = set()
+    room = _Room(labels)
     for offset, (request_id, spans) in enumerate(items):
         row = first_row + offset
         text = texts.get(request_id)
@@ -206,17 +223,7 @@ def check_entity_feedback(
                 f"no request {request_id} for specialist {labels.specialist!r}",
             )
         else:
-            fresh = [n for n in new if n not in labels.stored_proposed and n not in admitted]
-            if len(admitted) + len(fresh) > room:
-                status_reason = (
-                    TOO_MANY_PROPOSED,
-                    f"{labels.specialist!r} already has {len(labels.stored_proposed)} proposed "
-                    f"labels and this would add more than the {labels.max_proposed} allowed "
-                    f"(LIFECYCLE_MAX_PROPOSED_LABELS): {list(fresh)} refused; label with known "
-                    "entity labels, or retrain first",
-                )
-            else:
-                admitted.update(fresh)
+            status_reason = room.refusal(new, entity=True)
         status, reason = status_reason or (ACCEPTED, None)
         out.append(
             RowCheck(

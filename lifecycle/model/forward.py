@@ -66,7 +66,7 @@ def switch_lora(layers: Iterable[Any], *, on: bool) -> None:
     peft's public ``enable_adapters`` also resets requires_grad on every adapter's
     weights, 4 ms per pass with ten adapters loaded; inference needs only the flag it
     sets, so that is set directly where it exists. A peft that stopped reading it fails
-    tests/test_peft_pins.py, and the mixing probe turns mixed rows off at load.
+    tests/model/test_peft_pins.py, and the mixing probe turns mixed rows off at load.
     """
     for layer in layers:
         if hasattr(layer, "_disable_adapters"):
@@ -171,18 +171,6 @@ class Passes:
         #: Whether packed rows may mix adapters; each loaded adapter is probed
         #: (``probe_mixing``), and one that disagrees turns it off for good.
         self.mixing = True
-
-    def pooled(
-        self,
-        model: Any,
-        texts: Sequence[str],
-        adapter_ids: Sequence[str],
-        max_length: int,
-        *,
-        train: bool = False,
-    ) -> torch.Tensor:
-        """One float32 row per text (``encode`` without token states)."""
-        return self.encode(model, texts, adapter_ids, max_length, train=train)[0]
 
     def encode(
         self,

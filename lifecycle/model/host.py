@@ -265,17 +265,11 @@ class AdapterHost:
     ) -> list[Answer]:
         """Each text's answer from its logits (and, for an extractor, its token offsets: both
         from ``infer``), as its adapter's task kind reads them."""
-        from lifecycle.tasks import task_kind
+        from lifecycle.tasks import Reading, task_kind
 
         metas = [self.adapters.get(a).meta for a in ids]
         return [
-            task_kind(meta.task).answer(
-                row,
-                labels=meta.labels,
-                temperature=meta.temperature,
-                text=text,
-                offsets=spans,
-            )
+            task_kind(meta.task).answer(row, Reading(meta.labels, meta.temperature, text, spans))
             for text, row, meta, spans in zip(texts, logits, metas, offsets, strict=True)
         ]
 

@@ -169,20 +169,36 @@ def human_labelled(
     return (labelled.astype(str) if as_text else labelled), fallback_only
 
 
-def common_fields(
+@dataclass(frozen=True, slots=True)
+class GateFacts:
+    """What the caller knows besides the pairs, bundled so every task's gate passes it on whole.
+
+    ``latency_ms`` is (champion, challenger) model time per batch when it was measured,
+    ``shadow_errors`` the shadow calls that raised (absent from the pairs), and
+    ``trained_labels``/``new_labels`` the people's labels the challenger was trained on and
+    those that arrived since, when known (the supersede rule).
+    """
+
+    latency_ms: tuple[float, float] | None = None
+    shadow_errors: int = 0
+    trained_labels: int | None = None
+    new_labels: int | None = None
+
+
+def opening(
     pairs: pd.DataFrame,
     policy: PromotionSpec,
+    facts: GateFacts,
     *,
     n_labelled: int,
     fallback_only: int,
     agreement: float | None,
-    latency_ms: tuple[float, float] | None,
-    shadow_errors: int,
-    trained_labels: int | None,
-    new_labels: int | None,
-) -> dict[str, Any]:
-    """The :class:`GateDecision` fields every decision carries, whatever the statistic."""
-    return {
+) -> tuple[dict[str, Any], list[str], str | None]:
+    """What every task's gate starts from before its statistic: the :class:`GateDecision`
+    fields every decision carries, the reasons so far (fallback-only pairs left out) and why
+    the challenger is stale (None when it is not)."""
+    latency_ms = facts.latency_ms
+    common: dict[str, Any] = {
         "n_pairs": len(pairs),
         "n_labelled": n_labelled,
         "agreement": agreement,
@@ -190,12 +206,14 @@ def common_fields(
         "alpha": policy.alpha,
         "margin": policy.margin,
         "sample_cap": policy.sample_cap,
-        "trained_labels": trained_labels,
-        "new_labels": new_labels,
-        "shadow_errors": shadow_errors,
+        "trained_labels": facts.trained_labels,
+        "new_labels": facts.new_labels,
+        "shadow_errors": facts.shadow_errors,
         "champion_latency_ms": latency_ms[0] if latency_ms else None,
         "challenger_latency_ms": latency_ms[1] if latency_ms else None,
     }
+    stale = supersede_reason(facts.trained_labels, facts.new_labels, policy)
+    return common, fallback_reason(fallback_only), stale
 
 
 def fallback_reason(fallback_only: int) -> list[str]:
@@ -228,12 +246,7 @@ def without_labels(
 
 
 def health(
-    decision: Decision,
-    *,
-    n_pairs: int,
-    shadow_errors: int,
-    latency_ms: tuple[float, float] | None,
-    policy: PromotionSpec,
+    decision: Decision, *, n_pairs: int, facts: GateFacts, policy: PromotionSpec
 ) -> tuple[Decision, list[str], str | None]:
     """The decision after the health vetoes, the veto reasons, and a note on a latency that
     was measured and passed (None otherwise).
@@ -242,6 +255,7 @@ def health(
     "wait" or "supersede" becomes "reject" when it fails too often once ``min_samples``
     shadow calls were made.
     """
+    shadow_errors, latency_ms = facts.shadow_errors, facts.latency_ms
     broken = error_veto(n_pairs, shadow_errors, policy)
     slow = latency_veto(latency_ms, policy)
     if decision == "promote" and (broken or slow):

@@ -19,14 +19,11 @@ from typing import TYPE_CHECKING, Any
 from lifecycle.extraction.metrics import request_exact, request_f1
 from lifecycle.extraction.spans import from_json, keys
 from lifecycle.promotion.decision import (
-    Decision,
     GateDecision,
-    common_fields,
-    fallback_reason,
     has_columns,
     health,
     human_labelled,
-    supersede_reason,
+    opening,
     without_labels,
 )
 from lifecycle.promotion.paired import PairedScores, compare_paired, decide_with_reason
@@ -35,6 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from lifecycle.config.spec import PromotionSpec
+    from lifecycle.promotion.decision import Decision, GateFacts
 
 EXTRACTION_TEST = (
     "sequential betting e-values on per-request F1 (anytime-valid) + paired bootstrap "
@@ -46,19 +44,11 @@ ENTITY_COLUMNS = ("champion_entities", "challenger_entities", "true_entities")
 Spans = list[tuple[str, int, int]]
 
 
-def extraction_gate(
-    pairs: pd.DataFrame,
-    policy: PromotionSpec,
-    *,
-    latency_ms: tuple[float, float] | None = None,
-    shadow_errors: int = 0,
-    trained_labels: int | None = None,
-    new_labels: int | None = None,
-) -> GateDecision:
+def extraction_gate(pairs: pd.DataFrame, policy: PromotionSpec, facts: GateFacts) -> GateDecision:
     """Decide on an extraction challenger from its shadow pairs (see the module docstring).
 
-    The arguments and the health, cap and supersede rules are those of
-    :func:`lifecycle.promotion.gate.gate` (which calls this for ``task="extraction"``);
+    ``facts`` bundles :func:`lifecycle.promotion.gate.gate`'s keyword arguments (it calls
+    this for ``task="extraction"``), and the health, cap and supersede rules are its own;
     ``policy.margin`` is in F1 points of the mean per-request F1, and ``policy.min_samples``
     labelled pairs are needed before an evidence-based decision (the cap decides regardless).
     Pairs whose entity JSON cannot be read are left out, and the reasons say how many.
@@ -77,27 +67,19 @@ def extraction_gate(
         champion_exact.append(request_exact(gold, champion))
         challenger_exact.append(request_exact(gold, challenger))
     n = len(champion_f1)
-    common = common_fields(
-        pairs,
-        policy,
-        n_labelled=n,
-        fallback_only=fallback_only,
-        agreement=_agreement(pairs),
-        latency_ms=latency_ms,
-        shadow_errors=shadow_errors,
-        trained_labels=trained_labels,
-        new_labels=new_labels,
+    common, reasons, stale = opening(
+        pairs, policy, facts, n_labelled=n, fallback_only=fallback_only, agreement=_agreement(pairs)
     )
     common |= {"task": "extraction", "test": EXTRACTION_TEST}
-    reasons = fallback_reason(fallback_only)
     missing = [c for c in ENTITY_COLUMNS if c not in pairs.columns]
     if missing and len(pairs):
         reasons.append(f"the shadow pairs have no {', '.join(missing)} column: nothing to score")
     if unreadable:
         reasons.append(f"{unreadable} labelled pairs with unreadable entity JSON were left out")
-    stale = supersede_reason(trained_labels, new_labels, policy)
     if n == 0:
-        return without_labels(reasons, common, policy, shadow_errors=shadow_errors, stale=stale)
+        return without_labels(
+            reasons, common, policy, shadow_errors=facts.shadow_errors, stale=stale
+        )
 
     scores = compare_paired(
         champion_f1,
@@ -128,13 +110,7 @@ def extraction_gate(
         "wilcoxon_p": scores.wilcoxon_p,
     }
     reasons.insert(0, _summary(scores))
-    decision, vetoes, note = health(
-        decision,
-        n_pairs=len(pairs),
-        shadow_errors=shadow_errors,
-        latency_ms=latency_ms,
-        policy=policy,
-    )
+    decision, vetoes, note = health(decision, n_pairs=len(pairs), facts=facts, policy=policy)
     # The decisive sentence last (after a passing latency, before a veto): an alert that
     # quotes the last reason quotes it.
     reasons.extend([*([note] if note else []), _with_means(why, scores), *vetoes])

@@ -41,12 +41,11 @@ from lifecycle.promotion.decision import (
     GATE_TEST,
     Decision,
     GateDecision,
-    common_fields,
-    fallback_reason,
+    GateFacts,
     has_columns,
     health,
     human_labelled,
-    supersede_reason,
+    opening,
     without_labels,
 )
 from lifecycle.promotion.sequential import sequential_test
@@ -105,35 +104,19 @@ def gate(
     worth serving. ``policy.auto_promote`` and ``shadow_sample_rate`` are the caller's and
     the gateway's business, not the gate's.
     """
+    facts = GateFacts(latency_ms, shadow_errors, trained_labels, new_labels)
     if task == "extraction":
         from lifecycle.promotion.extraction_gate import extraction_gate
 
-        return extraction_gate(
-            pairs,
-            policy,
-            latency_ms=latency_ms,
-            shadow_errors=shadow_errors,
-            trained_labels=trained_labels,
-            new_labels=new_labels,
-        )
+        return extraction_gate(pairs, policy, facts)
     if task != "classification":
         raise ValueError(f"unknown task {task!r}; known: classification, extraction")
     alpha, margin, cap = policy.alpha, policy.margin, policy.sample_cap
     labelled, fallback_only = human_labelled(pairs, _PAIR_COLUMNS)
     n = len(labelled)
-    common = common_fields(
-        pairs,
-        policy,
-        n_labelled=n,
-        fallback_only=fallback_only,
-        agreement=_agreement(pairs),
-        latency_ms=latency_ms,
-        shadow_errors=shadow_errors,
-        trained_labels=trained_labels,
-        new_labels=new_labels,
+    common, reasons, stale = opening(
+        pairs, policy, facts, n_labelled=n, fallback_only=fallback_only, agreement=_agreement(pairs)
     )
-    reasons = fallback_reason(fallback_only)
-    stale = supersede_reason(trained_labels, new_labels, policy)
     if n == 0:
         return without_labels(reasons, common, policy, shadow_errors=shadow_errors, stale=stale)
 
@@ -202,13 +185,7 @@ def gate(
             f"{evidence.e_worse:.4g} for worse, both < {bar}; rejecting at {cap} labelled pairs"
         )
 
-    decision, vetoes, note = health(
-        decision,
-        n_pairs=len(pairs),
-        shadow_errors=shadow_errors,
-        latency_ms=latency_ms,
-        policy=policy,
-    )
+    decision, vetoes, note = health(decision, n_pairs=len(pairs), facts=facts, policy=policy)
     reasons.extend(vetoes if note is None else [note])
     return GateDecision(decision=decision, reasons=reasons, **common, **numbers)
 

@@ -11,14 +11,13 @@ from lifecycle.serving.api import AdminResult
 from lifecycle.serving.deps import ERRORS, GW, Admin, NamePath
 from lifecycle.serving.state import Gateway
 
-router = APIRouter(tags=["admin"])
+# Every admin route needs the token and answers errors alike: said once, for the router.
+router = APIRouter(tags=["admin"], responses=ERRORS, dependencies=[Admin])
 
 
 @router.post(
     "/v1/admin/reload",
     response_model=AdminResult,
-    responses=ERRORS,
-    dependencies=[Admin],
     summary="Read the registry's aliases now and swap adapters that changed.",
 )
 async def reload(gw: GW) -> AdminResult:
@@ -29,8 +28,6 @@ async def reload(gw: GW) -> AdminResult:
 @router.post(
     "/v1/admin/specialists/{name}/promote",
     response_model=AdminResult,
-    responses=ERRORS,
-    dependencies=[Admin],
     summary="Make the challenger the champion now (the old champion becomes 'previous').",
 )
 async def promote(name: NamePath, gw: GW) -> AdminResult:
@@ -40,8 +37,6 @@ async def promote(name: NamePath, gw: GW) -> AdminResult:
 @router.post(
     "/v1/admin/specialists/{name}/rollback",
     response_model=AdminResult,
-    responses=ERRORS,
-    dependencies=[Admin],
     summary="Make the 'previous' version the champion again.",
 )
 async def rollback(name: NamePath, gw: GW) -> AdminResult:

@@ -183,26 +183,21 @@ def retrain_from_traffic(
         logger.warning(
             "%s: candidate v%s not made challenger: %s", spec.name, version, check.reason
         )
-        return RetrainOutcome(
-            "rejected",
-            f"candidate v{version} {trained_on}; {check.reason}",
-            champion_version=champion,
-            challenger_version=trained.version.version,
-            plan=plan.summary(),
-            evaluation=evaluation,
+        status, reason = "rejected", f"candidate v{version} {trained_on}; {check.reason}"
+    else:
+        registry.set_alias(spec.name, CHALLENGER, trained.version.version)
+        logger.info(
+            "%s: challenger v%d registered from %d labelled requests (%s; %s)",
+            spec.name,
+            trained.version.version,
+            plan.counts.usable,
+            ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items()),
+            check.reason,
         )
-    registry.set_alias(spec.name, CHALLENGER, trained.version.version)
-    logger.info(
-        "%s: challenger v%d registered from %d labelled requests (%s; %s)",
-        spec.name,
-        trained.version.version,
-        plan.counts.usable,
-        ", ".join(f"{k} {v:.3f}" for k, v in evaluation.items()),
-        check.reason,
-    )
+        status, reason = "registered", f"{trained_on}; {check.reason}"
     return RetrainOutcome(
-        "registered",
-        f"{trained_on}; {check.reason}",
+        status,
+        reason,
         champion_version=champion,
         challenger_version=trained.version.version,
         plan=plan.summary(),

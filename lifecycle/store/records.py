@@ -14,7 +14,7 @@ import json
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeAlias
 
@@ -92,6 +92,23 @@ def _require(value: str | None, name: str) -> None:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
+def _check(
+    record: object,
+    required: tuple[str, ...],
+    *,
+    ints: tuple[str, ...] = (),
+    floats: tuple[str, ...] = (),
+    bools: tuple[str, ...] = (),
+) -> None:
+    """Every record's first checks, in this order (so the first bad field is the one named):
+    the non-empty strings, then the plain int, float and bool fields."""
+    for name in required:
+        _require(getattr(record, name), name)
+    _coerce(record, int, *ints)
+    _coerce(record, float, *floats)
+    _coerce(record, bool, *bools)
+
+
 def _check_entities(value: object) -> None:
     """An extractor's spans as ``lifecycle.extraction.spans.to_json`` writes them: a JSON list
     (of objects), or None for a classifier. Checked here so that a bad value fails in the
@@ -109,7 +126,30 @@ def _check_entities(value: object) -> None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class RequestRecord:
+class _Row:
+    """What every record shares: its database row is its fields, in declaration order.
+
+    ``__post_init__`` has already coerced each field to a plain value (numpy scalars to
+    int/float/bool, times to UTC, embeddings to bytes), so the row needs no conversion.
+    """
+
+    def to_row(self) -> dict[str, Any]:
+        """The record's row, a column a field."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _ModelCall(_Row):
+    """Which challenger was called for which request: the fields its answer and its failure
+    both start with (the gate counts the two together), declared once."""
+
+    request_id: str
+    specialist: str
+    model_version: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestRecord(_Row):
     """One answered text: the champion's prediction, and the fallback's when it escalated."""
 
     table: ClassVar[str] = "requests"
@@ -140,12 +180,13 @@ class RequestRecord:
     entities: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.id, "id")
-        _require(self.specialist, "specialist")
-        _require(self.label, "label")
-        _coerce(self, int, "model_version")
-        _coerce(self, float, "confidence", "latency_ms")
-        _coerce(self, bool, "escalated", "flagged")
+        _check(
+            self,
+            ("id", "specialist", "label"),
+            ints=("model_version",),
+            floats=("confidence", "latency_ms"),
+            bools=("escalated", "flagged"),
+        )
         if self.fallback_latency_ms is not None:
             _coerce(self, float, "fallback_latency_ms")
         if self.ood_score is not None:
@@ -162,41 +203,13 @@ class RequestRecord:
         if self.text_sha256 is None and self.text is not None:
             object.__setattr__(self, "text_sha256", text_digest(self.text))
 
-    def to_row(self) -> dict[str, Any]:
-        """The ``requests`` row."""
-        return {
-            "id": self.id,
-            "specialist": self.specialist,
-            "model_version": int(self.model_version),
-            "text": self.text,
-            "text_sha256": self.text_sha256,
-            "label": self.label,
-            "confidence": float(self.confidence),
-            "embedding": self.embedding,
-            "latency_ms": float(self.latency_ms),
-            "escalated": bool(self.escalated),
-            "fallback_label": self.fallback_label,
-            "fallback_source": self.fallback_source,
-            "fallback_latency_ms": (
-                None if self.fallback_latency_ms is None else float(self.fallback_latency_ms)
-            ),
-            "flagged": bool(self.flagged),
-            "created_at": self.created_at,
-            "ood_score": None if self.ood_score is None else float(self.ood_score),
-            "out_of_scope": None if self.out_of_scope is None else bool(self.out_of_scope),
-            "entities": self.entities,
-        }
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ShadowRecord:
+class ShadowRecord(_ModelCall):
     """A challenger's prediction for a request the champion answered (never shown to clients)."""
 
     table: ClassVar[str] = "shadow_predictions"
 
-    request_id: str
-    specialist: str
-    model_version: int
     label: str
     confidence: float
     latency_ms: float
@@ -205,65 +218,38 @@ class ShadowRecord:
     entities: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.request_id, "request_id")
-        _require(self.specialist, "specialist")
-        _require(self.label, "label")
-        _coerce(self, int, "model_version")
-        _coerce(self, float, "confidence", "latency_ms")
+        _check(
+            self,
+            ("request_id", "specialist", "label"),
+            ints=("model_version",),
+            floats=("confidence", "latency_ms"),
+        )
         _check_entities(self.entities)
         object.__setattr__(self, "created_at", as_utc(self.created_at))
 
-    def to_row(self) -> dict[str, Any]:
-        """The ``shadow_predictions`` row."""
-        return {
-            "request_id": self.request_id,
-            "specialist": self.specialist,
-            "model_version": int(self.model_version),
-            "label": self.label,
-            "confidence": float(self.confidence),
-            "latency_ms": float(self.latency_ms),
-            "created_at": self.created_at,
-            "entities": self.entities,
-        }
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ShadowFailureRecord:
+class ShadowFailureRecord(_ModelCall):
     """A challenger call that raised for a request: the gate counts these as errors."""
 
     table: ClassVar[str] = "shadow_failures"
 
-    request_id: str
-    specialist: str
-    model_version: int
     error: str
     created_at: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
-        _require(self.request_id, "request_id")
-        _require(self.specialist, "specialist")
-        _require(self.error, "error")
-        _coerce(self, int, "model_version")
+        _check(self, ("request_id", "specialist", "error"), ints=("model_version",))
         # The column is bounded; the message is for people, its head is enough.
         object.__setattr__(self, "error", self.error[:256])
         object.__setattr__(self, "created_at", as_utc(self.created_at))
 
-    def to_row(self) -> dict[str, Any]:
-        """The ``shadow_failures`` row."""
-        return {
-            "request_id": self.request_id,
-            "specialist": self.specialist,
-            "model_version": int(self.model_version),
-            "error": self.error,
-            "created_at": self.created_at,
-        }
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FeedbackRecord:
+class FeedbackRecord(_Row):
     """A true label for an earlier request; every one is kept, the effective one is chosen later.
 
-    ``feedback_uid`` is made by the client so that a replayed record is recognised and skipped.
+    ``feedback_uid`` is made by the client so that a replayed record is recognised and skipped;
+    the row's integer ``id`` is assigned by the database.
     """
 
     table: ClassVar[str] = "feedback"
@@ -280,30 +266,15 @@ class FeedbackRecord:
     entities: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.request_id, "request_id")
-        _require(self.specialist, "specialist")
-        _require(self.label, "label")
-        _require(self.feedback_uid, "feedback_uid")
+        _check(self, ("request_id", "specialist", "label", "feedback_uid"))
         _check_entities(self.entities)
         if self.source not in FEEDBACK_SOURCES:
             raise ValueError(f"source must be one of {FEEDBACK_SOURCES}, got {self.source!r}")
         object.__setattr__(self, "created_at", as_utc(self.created_at))
 
-    def to_row(self) -> dict[str, Any]:
-        """The ``feedback`` row (its integer ``id`` is assigned by the database)."""
-        return {
-            "feedback_uid": self.feedback_uid,
-            "request_id": self.request_id,
-            "specialist": self.specialist,
-            "label": self.label,
-            "source": self.source,
-            "created_at": self.created_at,
-            "entities": self.entities,
-        }
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class AlertRecord:
+class AlertRecord(_Row):
     """Something on-call was told about (a monitor verdict, a rollback), with its evidence."""
 
     table: ClassVar[str] = "alerts"
@@ -316,23 +287,15 @@ class AlertRecord:
     created_at: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
-        _require(self.id, "id")
-        _require(self.kind, "kind")
-        _require(self.verdict, "verdict")
+        _check(self, ("id", "kind", "verdict"))
         # Serialised once here: a payload that is not JSON fails in the caller, not the writer.
         object.__setattr__(self, "payload", json.loads(_dump_payload(self.payload)))
         object.__setattr__(self, "created_at", as_utc(self.created_at))
 
     def to_row(self) -> dict[str, Any]:
         """The ``alerts`` row; the payload is stored as JSON text."""
-        return {
-            "id": self.id,
-            "specialist": self.specialist,
-            "kind": self.kind,
-            "verdict": self.verdict,
-            "payload": _dump_payload(self.payload),
-            "created_at": self.created_at,
-        }
+        # _Row's, named: zero-argument super() fails in a slots dataclass on Python 3.11.
+        return _Row.to_row(self) | {"payload": _dump_payload(self.payload)}
 
 
 def _dump_payload(payload: dict[str, Any]) -> str:

@@ -10,14 +10,14 @@ types only it has held back until the onset.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lifecycle.config.errors import DataError
+from lifecycle.synthetic.streams import StreamScenario, check_counts, derive_seed, shuffle_together
 from lifecycle.synthetic.tickets import ALL_LABELS, generate_tickets
 
 if TYPE_CHECKING:
@@ -34,11 +34,10 @@ EXTRACTION_SCENARIOS: tuple[str, ...] = (
 NEW_FIELD = "tracking_number"
 NEW_FIELD_SHARE = 0.4  # new_field: share of after-onset tickets that carry a tracking number
 HOLDOUT_SHARE = 0.4  # snips_holdout_scenario: share of after-onset rows from the held-out intent
-_COLUMNS = ["text", "entities", "template"]
 
 
 @dataclass(frozen=True, eq=False)
-class ExtractionScenario:
+class ExtractionScenario(StreamScenario):
     """A reference set to train on and a stream of traffic with a change at ``onset``.
 
     ``reference`` has columns text, entities and template; ``stream`` adds phase
@@ -49,11 +48,8 @@ class ExtractionScenario:
     compare to a single bool, so scenarios compare by identity.
     """
 
-    name: str
-    description: str
-    reference: pd.DataFrame
-    stream: pd.DataFrame
-    onset: int
+    columns: ClassVar[tuple[str, ...]] = ("text", "entities", "template")
+
     new_labels: tuple[str, ...]
 
 
@@ -78,10 +74,10 @@ def extraction_scenario(
         raise ValueError(
             f"unknown extraction scenario {name!r}; choose one of {', '.join(EXTRACTION_SCENARIOS)}"
         )
-    _check_counts(n_reference=n_reference, n_before=n_before, n_after=n_after)
-    reference = generate_tickets(n_reference, seed=_seed(seed, "reference"))
-    before = generate_tickets(n_before, seed=_seed(seed, "before"))
-    after_seed = _seed(seed, f"after/{name}")
+    check_counts(n_reference=n_reference, n_before=n_before, n_after=n_after)
+    reference = generate_tickets(n_reference, seed=derive_seed(seed, "reference"))
+    before = generate_tickets(n_before, seed=derive_seed(seed, "before"))
+    after_seed = derive_seed(seed, f"after/{name}")
     new_labels: tuple[str, ...] = ()
     if name == "stationary":
         after = generate_tickets(n_after, seed=after_seed)
@@ -89,10 +85,10 @@ def extraction_scenario(
     elif name == "new_field":
         n_new = round(NEW_FIELD_SHARE * n_after)
         tracked = generate_tickets(
-            n_new, seed=_seed(after_seed, "new"), labels=ALL_LABELS, require=NEW_FIELD
+            n_new, seed=derive_seed(after_seed, "new"), labels=ALL_LABELS, require=NEW_FIELD
         )
-        usual = generate_tickets(n_after - n_new, seed=_seed(after_seed, "usual"))
-        after = _shuffle_together([tracked, usual], seed=_seed(after_seed, "mix"))
+        usual = generate_tickets(n_after - n_new, seed=derive_seed(after_seed, "usual"))
+        after = shuffle_together([tracked, usual], seed=derive_seed(after_seed, "mix"))
         new_labels = (NEW_FIELD,) if n_new else ()
         description = (
             f"After onset {NEW_FIELD_SHARE:.0%} of tickets carry a {NEW_FIELD}, "
@@ -104,7 +100,9 @@ def extraction_scenario(
     else:  # date_format
         after = generate_tickets(n_after, seed=after_seed, formats={"date": "european"})
         description = "After onset dates are written European style (14.03.2026, 14 March 2026)."
-    return _assemble(name, description, reference, before, after, new_labels=new_labels)
+    return ExtractionScenario.build(
+        name, description, reference, before, after, new_labels=new_labels
+    )
 
 
 def snips_holdout_scenario(
@@ -127,7 +125,7 @@ def snips_holdout_scenario(
     import numpy as np
     import pandas as pd
 
-    _check_counts(n_before=n_before, n_after=n_after)
+    check_counts(n_before=n_before, n_after=n_after)
     folder = Path(data_dir)
     train, test = (_read_jsonl(folder / f"{part}.jsonl") for part in ("train", "test"))
     intents = sorted({*train["intent"], *test["intent"]})
@@ -137,7 +135,7 @@ def snips_holdout_scenario(
     others = set().union(*(labels for i, labels in labels_of.items() if i != held_out_intent))
     new_labels = tuple(sorted(labels_of[held_out_intent] - others))
 
-    rng = np.random.default_rng(_seed(seed, "snips"))
+    rng = np.random.default_rng(derive_seed(seed, "snips"))
     is_held = train["intent"] == held_out_intent
     kept_train = train[~is_held].iloc[rng.permutation(int((~is_held).sum()))]
     kept_test = test[test["intent"] != held_out_intent]
@@ -161,16 +159,16 @@ def snips_holdout_scenario(
         entities=[[e for e in ents if e["label"] not in new_labels] for ents in reference.entities]
     )
     before = pool.iloc[:n_before]
-    after = _shuffle_together(
+    after = shuffle_together(
         [pool.iloc[n_before:n_kept], held.iloc[rng.permutation(len(held))[:n_held]]],
-        seed=_seed(seed, "snips/after"),
+        seed=derive_seed(seed, "snips/after"),
     )
     description = (
         f"Intent {held_out_intent} and its slot types {list(new_labels)} are absent from the "
         f"reference; after onset it makes up {HOLDOUT_SHARE:.0%} of traffic."
     )
     rename = {"intent": "template"}
-    return _assemble(
+    return ExtractionScenario.build(
         f"snips_holdout/{held_out_intent}",
         description,
         reference.rename(columns=rename),
@@ -208,49 +206,3 @@ def _labels_by_intent(*frames: pd.DataFrame) -> dict[str, set[str]]:
         for intent, entities in zip(frame["intent"], frame["entities"], strict=True):
             found.setdefault(intent, set()).update(e["label"] for e in entities)
     return found
-
-
-def _check_counts(**counts: int) -> None:
-    for what, value in counts.items():
-        if value < 0:
-            raise ValueError(f"{what} must be >= 0, got {value}")
-
-
-def _shuffle_together(frames: list[pd.DataFrame], *, seed: int) -> pd.DataFrame:
-    import numpy as np
-    import pandas as pd
-
-    joined = pd.concat(frames, ignore_index=True)
-    return joined.iloc[np.random.default_rng(seed).permutation(len(joined))]
-
-
-def _assemble(
-    name: str,
-    description: str,
-    reference: pd.DataFrame,
-    before: pd.DataFrame,
-    after: pd.DataFrame,
-    *,
-    new_labels: tuple[str, ...],
-) -> ExtractionScenario:
-    import pandas as pd
-
-    stream = pd.concat(
-        [before[_COLUMNS].assign(phase="before"), after[_COLUMNS].assign(phase="after")],
-        ignore_index=True,
-    )
-    stream["step"] = range(len(stream))
-    return ExtractionScenario(
-        name=name,
-        description=description,
-        reference=reference[_COLUMNS].reset_index(drop=True),
-        stream=stream,
-        onset=len(before),
-        new_labels=new_labels,
-    )
-
-
-def _seed(seed: int, part: str) -> int:
-    """A seed for one part of a scenario, stable across runs and Python versions."""
-    digest = hashlib.sha256(f"{seed}/{part}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")

@@ -11,15 +11,15 @@ new-intent case from a real labelled data set (e.g. Banking77) instead.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from lifecycle.config.errors import DataError
+from lifecycle.synthetic.streams import StreamScenario, check_counts, derive_seed, shuffle_together
 from lifecycle.synthetic.templates import BASE, SHIFTED, Vocabulary
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 
 
 @dataclass(frozen=True, eq=False)
-class Scenario:
+class Scenario(StreamScenario):
     """A reference set to train on and a stream of traffic with a change at ``onset``.
 
     ``stream`` has columns text, label, phase ("before"/"after") and step (0..n-1, arrival
@@ -68,11 +68,8 @@ class Scenario:
     single bool, so scenarios compare by identity.
     """
 
-    name: str
-    description: str
-    reference: pd.DataFrame
-    stream: pd.DataFrame
-    onset: int
+    columns: ClassVar[tuple[str, ...]] = ("text", "label")
+
     labels_before: tuple[str, ...]
     labels_after: tuple[str, ...]
 
@@ -111,7 +108,7 @@ def generate_tickets(
     counts = _largest_remainder(n, _weights(chosen, priors))
 
     rng = random.Random(seed)
-    typo_rng = random.Random(_derive_seed(seed, "typos"))
+    typo_rng = random.Random(derive_seed(seed, "typos"))
     labels = [intent for intent, count in zip(chosen, counts, strict=True) for _ in range(count)]
     rng.shuffle(labels)
     texts = [_add_typos(_compose(label, vocab, rng), typo_rate, typo_rng) for label in labels]
@@ -137,12 +134,10 @@ def build_scenario(
     """
     if name not in SCENARIOS:
         raise DataError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}.")
-    for value, what in ((n_reference, "n_reference"), (n_before, "n_before"), (n_after, "n_after")):
-        if value < 0:
-            raise ValueError(f"{what} must be >= 0, got {value}")
-    reference = generate_tickets(n_reference, seed=_derive_seed(seed, "reference"))
-    before = generate_tickets(n_before, seed=_derive_seed(seed, "before"))
-    after_seed = _derive_seed(seed, f"after/{name}")
+    check_counts(n_reference=n_reference, n_before=n_before, n_after=n_after)
+    reference = generate_tickets(n_reference, seed=derive_seed(seed, "reference"))
+    before = generate_tickets(n_before, seed=derive_seed(seed, "before"))
+    after_seed = derive_seed(seed, f"after/{name}")
     labels_after = INTENTS
 
     if name == "stationary":
@@ -161,14 +156,14 @@ def build_scenario(
     elif name == "vocabulary_shift":
         n_shifted = round(SHIFTED_SHARE * n_after)
         shifted = generate_tickets(n_shifted, seed=after_seed, vocabulary="shifted")
-        usual = generate_tickets(n_after - n_shifted, seed=_derive_seed(after_seed, "base"))
-        after = _shuffle_together([shifted, usual], seed=_derive_seed(after_seed, "mix"))
+        usual = generate_tickets(n_after - n_shifted, seed=derive_seed(after_seed, "base"))
+        after = shuffle_together([shifted, usual], seed=derive_seed(after_seed, "mix"))
         description = (
             f"After onset {SHIFTED_SHARE:.0%} of traffic comes from a new channel with other "
             "words (slang, new product names) for the same intents."
         )
     else:  # prior_shift
-        dominant = random.Random(_derive_seed(seed, "dominant")).sample(INTENTS, DOMINANT_INTENTS)
+        dominant = random.Random(derive_seed(seed, "dominant")).sample(INTENTS, DOMINANT_INTENTS)
         rest = (1.0 - DOMINANT_SHARE) / (len(INTENTS) - DOMINANT_INTENTS)
         priors = {i: DOMINANT_SHARE / DOMINANT_INTENTS if i in dominant else rest for i in INTENTS}
         after = generate_tickets(n_after, seed=after_seed, priors=priors)
@@ -176,7 +171,9 @@ def build_scenario(
             f"After onset {', '.join(sorted(dominant))} take {DOMINANT_SHARE:.0%} of traffic; "
             "the wording stays the same, so a good model's quality holds."
         )
-    return _assemble(name, description, reference, before, after, labels=(INTENTS, labels_after))
+    return Scenario.build(
+        name, description, reference, before, after, **_labels(INTENTS, labels_after)
+    )
 
 
 def holdout_scenario(
@@ -215,7 +212,7 @@ def holdout_scenario(
                 f"cannot hold out {n_holdout} of {len(labels)} intents: at least 2 must remain "
                 "for the reference. Lower n_holdout."
             )
-        held = sorted(random.Random(_derive_seed(seed, "holdout")).sample(labels, n_holdout))
+        held = sorted(random.Random(derive_seed(seed, "holdout")).sample(labels, n_holdout))
     else:
         held = sorted(set(holdout))
         unknown = [h for h in held if h not in set(labels)]
@@ -248,17 +245,18 @@ def holdout_scenario(
         kept_pool = pool[pool["label"].isin(kept)]
         held_pool = pool[pool["label"].isin(held)]
 
-    rng = np.random.default_rng(_derive_seed(seed, "stream"))
+    rng = np.random.default_rng(derive_seed(seed, "stream"))
     before, kept_left = _draw(kept_pool, n_before, rng, what="kept intents")
     after_kept, _ = _draw(kept_left, n_after - n_release, rng, what="kept intents", reuse=kept_pool)
     after_held, _ = _draw(held_pool, n_release, rng, what="held-out intents")
-    after = _shuffle_together([after_kept, after_held], seed=_derive_seed(seed, "after"))
+    after = shuffle_together([after_kept, after_held], seed=derive_seed(seed, "after"))
     description = (
         f"Intents {held} are absent from the reference; after onset they make up "
         f"{release_share:.0%} of traffic."
     )
     released = held if n_release > 0 else []
-    return _assemble(name, description, reference, before, after, labels=(kept, [*kept, *released]))
+    label_sets = _labels(kept, [*kept, *released])
+    return Scenario.build(name, description, reference, before, after, **label_sets)
 
 
 def _check_intents(intents: Sequence[str]) -> tuple[str, ...]:
@@ -385,43 +383,9 @@ def _draw(
     return pd.concat([pool.iloc[order], extra]), pool.iloc[0:0]
 
 
-def _shuffle_together(frames: list[pd.DataFrame], *, seed: int) -> pd.DataFrame:
-    import numpy as np
-    import pandas as pd
-
-    joined = pd.concat(frames, ignore_index=True)
-    return joined.iloc[np.random.default_rng(seed).permutation(len(joined))]
-
-
-def _assemble(
-    name: str,
-    description: str,
-    reference: pd.DataFrame,
-    before: pd.DataFrame,
-    after: pd.DataFrame,
-    *,
-    labels: tuple[Sequence[str], Sequence[str]],
-) -> Scenario:
-    """The Scenario; ``labels`` are the label sets traffic is drawn from before/after onset."""
-    import pandas as pd
-
-    stream = pd.concat(
-        [
-            before[["text", "label"]].assign(phase="before"),
-            after[["text", "label"]].assign(phase="after"),
-        ],
-        ignore_index=True,
-    )
-    stream["step"] = range(len(stream))
-    return Scenario(
-        name=name,
-        description=description,
-        reference=reference[["text", "label"]].reset_index(drop=True),
-        stream=stream,
-        onset=len(before),
-        labels_before=tuple(sorted(labels[0])),
-        labels_after=tuple(sorted(labels[1])),
-    )
+def _labels(before: Sequence[str], after: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """A Scenario's own fields: the label sets traffic is drawn from before/after onset."""
+    return {"labels_before": tuple(sorted(before)), "labels_after": tuple(sorted(after))}
 
 
 def _text_label(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -432,9 +396,3 @@ def _text_label(df: pd.DataFrame, what: str) -> pd.DataFrame:
             "Load it with load_table(path, label_column=...)."
         )
     return df[["text", "label"]].astype(str)
-
-
-def _derive_seed(seed: int, part: str) -> int:
-    """A seed for one part of a scenario, stable across runs and Python versions."""
-    digest = hashlib.sha256(f"{seed}/{part}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")

@@ -9,7 +9,7 @@ loop) is shared. A new kind is one module here with a ``KIND`` object.
 
 from __future__ import annotations
 
-from lifecycle.tasks.base import Answer, TaskKind
+from lifecycle.tasks.base import Answer, Reading, TaskKind
 
 
 def task_kind(name: str) -> TaskKind:
@@ -25,4 +25,4 @@ def task_kind(name: str) -> TaskKind:
     raise ValueError(f"unknown task {name!r}; known: classification, extraction")
 
 
-__all__ = ["Answer", "TaskKind", "task_kind"]
+__all__ = ["Answer", "Reading", "TaskKind", "task_kind"]

@@ -25,6 +25,17 @@ class Answer:
     entities: tuple[Any, ...] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a head's logits are read with: the adapter's labels and temperature, and the text
+    with each token's characters (a token-level head's spans need them; None otherwise)."""
+
+    labels: Sequence[str]
+    temperature: float
+    text: str
+    offsets: Sequence[tuple[int, int]] | None = None
+
+
 class TaskKind(Protocol):
     """What a task kind supplies to the model, training and the gate."""
 
@@ -36,17 +47,8 @@ class TaskKind(Protocol):
         """Names of the head's output rows for a label set."""
         ...
 
-    def answer(
-        self,
-        logits: np.ndarray,
-        *,
-        labels: Sequence[str],
-        temperature: float,
-        text: str,
-        offsets: Sequence[tuple[int, int]] | None,
-    ) -> Answer:
-        """One text's answer from its head's raw logits (``offsets``: each token's characters,
-        for a token-level head)."""
+    def answer(self, logits: np.ndarray, reading: Reading) -> Answer:
+        """One text's answer from its head's raw logits, read as ``reading`` says."""
         ...
 
     def loss(self, logits: Sequence[torch.Tensor], targets: Sequence[Any]) -> torch.Tensor:

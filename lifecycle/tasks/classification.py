@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.tasks.base import Answer
+from lifecycle.tasks.base import Answer, Reading
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,21 +19,13 @@ class Classification:
     def head_rows(self, labels: Sequence[str]) -> tuple[str, ...]:
         return tuple(labels)
 
-    def answer(
-        self,
-        logits: np.ndarray,
-        *,
-        labels: Sequence[str],
-        temperature: float,
-        text: str,
-        offsets: Sequence[tuple[int, int]] | None,
-    ) -> Answer:
+    def answer(self, logits: np.ndarray, reading: Reading) -> Answer:
         from lifecycle.model.calibration import softmax
 
-        probs = softmax(logits[None, :], temperature)[0]
+        probs = softmax(logits[None, :], reading.temperature)[0]
         best = int(probs.argmax())
         return Answer(
-            label=labels[best], confidence=float(probs[best]), probabilities=probs.tolist()
+            label=reading.labels[best], confidence=float(probs[best]), probabilities=probs.tolist()
         )
 
     def loss(self, logits: Sequence[torch.Tensor], targets: Sequence[Any]) -> torch.Tensor:

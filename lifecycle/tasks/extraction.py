@@ -20,7 +20,7 @@ from lifecycle.extraction.spans import (
     summary,
     tags_for,
 )
-from lifecycle.tasks.base import Answer
+from lifecycle.tasks.base import Answer, Reading
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,29 +34,22 @@ class Extraction:
     def head_rows(self, labels: Sequence[str]) -> tuple[str, ...]:
         return tags_for(labels)
 
-    def answer(
-        self,
-        logits: np.ndarray,
-        *,
-        labels: Sequence[str],
-        temperature: float,
-        text: str,
-        offsets: Sequence[tuple[int, int]] | None,
-    ) -> Answer:
+    def answer(self, logits: np.ndarray, reading: Reading) -> Answer:
         from lifecycle.model.calibration import softmax
 
+        offsets = reading.offsets
         if offsets is None or len(offsets) != len(logits):
             raise ValueError("an extractor's answer needs one character offset per token")
         import numpy as np
 
-        tags = tags_for(labels)
-        probs = softmax(logits, temperature)
+        tags = tags_for(reading.labels)
+        probs = softmax(logits, reading.temperature)
         real = [i for i, (s, e) in enumerate(offsets) if s != e]
         tag_ids = np.zeros(len(offsets), dtype=np.int64)  # special tokens: O, skipped by decode
         if real:
             tag_ids[real] = best_tags(probs[real], _allowed(tags))
         best = probs[np.arange(len(offsets)), tag_ids]
-        entities = decode(text, offsets, tag_ids.tolist(), best.tolist(), tags)
+        entities = decode(reading.text, offsets, tag_ids.tolist(), best.tolist(), tags)
         chosen = [float(best[i]) for i in real]
         confidence = math.exp(sum(math.log(max(p, 1e-12)) for p in chosen)) if chosen else 1.0
         return Answer(label=summary(entities), confidence=confidence, entities=tuple(entities))

@@ -51,25 +51,39 @@ class Candidate:
     validation: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """``train_specialist``'s keywords, handed whole to the kind's training and its set-up.
+
+    ``parent`` is the artifact folder of the version the run descends from (it warm-starts
+    the labels it knew), ``replay`` older data mixed in, ``host`` the adapter host to train
+    on (a new one on ``device`` with ``threads`` when None), ``progress`` a progress bar.
+    """
+
+    parent: Path | None = None
+    replay: pd.DataFrame | None = None
+    host: AdapterHost | None = None
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+
+
 def start_candidate(
     spec: SpecialistSpec,
     data: pd.DataFrame,
+    options: RunOptions,
     *,
-    replay: pd.DataFrame | None,
-    parent: Path | None,
-    host: AdapterHost | None,
-    device: str,
-    threads: int | None,
     prepare_replay: Callable[[pd.DataFrame], pd.DataFrame],
     labels_in: Callable[[pd.DataFrame], Sequence[str]],
 ) -> Candidate:
-    """Seed the run, mix ``replay`` into the (checked) ``data`` at the spec's ratio, resolve
-    the label set from ``labels_in(data)`` and the parent's, split off the validation rows
-    and add a fresh candidate adapter, warm-started from ``parent``, to ``host`` (a new one
-    when None). ``prepare_replay`` checks the replay as the kind's data is checked; it runs
-    only when the replay is used."""
+    """Seed the run, mix ``options.replay`` into the (checked) ``data`` at the spec's ratio,
+    resolve the label set from ``labels_in(data)`` and the parent's, split off the validation
+    rows and add a fresh candidate adapter, warm-started from ``options.parent``, to
+    ``options.host`` (a new one when None). ``prepare_replay`` checks the replay as the
+    kind's data is checked; it runs only when the replay is used."""
     from transformers import set_seed
 
+    replay, parent, host = options.replay, options.parent, options.host
     cfg = spec.training
     set_seed(cfg.seed)
     if replay is not None and len(replay) and cfg.replay_ratio > 0:
@@ -86,7 +100,7 @@ def start_candidate(
         )
     train, validation = stratified_split(data, fraction=cfg.validation_fraction, seed=cfg.seed)
 
-    host = host or AdapterHost(spec.base_model, device=device, threads=threads)
+    host = host or AdapterHost(spec.base_model, device=options.device, threads=options.threads)
     if CANDIDATE in host.adapter_ids:
         host.remove_adapter(CANDIDATE)
     host.new_adapter(

@@ -10,7 +10,6 @@ exact spans and exact match per request).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from lifecycle.extraction.metrics import ExtractionEvaluation
+    from lifecycle.training.candidate import RunOptions
     from lifecycle.training.result import TrainResult
 
 
@@ -46,21 +46,11 @@ def extraction_hash(frame: pd.DataFrame) -> str:
     return training_set_hash(frame[["text"]].assign(label=spans))
 
 
-def train_extractor(
-    spec: SpecialistSpec,
-    data: pd.DataFrame,
-    *,
-    parent: Path | None = None,
-    replay: pd.DataFrame | None = None,
-    host: AdapterHost | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    progress: bool = True,
-) -> TrainResult:
+def train_extractor(spec: SpecialistSpec, data: pd.DataFrame, options: RunOptions) -> TrainResult:
     """Train a LoRA adapter and token head for an extraction ``spec`` on (text, entities).
 
-    ``parent`` warm-starts the tags it knew and its LoRA weights; ``replay`` is older data
-    mixed in as for a classifier.
+    ``options`` are ``train_specialist``'s (which calls this): ``parent`` warm-starts the
+    tags it knew and its LoRA weights; ``replay`` is older data mixed in as for a classifier.
     """
     import pandas as pd
 
@@ -70,11 +60,7 @@ def train_extractor(
     run = start_candidate(
         spec,
         prepare(data),
-        replay=replay,
-        parent=parent,
-        host=host,
-        device=device,
-        threads=threads,
+        options,
         prepare_replay=lambda rows: prepare(rows, source="replay"),
         labels_in=lambda rows: [str(e["label"]) for row in rows["entities"] for e in row],
     )
@@ -91,7 +77,7 @@ def train_extractor(
         texts=texts,
         targets=targets,
         validate=lambda: _validate(host, val_texts, val_targets),
-        progress=progress,
+        progress=options.progress,
     )
 
     val_logits, val_embeddings, val_offsets = host.infer(val_texts, CANDIDATE)

@@ -12,7 +12,7 @@ the kind's module, the rest here. Pure functions of data frames.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,78 @@ def proposed_split(
 
 def short_text(short: Mapping[str, int], min_examples: int) -> str:
     return ", ".join(f"{k!r} needs {min_examples - n} more" for k, n in sorted(short.items()))
+
+
+@dataclass(frozen=True)
+class RowKind:
+    """What a task kind brings to the shared plan: how it reads labelled rows, and its words.
+
+    ``read(window)`` gives the new labelled rows (``columns``, oldest first, a
+    ``label_source`` column among them), the usable rows per label, how many labelled rows
+    had no text, and warnings of its own (they follow the shared ones). ``holds(rows,
+    short)`` marks the rows that hold a proposed label short of examples: they are held
+    back whole. ``reference(frame, what)`` reads a reference or a replay in the rows' form.
+    ``noun`` names the labelled requests in a warning, ``short_warning`` is the warning on
+    short labels (a template of ``need``, ``held`` and ``short``), and ``sources(counts)``
+    says where the usable labels came from, for the reason.
+    """
+
+    columns: list[str]
+    read: Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, int], int, list[str]]]
+    holds: Callable[[pd.DataFrame, Collection[str]], pd.Series]
+    reference: Callable[[pd.DataFrame, str], pd.DataFrame]
+    noun: str
+    short_warning: str
+    sources: Callable[[LabelCounts], str]
+    single_row_warning: bool = True
+
+
+def plan(
+    window: pd.DataFrame,
+    kind: RowKind,
+    *,
+    reference: pd.DataFrame,
+    labels_known: Collection[str],
+    rules: PlanRules,
+    replay: pd.DataFrame | None = None,
+) -> RetrainPlan:
+    """A task kind's retrain plan (``plan_retraining`` calls it): the kind's labelled rows
+    less those holding a proposed label short of examples, then :func:`assemble`."""
+    rows, label_counts, dropped, notes = kind.read(window)
+    need = rules.min_examples_per_label
+    new_labels, short = proposed_split(label_counts, labels_known, min_examples=need)
+    held = kind.holds(rows, short)
+    rows = rows[~held].reset_index(drop=True)
+    counts = LabelCounts(
+        human=int((rows["label_source"] == "human").sum()),
+        fallback=int((rows["label_source"] == "fallback").sum()),
+        dropped_no_text=dropped,
+        held_back=int(held.sum()),
+    )
+    warnings: list[str] = []
+    if short:
+        text = short_text(short, need)
+        warnings.append(kind.short_warning.format(need=need, held=counts.held_back, short=text))
+    if dropped:
+        warnings.append(
+            f"{dropped} {kind.noun} requests have no stored text (the store keeps hashes only) "
+            "and cannot be used"
+        )
+    return assemble(
+        window,
+        rows,
+        rules=rules,
+        counts=counts,
+        label_counts=label_counts,
+        new_labels=new_labels,
+        short=short,
+        warnings=[*warnings, *notes],
+        old=kind.reference(reference, "reference"),
+        pool=None if replay is None else kind.reference(replay, "replay"),
+        columns=kind.columns,
+        sources=kind.sources(counts),
+        single_row_warning=kind.single_row_warning,
+    )
 
 
 def assemble(

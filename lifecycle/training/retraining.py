@@ -22,15 +22,15 @@ from lifecycle.training.retrain_plan import (
     LabelCounts,
     PlanRules,
     RetrainPlan,
-    assemble,
+    RowKind,
     clean,
     has_rows,
-    proposed_split,
-    short_text,
+    plan,
     window_columns,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
     from datetime import datetime
 
     import pandas as pd
@@ -81,7 +81,7 @@ def plan_retraining(
     """Plan a retrain from a traffic window and the champion's reference (text, label).
 
     The one entry point for every task kind: ``task`` "extraction" plans from people's span
-    corrections instead (:func:`lifecycle.training.retraining_extraction.plan_extraction`,
+    corrections instead (:data:`lifecycle.training.retraining_extraction.EXTRACTION_ROWS`,
     same rules, entity labels for labels).
 
     Ready once ``min_labels`` usable labels (people's and the fallback's together: both
@@ -119,52 +119,25 @@ def plan_retraining(
         seed=seed,
     )
     if task == "extraction":
-        from lifecycle.training.retraining_extraction import plan_extraction
-
-        return plan_extraction(
-            window, reference=reference, labels_known=labels_known, rules=rules, replay=replay
-        )
-    if task != "classification":
+        from lifecycle.training.retraining_extraction import EXTRACTION_ROWS as kind
+    elif task == "classification":
+        kind = _CLASSIFICATION_ROWS
+    else:
         raise ValueError(f"unknown task {task!r}; known: classification, extraction")
+    return plan(
+        window, kind, reference=reference, labels_known=labels_known, rules=rules, replay=replay
+    )
 
+
+def _read_labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], int, list[str]]:
+    """A classifier's ``RowKind.read``: its labelled rows and their count per label."""
     rows, dropped = _labelled(window)
     label_counts = {str(k): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
-    new_labels, short = proposed_split(
-        label_counts, labels_known, min_examples=min_examples_per_label
-    )
-    if short:
-        rows = rows[~rows["label"].isin(list(short))].reset_index(drop=True)
-    counts = LabelCounts(
-        human=int((rows["label_source"] == "human").sum()),
-        fallback=int((rows["label_source"] == "fallback").sum()),
-        dropped_no_text=dropped,
-        held_back=sum(short.values()),
-    )
-    warnings: list[str] = []
-    if short:
-        warnings.append(
-            f"proposed labels with too few examples ({min_examples_per_label} needed), left "
-            f"out of this training: {short_text(short, min_examples_per_label)}"
-        )
-    if dropped:
-        warnings.append(
-            f"{dropped} labelled requests have no stored text (the store keeps hashes only) "
-            "and cannot be used"
-        )
-    return assemble(
-        window,
-        rows,
-        rules=rules,
-        counts=counts,
-        label_counts=label_counts,
-        new_labels=new_labels,
-        short=short,
-        warnings=warnings,
-        old=_reference_frame(reference),
-        pool=None if replay is None else _reference_frame(replay),
-        columns=LABELLED_COLUMNS,
-        sources=f"{counts.human} human, {counts.fallback} fallback",
-    )
+    return rows, label_counts, dropped, []
+
+
+def _holds(rows: pd.DataFrame, short: Collection[str]) -> pd.Series:
+    return rows["label"].isin(list(short))
 
 
 def _labelled(window: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -217,8 +190,12 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def _reference_frame(reference: pd.DataFrame) -> pd.DataFrame:
-    """The reference's text and label, with rows lacking either dropped."""
+def _reference_frame(reference: pd.DataFrame, what: str = "reference") -> pd.DataFrame:
+    """The reference's (or the replay's) text and label, with rows lacking either dropped.
+
+    ``what`` is not used: a classifier's replay is refused in the reference's words, as it
+    always was (``RowKind.reference`` passes it for an extractor's messages).
+    """
     import pandas as pd
 
     if not has_rows(reference, {"text", "label"}, what="reference", needs="'text' and 'label'"):
@@ -228,6 +205,19 @@ def _reference_frame(reference: pd.DataFrame) -> pd.DataFrame:
         lambda v: clean(v) is not None
     )
     return frame[keep].reset_index(drop=True)
+
+
+_CLASSIFICATION_ROWS = RowKind(
+    columns=LABELLED_COLUMNS,
+    read=_read_labelled,
+    holds=_holds,
+    reference=_reference_frame,
+    noun="labelled",
+    short_warning=(
+        "proposed labels with too few examples ({need} needed), left out of this training: {short}"
+    ),
+    sources=lambda counts: f"{counts.human} human, {counts.fallback} fallback",
+)
 
 
 @dataclass(frozen=True)

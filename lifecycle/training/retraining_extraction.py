@@ -26,17 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.extraction.spans import summary
-from lifecycle.training.retrain_plan import (
-    LabelCounts,
-    PlanRules,
-    RetrainPlan,
-    assemble,
-    clean,
-    has_rows,
-    proposed_split,
-    short_text,
-    window_columns,
-)
+from lifecycle.training.retrain_plan import RowKind, clean, has_rows, window_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,64 +34,25 @@ if TYPE_CHECKING:
 EXTRACTION_COLUMNS = ["text", "label", "entities", "label_source", "request_id"]
 
 
-def plan_extraction(
+def _read_corrections(
     window: pd.DataFrame,
-    *,
-    reference: pd.DataFrame,
-    labels_known: Collection[str],
-    rules: PlanRules,
-    replay: pd.DataFrame | None = None,
-) -> RetrainPlan:
-    """An extractor's retrain plan (``plan_retraining(..., task="extraction")`` calls it).
-
-    ``window`` is a ``TrafficStore.window`` frame (``true_entities``, ``true_label_source``);
-    ``reference`` the champion's reference (``true_entities``, or ``entities`` for plain
-    data such as the spec's file) and ``replay`` its training set (``entities`` as JSON);
-    ``labels_known`` the champion's entity labels. The frames of the plan have an
-    ``entities`` column of span dicts besides text and label.
-    """
+) -> tuple[pd.DataFrame, dict[str, int], int, list[str]]:
+    """An extractor's ``RowKind.read``: its corrected rows, the rows holding each entity
+    label, and a warning on corrections whose spans do not fit."""
     rows, dropped, invalid = _corrections(window)
-    label_counts = _rows_per_label(rows["entities"])
-    new_labels, short = proposed_split(
-        label_counts, labels_known, min_examples=rules.min_examples_per_label
-    )
-    held = rows["entities"].map(lambda spans: any(s["label"] in short for s in spans)).astype(bool)
-    rows = rows[~held].reset_index(drop=True)
-    counts = LabelCounts(
-        human=len(rows), fallback=0, dropped_no_text=dropped, held_back=int(held.sum())
-    )
-    warnings: list[str] = []
-    if short:
-        warnings.append(
-            f"proposed entity labels with too few examples ({rules.min_examples_per_label} "
-            f"needed): the {counts.held_back} rows holding them are left out of this training: "
-            f"{short_text(short, rules.min_examples_per_label)}"
-        )
-    if dropped:
-        warnings.append(
-            f"{dropped} corrected requests have no stored text (the store keeps hashes only) "
-            "and cannot be used"
-        )
+    notes = []
     if invalid:
-        warnings.append(
+        notes.append(
             f"{invalid} corrections have spans that do not fit their text (outside it, "
             "overlapping, or text that differs) and are left out"
         )
-    return assemble(
-        window,
-        rows,
-        rules=rules,
-        counts=counts,
-        label_counts=label_counts,
-        new_labels=new_labels,
-        short=short,
-        warnings=warnings,
-        old=entity_frame(reference, what="reference"),
-        pool=None if replay is None else entity_frame(replay, what="replay"),
-        columns=EXTRACTION_COLUMNS,
-        sources="people's corrections",
-        single_row_warning=False,  # a rare combination of fields trains: the split keeps it
-    )
+    return rows, _rows_per_label(rows["entities"]), dropped, notes
+
+
+def _holds(rows: pd.DataFrame, short: Collection[str]) -> pd.Series:
+    """The rows with a span of a short label: held back whole, since trained without that
+    span the model would learn that the new field is nothing."""
+    return rows["entities"].map(lambda spans: any(s["label"] in short for s in spans)).astype(bool)
 
 
 def labelled_entities(window: pd.DataFrame) -> pd.DataFrame:
@@ -195,3 +146,24 @@ def _rows_per_label(entities: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str
         for label in {str(s["label"]) for s in spans}:
             counts[label] = counts.get(label, 0) + 1
     return dict(sorted(counts.items()))
+
+
+#: An extractor's part in ``lifecycle.training.retrain_plan.plan`` (``plan_retraining(...,
+#: task="extraction")``). ``window`` is a ``TrafficStore.window`` frame (``true_entities``,
+#: ``true_label_source``); the reference is the champion's (``true_entities``, or
+#: ``entities`` for plain data such as the spec's file) and the replay its training set
+#: (``entities`` as JSON); the labels known are the champion's entity labels. The plan's
+#: frames have an ``entities`` column of span dicts besides text and label.
+EXTRACTION_ROWS = RowKind(
+    columns=EXTRACTION_COLUMNS,
+    read=_read_corrections,
+    holds=_holds,
+    reference=lambda frame, what: entity_frame(frame, what=what),
+    noun="corrected",
+    short_warning=(
+        "proposed entity labels with too few examples ({need} needed): the {held} rows "
+        "holding them are left out of this training: {short}"
+    ),
+    sources=lambda counts: "people's corrections",
+    single_row_warning=False,  # a rare combination of fields trains: the split keeps it
+)

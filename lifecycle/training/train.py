@@ -11,7 +11,7 @@ import numpy as np
 from lifecycle.config.spec import SpecialistSpec
 from lifecycle.model.calibration import fit_temperature, softmax
 from lifecycle.model.host import AdapterHost
-from lifecycle.training.candidate import finish_candidate, start_candidate
+from lifecycle.training.candidate import RunOptions, finish_candidate, start_candidate
 from lifecycle.training.data import training_set_hash, validate_training_table
 from lifecycle.training.evaluate import evaluate
 from lifecycle.training.fit import CANDIDATE, fit_adapter, resolve_labels
@@ -41,30 +41,16 @@ def train_specialist(
     in at ``spec.training.replay_ratio`` rows per new row, so that retraining on
     drifted traffic does not forget what the specialist already did well.
     """
+    options = RunOptions(
+        parent=parent, replay=replay, host=host, device=device, threads=threads, progress=progress
+    )
     if spec.task == "extraction":
         from lifecycle.training.extraction import train_extractor
 
-        return train_extractor(
-            spec,
-            data,
-            parent=parent,
-            replay=replay,
-            host=host,
-            device=device,
-            threads=threads,
-            progress=progress,
-        )
+        return train_extractor(spec, data, options)
     validate_training_table(data)
     run = start_candidate(
-        spec,
-        data,
-        replay=replay,
-        parent=parent,
-        host=host,
-        device=device,
-        threads=threads,
-        prepare_replay=lambda rows: rows,
-        labels_in=lambda rows: rows["label"].tolist(),
+        spec, data, options, prepare_replay=lambda rows: rows, labels_in=_labels_in
     )
     host, labels, validation = run.host, run.labels, run.validation
     label_index = {label: i for i, label in enumerate(labels)}
@@ -109,6 +95,10 @@ def predict_probabilities(host: AdapterHost, adapter_id: str, texts: Sequence[st
     meta = host.meta(adapter_id)
     logits, _ = host.logits_and_embeddings(texts, adapter_id)
     return softmax(np.stack(logits), meta.temperature)
+
+
+def _labels_in(rows: pd.DataFrame) -> list[str]:
+    return rows["label"].tolist()
 
 
 def _validate(host: AdapterHost, texts: list[str], targets: np.ndarray) -> dict[str, float]:
