@@ -1481,6 +1481,10 @@ def log_pyfunc(st: Setup) -> str:
     registry = Registry(Settings(home=st.home))
     _, folder = registry.download(SOLO, "champion")
     experiment = registry.experiment_id("bench-pyfunc", kind="pyfunc")
+    # The registry keeps its client private and sets no process-wide URI; mlflow's fluent
+    # API logs the peer's model, so point it at the same store.
+    mlflow.set_tracking_uri(st.tracking_uri)
+    mlflow.set_registry_uri(st.tracking_uri)
     signature = infer_signature(
         pd.DataFrame({"text": ["a text"]}), pd.DataFrame({"label": ["x"], "confidence": [0.5]})
     )
