@@ -56,6 +56,19 @@ asyncio + httpx generator with a fixed number of keep-alive connections):
    registered versions: a classifier's label and confidence as in part 4, an extractor's
    spans (label, start, end) equal, each span's confidence and the answer's within 1e-3, the
    same fields. Any mismatch fails the part. The gateway's mean batch per run is recorded.
+8. int8 linear layers (issue #17, LIFECYCLE_QUANTIZE): SOLO's champion on float32 and on
+   int8 hosts in this process (each on one host of every core and on two of one thread; the
+   limit of a runtime in a round is the better way), then two `lifecycle serve` gateways up
+   side by side, LIFECYCLE_QUANTIZE=off and int8 (each must report its runtime in /readyz),
+   at c=16 with 16 and 1 text(s) per request, and `mlflow models serve` with 1 and 2 workers
+   (the peer's figure is the faster), in paired rounds whose order alternates. Floors: int8
+   limit / float32 limit >= 1.6, int8 gateway / float32 gateway at 16 texts/request >= 1.5,
+   int8 gateway / the peer at its best >= 3 (float32's floor against it is 2), Banking77 test
+   accuracy lost <= 0.5 point (the whole test set, both runtimes in process), and a
+   stationary window (Banking77 test texts, labels hidden) served in int8 raises no alarm
+   against the int8-scored reference (the verdict against the float32 one is reported).
+   Int8 answers depend a little on the batch (activations are quantized per call), so the
+   int8 gateway's answers are compared with in-process ones by label, not confidence.
 
 Every ratio floor is checked in rounds (3 in full mode, --rounds to change): within a round
 the two figures of a ratio are measured one after the other (the limit's two ways once more,
@@ -74,6 +87,7 @@ load checked.
     .venv/bin/python bench/gateway.py [--quick] [--out bench/gateway_results.json]
     .venv/bin/python bench/gateway.py --only ood [--rounds 5]   # part 6 alone
     .venv/bin/python bench/gateway.py --only mixed [--rounds 5] # part 7 alone
+    .venv/bin/python bench/gateway.py --only int8 [--rounds 5]  # part 8 alone
 
 Full mode took ~18 minutes on 2 cores before the second `mlflow models serve`, the limit's
 second way per round and the answer checks were added (more now; not timed yet); --quick is
@@ -1965,7 +1979,7 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     log(f"load generator: {gen.description}")
 
     # Parts 6 and 7 alone serve one classifier: registering and loading nine is wasted time.
-    names = [SOLO] if args.only in ("ood", "mixed") else [*MIX, SHADOWED]
+    names = [SOLO] if args.only in ("ood", "mixed", "int8") else [*MIX, SHADOWED]
     st = setup(tmp, args.data, train_rows=args.train_rows, names=names)
     results["setup"] = {
         "train_rows": st.train_rows,
@@ -2029,11 +2043,32 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
         points.extend(mixed_result.pop("points"))
         results["mixed"] = mixed_result
 
+    def int8_part() -> None:
+        found = measure_int8(
+            gen,
+            procs,
+            st,
+            tmp,
+            texts,
+            {16: sixteen, 1: one},
+            data=args.data,
+            rounds=rounds,
+            seconds=dur,
+            warm_s=warm_s,
+            quick=quick,
+            champion_epochs=0 if quick else args.int8_epochs,
+        )
+        points.extend(found.pop("points"))
+        results["int8"] = found
+
     if args.only == "ood":
         out_of_scope_part()
         return
     if args.only == "mixed":
         mixed_part()
+        return
+    if args.only == "int8":
+        int8_part()
         return
 
     # Every served adapter's own answers, in process: the reference each server's are held to.
@@ -2279,6 +2314,330 @@ def run(args: argparse.Namespace, results: dict[str, Any], procs: Processes, tmp
     # -- 7. an extractor and a classifier on one gateway, mixed ---------------------------------
     mixed_part()
 
+    # -- 8. int8 linear layers against float32 --------------------------------------------------
+    int8_part()
+
+
+# -- 8. int8 linear layers against float32 (LIFECYCLE_QUANTIZE) --
+
+QUANTIZE_ENV = "LIFECYCLE_QUANTIZE"
+#: The runtimes part 8 compares, in the order odd rounds measure them.
+RUNTIMES = ("fp32", "int8")
+
+
+def _runtime_hosts(st: Setup, texts: list[str]) -> dict[str, dict[str, list[tuple[Any, str]]]]:
+    """Per runtime, SOLO's champion on one host (every core) and on two (one thread each),
+    loaded and warmed before any clock starts."""
+    import torch
+
+    from lifecycle.config.settings import Settings
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.model.int8 import QuantizeMode
+    from lifecycle.registry.models import Registry
+
+    registry = Registry(Settings(home=st.home))
+    out: dict[str, dict[str, list[tuple[Any, str]]]] = {}
+    before = torch.get_num_threads()
+    for runtime in RUNTIMES:
+        quantize: QuantizeMode = "int8" if runtime == "int8" else "off"
+        out[runtime] = {}
+        for way, count, threads in (("one", 1, before), ("two", 2, 1)):
+            torch.set_num_threads(threads)
+            hosts = []
+            for _ in range(count):
+                host = AdapterHost("minilm", quantize=quantize)
+                if host.runtime != runtime:
+                    raise RuntimeError(f"a {quantize} host runs {host.runtime}, not {runtime}")
+                adapter_id, _ = registry.load(host, SOLO, "champion")
+                host.logits_and_embeddings(texts[:64], adapter_id, batch_size=64)
+                hosts.append((host, adapter_id))
+            out[runtime][way] = hosts
+    torch.set_num_threads(before)
+    return out
+
+
+def _limit_pass(hosts: list[tuple[Any, str]], texts: list[str], batch_size: int) -> float:
+    """Texts/s of sorted batches of ``batch_size`` over ``hosts``: one host on every core, or
+    one thread per host with one torch thread each."""
+    import threading
+
+    import torch
+
+    ordered = sorted(texts, key=len)
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    before = torch.get_num_threads()
+    if len(hosts) > 1:
+        torch.set_num_threads(1)
+
+    def run(k: int) -> None:
+        host, adapter_id = hosts[k]
+        for batch in batches[k :: len(hosts)]:
+            host.logits_and_embeddings(batch, adapter_id, batch_size=batch_size)
+
+    started = time.perf_counter()
+    try:
+        if len(hosts) == 1:
+            run(0)
+        else:
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(len(hosts))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        torch.set_num_threads(before)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def int8_accuracy(
+    pair: dict[str, tuple[Any, str]], data: Path, reference: list[str], *, what: str
+) -> dict[str, Any]:
+    """Banking77 test accuracy of one specialist with float32 and with int8 linear layers
+    (``pair``: runtime -> (host, adapter id)), the two's label agreement there, and on the
+    version's reference rows (what ``auto`` decides on)."""
+    from lifecycle.training.data import load_table
+
+    test = load_table(data / "test.csv", label_column="category")
+    texts, truth = test["text"].astype(str).tolist(), test["label"].astype(str).tolist()
+    labels: dict[str, list[str]] = {}
+    for runtime in RUNTIMES:
+        host, adapter_id = pair[runtime]
+        labels[runtime] = [p.label for p in host.predict(texts, adapter_id, batch_size=64)]
+    accuracy = {
+        r: sum(a == b for a, b in zip(labels[r], truth, strict=True)) / len(truth) for r in RUNTIMES
+    }
+    same = sum(a == b for a, b in zip(labels["fp32"], labels["int8"], strict=True)) / len(truth)
+    host, adapter_id = pair["int8"]
+    on_reference = host.int8_agreement(adapter_id, reference)
+    out = {
+        "specialist": what,
+        "test_texts": len(texts),
+        "accuracy_fp32": accuracy["fp32"],
+        "accuracy_int8": accuracy["int8"],
+        "loss_points": 100 * (accuracy["fp32"] - accuracy["int8"]),
+        "agreement_test": same,
+        "agreement_reference": on_reference,
+        "reference_rows": len(reference),
+    }
+    log(
+        f"int8 ({what}): Banking77 test accuracy {accuracy['fp32']:.4f} float32,"
+        f" {accuracy['int8']:.4f} int8 (loss {out['loss_points']:.2f} points); labels agree on"
+        f" {same:.2%} of {len(texts)} test texts and {on_reference:.2%} of {len(reference)}"
+        " reference rows"
+    )
+    return out
+
+
+def int8_champion(
+    st: Setup, data: Path, tmp: Path, *, epochs: int
+) -> tuple[dict[str, Any], Any, dict[str, tuple[Any, str]]]:
+    """A Banking77 specialist trained as a user would (every training row, ``epochs`` epochs)
+    and registered in ``st``'s registry as ``banking77`` v1: its test accuracy with float32
+    and int8 linear layers, its spec and its float32 and int8 hosts. The quick adapter the
+    servers run is too weak (near-ties everywhere) to say what int8 costs a specialist worth
+    serving, and its reference (~100 rows) too small to show drift."""
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import SpecialistSpec, TrainingSpec
+    from lifecycle.model.host import AdapterHost
+    from lifecycle.registry.models import Registry
+    from lifecycle.training.data import load_table
+    from lifecycle.training.train import train_specialist
+
+    train = load_table(data / "train.csv", label_column="category")
+    spec = SpecialistSpec(
+        name="banking77",
+        training=TrainingSpec(
+            epochs=epochs, evals_per_epoch=1, validation_fraction=0.1, max_length=64, batch_size=32
+        ),
+    )
+    log(f"int8: training a Banking77 specialist, {epochs} epoch(s) on {len(train)} rows")
+    started = time.perf_counter()
+    result = train_specialist(spec, train, progress=False)
+    seconds = time.perf_counter() - started
+    registry = Registry(Settings(home=st.home))
+    version = registry.log_training(spec, result, trigger="initial")
+    registry.set_alias(spec.name, "champion", version.version)
+    pair = {}
+    for runtime in RUNTIMES:
+        host = AdapterHost("minilm", quantize="int8" if runtime == "int8" else "off")
+        pair[runtime] = (host, registry.load(host, spec.name, "champion")[0])
+    reference = result.validation_predictions["text"].astype(str).tolist()[:512]
+    found = int8_accuracy(pair, data, reference, what=f"banking77, {epochs} epochs")
+    found["train_seconds"] = seconds
+    return found, spec, pair
+
+
+def int8_drift(
+    st: Setup, spec: Any, served: tuple[Any, str], data: Path, rows: int
+) -> dict[str, Any]:
+    """The monitors' verdict on a stationary window (Banking77 test texts, labels hidden) served
+    with int8 (``served``: an int8 host and the adapter id of ``spec``'s champion; no spec:
+    SOLO's), against the version's float32 reference and against it scored in int8."""
+    import pandas as pd
+
+    from lifecycle.config.settings import Settings
+    from lifecycle.config.spec import load_specialists
+    from lifecycle.registry.models import Registry
+    from lifecycle.training.data import load_table
+    from monitors.check import assess, load_reference
+
+    if spec is None:
+        spec = next(x for x in load_specialists(st.specialists_file).specialists if x.name == SOLO)
+    registry = Registry(Settings(home=st.home))
+    version = registry.resolve(spec.name, "champion")
+    test = load_table(data / "test.csv", label_column="category").sample(n=rows, random_state=SEED)
+    host, adapter_id = served
+    preds = host.predict(test["text"].astype(str).tolist(), adapter_id, batch_size=64)
+    window = pd.DataFrame(
+        {
+            "text": test["text"].to_numpy(),
+            "label": [p.label for p in preds],
+            "confidence": [p.confidence for p in preds],
+            "embedding": [p.embedding for p in preds],
+            "true_label": None,
+            "true_label_source": None,
+        }
+    )
+    out: dict[str, Any] = {"window_rows": rows, "specialist": spec.name}
+    for runtime in RUNTIMES:
+        settings = Settings(home=st.home, quantize="int8" if runtime == "int8" else "off")
+        reference = load_reference(registry, spec, version, settings=settings)
+        if reference.runtime != runtime:
+            raise RuntimeError(f"the {runtime} reference came out {reference.runtime}")
+        verdict = assess(spec, reference, window, report=False)
+        signals = {
+            s.name: {"score": s.score, "threshold": s.threshold, "drifted": s.drifted}
+            for s in verdict.signals
+        }
+        out[f"reference_{runtime}"] = {
+            "status": verdict.status.value,
+            "drifted": list(verdict.drifted),
+            "signals": signals,
+        }
+        log(
+            f"int8: stationary window served in int8 against a {runtime} reference: "
+            f"{verdict.status.value}, drifted {list(verdict.drifted) or 'none'}"
+        )
+    return out
+
+
+def measure_int8(
+    gen: LoadGenerator,
+    procs: Processes,
+    st: Setup,
+    tmp: Path,
+    texts: list[str],
+    bodies: dict[int, Path],
+    *,
+    data: Path,
+    rounds: int,
+    seconds: float,
+    warm_s: float,
+    quick: bool,
+    champion_epochs: int,
+) -> dict[str, Any]:
+    """Int8 against float32: the in-process limit of each (the better of one worker and two
+    per round), the gateway of each at 16 and 1 text(s)/request (c=16), and `mlflow models
+    serve` at its best beside them, in paired rounds whose order alternates; Banking77 test
+    accuracy of the quick adapter and (``champion_epochs`` > 0) of a specialist trained on all
+    of Banking77; the monitors' verdict on a stationary window."""
+    from lifecycle.config.settings import Settings
+    from lifecycle.registry.models import Registry
+
+    sample = texts[:1000] if quick else texts[:2000]
+    hosts = _runtime_hosts(st, sample)
+    registry = Registry(Settings(home=st.home))
+    reference_texts = registry.reference(SOLO, "champion")[0]["text"].astype(str).tolist()
+    served = {runtime: hosts[runtime]["one"][0] for runtime in RUNTIMES}
+    accuracy = int8_accuracy(served, data, reference_texts[:512], what=f"{SOLO} (quick)")
+    # The drift check needs a registered version with a reference worth the name: the trained
+    # specialist's when there is one, else the quick adapter's.
+    watched: tuple[Any, Any] = (None, served["int8"])
+    if champion_epochs:
+        found, spec, pair = int8_champion(st, data, tmp, epochs=champion_epochs)
+        accuracy = {"quick": accuracy, **found}
+        watched = (spec, pair["int8"])
+    servers = {
+        runtime: start_gateway(
+            procs,
+            st,
+            tmp,
+            label=f"gateway-{runtime}",
+            extra={QUANTIZE_ENV: "int8" if runtime == "int8" else "off"},
+        )
+        for runtime in RUNTIMES
+    }
+    check = texts[:CHECK_TEXTS]
+    answers: dict[str, Any] = {}
+    for runtime, server in servers.items():
+        status, ready = http("GET", f"{server.base_url}/readyz")
+        if not isinstance(ready, dict) or ready.get("runtime") != runtime:
+            raise RuntimeError(f"gateway-{runtime} reports runtime {ready!r} ({status})")
+        labels, _ = check_gateway(server, SOLO, check)
+        host, adapter_id = hosts[runtime]["one"][0]
+        own = [p.label for p in host.predict(check, adapter_id)]
+        answers[runtime] = sum(a == b for a, b in zip(labels, own, strict=True))
+    log(
+        f"int8: of {len(check)} texts, each gateway's labels equal its runtime's in-process "
+        f"ones: {answers}"
+    )
+    if not st.pyfunc_uri:
+        st.pyfunc_uri = log_pyfunc(st)
+    ml_body = tmp / "bodies" / "int8-mlflow-1.txt"
+    write_bodies(ml_body, texts, per_request=1, paths=["/invocations"], make=mlflow_body)
+    mls = {w: start_mlflow(procs, st, tmp, workers=w) for w in (1, 2)}
+    for server in [*servers.values(), *mls.values()]:
+        warm(gen, server, ml_body if server.name.startswith("mlflow") else bodies[1], warm_s)
+    log(
+        f"int8 vs float32 ({rounds} rounds): limit, gateway 16 and 1 text(s)/request c=16, "
+        "mlflow models serve (1 and 2 workers) c=16"
+    )
+    rows: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
+    for r in range(1, rounds + 1):
+        order = RUNTIMES if r % 2 else RUNTIMES[::-1]
+        row: dict[str, Any] = {"round": r, "first": order[0]}
+        for runtime in order:
+            ways = {way: _limit_pass(h, sample, 64) for way, h in hosts[runtime].items()}
+            row[f"limit_{runtime}"] = max(ways.values())
+            row[f"limit_{runtime}_ways"] = ways
+        for runtime in order:
+            for per_request, requests in bodies.items():
+                point = Point(f"gateway-{runtime} r{r}", per_request, 16)
+                measured = measure(gen, servers[runtime], requests, point, seconds=seconds)
+                points.append(measured)
+                row[f"{runtime}_{per_request}"] = measured["texts_per_s"]
+                row[f"{runtime}_{per_request}_errors"] = (
+                    measured["non_2xx"] + measured["socket_errors"]
+                )
+        for w, ml in mls.items():
+            point = Point(f"mlflow-models-serve-w{w} r{r}", 1, 16)
+            measured = measure(gen, ml, ml_body, point, seconds=seconds)
+            points.append(measured)
+            row[f"mlflow_w{w}"] = measured["texts_per_s"]
+        row["mlflow_best"] = max(row["mlflow_w1"], row["mlflow_w2"])
+        log(
+            f"int8 round {r}: limit {row['limit_int8']:.0f}/{row['limit_fp32']:.0f}, gateway 16"
+            f" {row['int8_16']:.0f}/{row['fp32_16']:.0f}, 1 {row['int8_1']:.0f}/{row['fp32_1']:.0f}"
+            f" texts/s (int8/float32); mlflow at best {row['mlflow_best']:.0f}"
+        )
+        rows.append(row)
+    for server in [*servers.values(), *mls.values()]:
+        procs.stop(server.proc)
+    drift = int8_drift(st, *watched, data, rows=500 if quick else 1000)
+    return {
+        "setting": QUANTIZE_ENV,
+        "connections": 16,
+        "texts_per_request": list(bodies),
+        "limit_texts": len(sample),
+        "accuracy": accuracy,
+        "answers_equal_in_process": answers,
+        "answers_checked": len(check),
+        "drift": drift,
+        "rounds": rows,
+        "points": points,
+    }
+
 
 def median_ratio(tops: list[float], bottoms: list[float]) -> float | None:
     """The median of the per-round ratios of two figures measured side by side."""
@@ -2422,7 +2781,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             "gateway / mlflow models serve at best, 1 text/request, c=16",
             ml,
             ">=",
-            3.0,
+            2.0,
             ml_detail,
         ),
         (
@@ -2453,6 +2812,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         mixed_row(16),
         mixed_row(1),
+        *int8_rows(results.get("int8", {}), rounds),
     ]
     out = []
     for part, name, value, op, floor, detail in rows:
@@ -2463,6 +2823,80 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             {"check": name, "ratio": value, "op": op, "floor": floor, "pass": ok, "detail": detail}
         )
     return out
+
+
+def int8_rows(
+    found: dict[str, Any], pairs: Any
+) -> list[tuple[str, str, float | None, str, float, str]]:
+    """Part 8's floors (issue #17): int8 past the float32 limit, at no cost in answers;
+    ``pairs`` writes a floor's per-round figures."""
+    rows = found.get("rounds", [])
+
+    def col(key: str) -> list[float]:
+        return [row[key] for row in rows]
+
+    def errors(*keys: str) -> str:
+        n = sum(row.get(f"{k}_errors", 0) for row in rows for k in keys)
+        return f" ERRORS {n}" if n else ""
+
+    accuracy = found.get("accuracy", {})
+    drift = found.get("drift", {})
+    int8_ref, fp32_ref = drift.get("reference_int8", {}), drift.get("reference_fp32", {})
+    alarms = None if not int8_ref else int(int8_ref["status"] != "OK")
+    return [
+        (
+            "int8",
+            "int8 limit / float32 limit (in process, best of 1 and 2 workers)",
+            median_ratio(col("limit_int8"), col("limit_fp32")),
+            ">=",
+            1.6,
+            pairs(col("limit_int8"), col("limit_fp32"), "texts/s"),
+        ),
+        (
+            "int8",
+            "gateway int8 / gateway float32, 16 texts/request, c=16",
+            median_ratio(col("int8_16"), col("fp32_16")),
+            ">=",
+            1.5,
+            pairs(col("int8_16"), col("fp32_16"), "texts/s") + errors("int8_16", "fp32_16"),
+        ),
+        (
+            "int8",
+            "gateway int8 / mlflow models serve at best, 1 text/request, c=16",
+            median_ratio(col("int8_1"), col("mlflow_best")),
+            ">=",
+            3.0,
+            pairs(col("int8_1"), col("mlflow_best"), "texts/s") + errors("int8_1"),
+        ),
+        (
+            "int8",
+            "Banking77 test accuracy lost to int8, points",
+            accuracy.get("loss_points"),
+            "<=",
+            0.5,
+            (
+                f"{accuracy['accuracy_fp32']:.4f} -> {accuracy['accuracy_int8']:.4f} on"
+                f" {accuracy['test_texts']} texts; labels agree on {accuracy['agreement_test']:.2%}"
+                f" (reference rows {accuracy['agreement_reference']:.2%})"
+            )
+            if accuracy
+            else "",
+        ),
+        (
+            "int8",
+            "stationary window served int8, int8-scored reference: alarms",
+            alarms,
+            "<=",
+            0,
+            (
+                f"{int8_ref['status']} (drifted {int8_ref['drifted'] or 'none'}); against the"
+                f" float32 reference {fp32_ref.get('status')} (drifted"
+                f" {fp32_ref.get('drifted') or 'none'})"
+            )
+            if int8_ref
+            else "",
+        ),
+    ]
 
 
 def failed_floors(checks: list[dict[str, Any]]) -> list[str]:
@@ -2657,16 +3091,24 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder (logs).")
     parser.add_argument(
         "--only",
-        choices=["ood", "mixed"],
+        choices=["ood", "mixed", "int8"],
         default=None,
         help="Run one part alone: ood = the out-of-scope score on vs off (part 6); mixed ="
-        " an extractor and a classifier on one gateway, mixed vs each alone (part 7).",
+        " an extractor and a classifier on one gateway, mixed vs each alone (part 7); int8 ="
+        " int8 linear layers vs float32: limit, gateway, accuracy, drift (part 8).",
     )
     parser.add_argument(
         "--snips", type=Path, default=snips_default(), help="SNIPS (part 7's extractor)."
     )
     parser.add_argument(
         "--extractor-rows", type=int, default=1000, help="SNIPS rows part 7's extractor learns."
+    )
+    parser.add_argument(
+        "--int8-epochs",
+        type=int,
+        default=2,
+        help="Epochs of the Banking77 specialist part 8 measures int8's accuracy cost on, trained"
+        " on every training row (0: only the quick adapter's; --quick: 0).",
     )
     parser.add_argument(
         "--rounds", type=int, default=None, help="Paired rounds per floor (default 3; 1 quick)."

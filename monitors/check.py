@@ -52,6 +52,8 @@ class Reference:
     thresholds: Thresholds
     #: The out-of-scope detector and what it compares with; None without embeddings.
     open_world: OpenWorld | None = None
+    #: What the reference was scored in (``monitors.runtime``): fp32, or int8 as served.
+    runtime: str = "fp32"
 
 
 def load_reference(
@@ -60,8 +62,12 @@ def load_reference(
     """The version's reference rows, and its thresholds (calibrated and stored on first use)."""
     from monitors.descriptors import tokenizer_vocabulary
     from monitors.kinds import monitor_kind
+    from monitors.runtime import served_reference
 
-    frame, embeddings = registry.reference(spec.name, version.version)
+    reference = registry.reference(spec.name, version.version)
+    frame, embeddings, runtime = served_reference(
+        registry, spec, version.version, *reference, settings
+    )
     data = monitor_kind(spec.task).reference_data(
         frame, embeddings, spec=spec, vocabulary=tokenizer_vocabulary(spec.base_model)
     )
@@ -74,7 +80,8 @@ def load_reference(
         OutOfScopeDetector.load(folder),
         target_rate=spec.monitoring.out_of_scope_rate,
     )
-    return Reference(version, data, _thresholds(registry, spec, version, data, settings), world)
+    thresholds = _thresholds(registry, spec, version, data, settings, runtime=runtime)
+    return Reference(version, data, thresholds, world, runtime=runtime)
 
 
 _CACHE: dict[tuple[str, str, int], Reference] = {}
@@ -95,6 +102,8 @@ def _thresholds(
     version: VersionInfo,
     data: MonitorData,
     settings: Settings,
+    *,
+    runtime: str = "fp32",
 ) -> Thresholds:
     import mlflow
 
@@ -104,8 +113,10 @@ def _thresholds(
 
     assert version.run_id is not None
     kind = monitor_kind(spec.task)
+    # An int8 reference is another reference: its thresholds are calibrated and kept apart.
+    path = THRESHOLDS_PATH.replace(".json", ".json" if runtime == "fp32" else f"-{runtime}.json")
     try:
-        text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{THRESHOLDS_PATH}")
+        text = mlflow.artifacts.load_text(f"runs:/{version.run_id}/{path}")
         stored = Thresholds.from_json(text)
         # Stored for this rate and metric, and for every signal the reference has now (an
         # extractor's `required` fields may have been declared since).
@@ -130,7 +141,7 @@ def _thresholds(
         metric=kind.metric,
         quality=kind.reference_quality(data),
     )
-    registry.log_text(version.run_id, thresholds.to_json(), THRESHOLDS_PATH)
+    registry.log_text(version.run_id, thresholds.to_json(), path)
     return thresholds
 
 

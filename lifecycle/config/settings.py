@@ -124,6 +124,29 @@ class Settings(BaseSettings):
         "out_of_scope in each answer); off answers None for both and nothing is escalated or "
         "counted as out of scope.",
     )
+    quantize: Literal["off", "int8", "auto"] = Field(
+        default="off",
+        description="Int8 linear layers in the base encoder on a CPU (dynamic int8 weights, "
+        "LoRA and heads in float32; about 1.5x the texts/s of float32 on an AVX2 core): "
+        "'int8' always; 'auto' while every served version's labels agree with float32 on "
+        "its reference rows at quantize_min_agreement, checked as each version loads; "
+        "'off' float32 only. The monitors score their reference with the same setting, so "
+        "that int8's small shift of the embeddings does not read as drift. Ignored on a GPU.",
+    )
+    quantize_min_agreement: float = Field(
+        default=0.995,
+        ge=0,
+        le=1,
+        description="Under quantize=auto: the least share of a version's reference rows whose "
+        "int8 label equals the float32 one.",
+    )
+    quantize_probe_rows: int = Field(
+        default=512,
+        ge=1,
+        le=100_000,
+        description="Under quantize=auto: reference rows each version is probed on at load "
+        "(float32 and int8, on every model worker).",
+    )
     traffic_durability: Literal["memory", "write", "fsync"] = Field(
         default="write",
         description="What an answer waits for: 'write' puts the request's records in a log on "

@@ -10,6 +10,8 @@ same forward pass.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +23,13 @@ from lifecycle.model.adapters import Adapters
 from lifecycle.model.artifacts import Prediction, SpecialistMeta
 from lifecycle.model.base import encoder_layers, load_base
 from lifecycle.model.forward import Offsets, Passes
+from lifecycle.model.int8 import Int8Linears, QuantizeMode, agreement, int8_wanted
 from lifecycle.tasks.base import Answer
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 
 class AdapterHost:
@@ -44,10 +49,20 @@ class AdapterHost:
         *,
         device: str = "auto",
         threads: int | None = None,
+        quantize: QuantizeMode = "off",
+        min_agreement: float = 0.995,
     ) -> None:
         base = load_base(base_model, device=device, threads=threads)
         self.base_model = base_model
         self.placement = base.placement
+        #: ``quantize`` and ``min_agreement`` as given (``lifecycle.model.int8``); int8 runs on a
+        #: CPU only (a GPU runs bf16), so elsewhere the mode is ``off``.
+        self.quantize: QuantizeMode = quantize if base.placement.device == "cpu" else "off"
+        self.min_agreement = min_agreement
+        #: Per loaded adapter, its labels' agreement int8 vs float32 on the rows it was probed
+        #: on (None: not probed); ``auto`` runs int8 while every one is at the bar.
+        self.agreements: dict[str, float | None] = {}
+        self._int8 = Int8Linears(base.encoder) if self.quantize != "off" else None
         self.tokenizer = base.tokenizer
         self.hidden_size = base.hidden_size
         #: The passes: padded, packed, mixed; ``packing`` and ``mixing`` say which may run.
@@ -55,7 +70,9 @@ class AdapterHost:
         #: The adapters with their heads: attach, load, save, train.
         self.adapters = Adapters(base, on_attach=self.passes.mixer.hook)
         self._pause: Callable[[], None] | None = None
-        self.passes.packing = self.passes.probe_packing(base.encoder, base_model)
+        with self._float():
+            self.passes.packing = self.passes.probe_packing(base.encoder, base_model)
+        self._settle_runtime()
         # The hooks sit on the encoder's own layer modules, which peft wraps and unloads
         # without replacing, so they hold for every adapter loaded later.
         for layer in encoder_layers(base.encoder):
@@ -64,6 +81,53 @@ class AdapterHost:
     def _between_layers(self, module: Any, args: Any) -> None:
         if self._pause is not None:
             self._pause()
+
+    @property
+    def runtime(self) -> str:
+        """What the encoder's linear layers run in now: ``int8``, ``bf16`` (CUDA autocast) or
+        ``fp32``."""
+        if self._int8 is not None and self._int8.on:
+            return "int8"
+        return "bf16" if self.placement.autocast_bf16 else "fp32"
+
+    def _float(self) -> contextlib.AbstractContextManager[None]:
+        return self._int8.suspended() if self._int8 is not None else contextlib.nullcontext()
+
+    def _settle_runtime(self) -> None:
+        if self._int8 is None:
+            return
+        wanted = int8_wanted(self.quantize, self.agreements, self.min_agreement)
+        if wanted != self._int8.on:
+            logger.info(
+                "encoder linear layers now %s (quantize=%s, agreement %s, bar %.3f)",
+                "int8" if wanted else "float32",
+                self.quantize,
+                {k: v if v is None else round(v, 4) for k, v in self.agreements.items()},
+                self.min_agreement,
+            )
+        self._int8.on = wanted
+
+    def int8_agreement(
+        self, adapter_id: str, texts: Sequence[str], *, batch_size: int = 64
+    ) -> float:
+        """Share of ``texts`` whose label from ``adapter_id`` is the same with int8 linear layers
+        as with float32 ones (1.0 on a host that never quantizes: nothing changes)."""
+        if self._int8 is None:
+            return 1.0
+        ids = [adapter_id] * len(texts)
+        was = self._int8.on
+        try:
+            self._int8.on = False
+            exact = self.infer(texts, adapter_id, batch_size=batch_size)
+            self._int8.on = True
+            quick = self.infer(texts, adapter_id, batch_size=batch_size)
+        finally:
+            self._int8.on = was
+        labels = [
+            [a.label for a in self.answers(texts, ids, logits, offsets)]
+            for logits, _, offsets in (exact, quick)
+        ]
+        return agreement(labels[0], labels[1])
 
     @property
     def packing(self) -> bool:
@@ -161,20 +225,36 @@ class AdapterHost:
     def detector(self, adapter_id: str) -> Any:
         return self.adapters.get(adapter_id).detector
 
-    def load_adapter(self, adapter_id: str, folder: str | Path) -> SpecialistMeta:
+    def load_adapter(
+        self,
+        adapter_id: str,
+        folder: str | Path,
+        *,
+        probe_texts: Sequence[str] | None = None,
+    ) -> SpecialistMeta:
         """Load a specialist artifact folder written by ``save_adapter``.
 
         Only safetensors and JSON are read; a folder holding anything a loader
         would unpickle is refused, whatever else it holds. The adapter is then probed,
-        with the one loaded before it, for packed rows that mix adapters.
+        with the one loaded before it, for packed rows that mix adapters. On a host with
+        ``quantize="auto"``, ``probe_texts`` (the version's reference rows) measure its int8
+        agreement, which decides whether the host keeps running int8.
         """
         meta = self.adapters.load(adapter_id, Path(folder))
         others = [a for a in self.adapters.ids if a != adapter_id][-1:]
-        self.passes.probe_mixing(self.adapters.model, [adapter_id, *others])
+        with self._float():
+            self.passes.probe_mixing(self.adapters.model, [adapter_id, *others])
+        if self._int8 is not None:
+            self.agreements[adapter_id] = (
+                self.int8_agreement(adapter_id, probe_texts) if probe_texts else None
+            )
+            self._settle_runtime()
         return meta
 
     def remove_adapter(self, adapter_id: str) -> None:
         self.adapters.remove(adapter_id)
+        if self.agreements.pop(adapter_id, "absent") != "absent":
+            self._settle_runtime()
 
     def train_mode(self, adapter_id: str, enabled: bool) -> None:
         self.adapters.model.train(enabled)

@@ -361,3 +361,8 @@ class Readiness(BaseModel):
     registry_up: bool
     registry_error: str | None = None
     traffic_store_up: bool
+    runtime: str = Field(
+        default="fp32",
+        description="What the champions' model workers run the base encoder's linear layers "
+        "in: fp32, int8 (LIFECYCLE_QUANTIZE) or bf16 (a GPU).",
+    )

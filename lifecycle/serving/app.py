@@ -103,7 +103,13 @@ def _model_workers(
     base = next(iter(specs.values())).base_model
     shadow = settings.shadow_worker if settings.shadow_worker is not None else workers > 1
     hosts = [
-        AdapterHost(base, device=settings.device, threads=threads)
+        AdapterHost(
+            base,
+            device=settings.device,
+            threads=threads,
+            quantize=settings.quantize,
+            min_agreement=settings.quantize_min_agreement,
+        )
         for _ in range(workers + int(shadow))
     ]
     for host in hosts:
@@ -150,6 +156,7 @@ async def _start(
         list(specs),
         poll_s=settings.registry_poll_s,
         tasks={name: spec.task for name, spec in specs.items()},
+        probe_rows=settings.quantize_probe_rows if settings.quantize == "auto" else 0,
     )
     await sync.start()
     assert fallbacks is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -188,16 +189,17 @@ class ModelEngine:
     def meta(self, adapter_id: str) -> Any:
         return self.host.meta(adapter_id)
 
-    async def load_adapter(self, adapter_id: str, folder: Any) -> Any:
+    async def load_adapter(
+        self, adapter_id: str, folder: Any, *, probe_texts: Sequence[str] | None = None
+    ) -> Any:
         """Load an adapter into every worker (each on its own thread); its metadata.
 
         A worker that fails unloads it from the others again: all or none serve it.
+        ``probe_texts`` are passed on (int8 agreement, ``AdapterHost.load_adapter``).
         """
+        load = functools.partial(self._load_one, adapter_id, folder, probe_texts)
         results = await asyncio.gather(
-            *(
-                self.run_on_model_thread(h.load_adapter, adapter_id, folder, worker=k)
-                for k, h in enumerate(self.hosts)
-            ),
+            *(self.run_on_model_thread(load, h, worker=k) for k, h in enumerate(self.hosts)),
             return_exceptions=True,
         )
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -207,6 +209,20 @@ class ModelEngine:
                     await self.run_on_model_thread(h.remove_adapter, adapter_id, worker=k)
             raise failed[0]
         return results[0]
+
+    @staticmethod
+    def _load_one(
+        adapter_id: str, folder: Any, probe_texts: Sequence[str] | None, host: Any
+    ) -> Any:
+        if probe_texts is None:  # hosts of tests and benches may not take the keyword
+            return host.load_adapter(adapter_id, folder)
+        return host.load_adapter(adapter_id, folder, probe_texts=probe_texts)
+
+    @property
+    def runtime(self) -> str:
+        """What the champions' workers run in (``AdapterHost.runtime``; ``fp32`` for a host
+        that does not say)."""
+        return str(getattr(self.host, "runtime", "fp32"))
 
     async def remove_adapter(self, adapter_id: str) -> None:
         await asyncio.gather(

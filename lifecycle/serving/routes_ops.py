@@ -32,6 +32,7 @@ async def readyz(gw: GW) -> JSONResponse:
         registry_up=gw.sync.state.registry_up,
         registry_error=gw.sync.state.last_error,
         traffic_store_up=bool(gw.writer.healthy),
+        runtime=gw.engine.runtime,
     )
     # Serving what it has is still ready: a registry or store outage is reported, not fatal.
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

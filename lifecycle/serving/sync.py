@@ -45,8 +45,12 @@ class RegistrySync:
         poll_s: float = 10.0,
         retire_after_s: float = 5.0,
         tasks: Mapping[str, str] | None = None,
+        probe_rows: int = 0,
     ) -> None:
         self.engine = engine
+        #: Reference rows of each version its int8 agreement is probed on at load (0: none;
+        #: the gateway sets it under quantize=auto).
+        self.probe_rows = probe_rows
         #: Each specialist's task in the specialists file: a version of the other kind is
         #: refused at load (its head answers another question).
         self.tasks = dict(tasks or {})
@@ -199,8 +203,21 @@ class RegistrySync:
         # Download off the model thread (I/O), load on it (peft state).
         _, folder = await asyncio.to_thread(registry.download, name, version)
         self._check_task(name, version, folder)
-        meta = await self.engine.load_adapter(adapter_id, folder)
+        probe = await asyncio.to_thread(self._probe_texts, registry, name, version)
+        meta = await self.engine.load_adapter(adapter_id, folder, probe_texts=probe)
         return Served(version=version, adapter_id=adapter_id, labels=tuple(meta.labels))
+
+    def _probe_texts(self, registry: Any, name: str, version: int) -> list[str] | None:
+        """The first ``probe_rows`` texts of the version's reference (None when probing is off
+        or the version has none: the host then counts it as not probed)."""
+        if self.probe_rows <= 0:
+            return None
+        try:
+            frame, _ = registry.reference(name, version)
+        except Exception as exc:
+            logger.warning("no reference rows to probe %s v%d on: %s", name, version, exc)
+            return None
+        return [str(t) for t in frame["text"].head(self.probe_rows)]
 
     def _check_task(self, name: str, version: int, folder: Any) -> None:
         from lifecycle.config.errors import ModelLoadError
