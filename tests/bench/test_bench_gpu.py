@@ -179,7 +179,53 @@ def _results(**answers: Any) -> dict[str, Any]:
                 "before_and_after_load": before,
             },
         },
+        # Part 8 (int8 against float32), measured and fine.
+        "int8": {
+            "rounds": [
+                {
+                    "limit_int8": 170.0,
+                    "limit_fp32": 100.0,
+                    "int8_16": 160.0,
+                    "fp32_16": 100.0,
+                    "int8_1": 90.0,
+                    "mlflow_best": 25.0,
+                    **{f"{k}_errors": 0 for k in ("int8_16", "fp32_16", "int8_1", "fp32_1")},
+                }
+            ],
+            "accuracy": {
+                "test_texts": 3080,
+                "accuracy_fp32": 0.92,
+                "accuracy_int8": 0.918,
+                "loss_points": 0.2,
+                "agreement_test": 0.99,
+                "agreement_reference": 0.99,
+            },
+            "drift": {
+                "reference_int8": {"status": "OK", "drifted": []},
+                "reference_fp32": {"status": "DRIFT", "drifted": ["embeddings"]},
+            },
+        },
     }
+
+
+def test_int8_floors_fail_on_slow_int8_lost_accuracy_or_an_alarm_on_the_int8_reference() -> None:
+    def int8_failures(results: dict[str, Any]) -> list[str]:
+        checks = [v["check"] for v in gb.verdicts(results) if v["pass"] is not True]
+        return [c for c in checks if "int8" in c]
+
+    assert int8_failures(_results()) == []
+    slow = _results()
+    slow["int8"]["rounds"][0].update(limit_int8=150.0, int8_16=140.0, int8_1=70.0)
+    assert len(int8_failures(slow)) == 3, "limit 1.5, gateway 1.4, peer 2.8: all under"
+    lossy = _results()
+    lossy["int8"]["accuracy"]["loss_points"] = 0.6
+    assert int8_failures(lossy) == ["Banking77 test accuracy lost to int8, points"]
+    alarm = _results()
+    alarm["int8"]["drift"]["reference_int8"] = {"status": "WARN", "drifted": ["embeddings"]}
+    assert len(int8_failures(alarm)) == 1
+    missing = _results()
+    del missing["int8"]
+    assert len(int8_failures(missing)) == 5, "a part not measured is not passed"
 
 
 def _answers_row(results: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +246,7 @@ def test_a_mismatch_or_too_small_a_sample_fails_the_answers_floor_and_the_run() 
 
 def test_a_floor_missed_or_not_measured_fails_the_run() -> None:
     slow = _results()
-    slow["paired"][0]["mlflow_c16"] = 30.0  # gateway / peer 2.0, floor 3
+    slow["paired"][0]["mlflow_c16"] = 40.0  # gateway / peer 1.5, floor 2 (float32)
     assert [f for f in gb.failed_floors(gb.verdicts(slow)) if "mlflow" in f]
     unmeasured = _results()
     del unmeasured["answers"]
