@@ -234,21 +234,32 @@ def run_seed(args: argparse.Namespace, table: Any, test: Any, seed: int) -> dict
     stream = parts["stream"]
     truth = stream["label"].to_numpy()
 
-    def oracle_from(start: int) -> float:
+    def oracle_from(start: int) -> float | None:
         rows = stream.index[(stream.index >= start) & (stream["phase"] == "after")]
+        if not len(rows):
+            return None  # promoted at the stream's end: nothing left to compare on
         return sum(oracle["labels"][i] == truth[i] for i in rows) / len(rows)
 
+    out["first_promoted_at"] = result.first_promoted_at
     if result.first_promoted_at is not None:
         # Every drifted request answered after the first promotion, by whichever champion.
         out["accuracy_after_first"] = result.after_first.value
         out["requests_after_first"] = result.after_first.total
         out["oracle_accuracy"] = oracle_from(result.first_promoted_at)
-        out["after_over_oracle"] = result.after_first.value / out["oracle_accuracy"]
+        if out["oracle_accuracy"] and result.after_first.total:
+            out["after_over_oracle"] = result.after_first.value / out["oracle_accuracy"]
+        else:
+            print(
+                f"seed {seed}: first promotion at request {result.first_promoted_at}, with no "
+                f"drifted request after it in a stream of {len(stream)}: no after / oracle",
+                flush=True,
+            )
     if result.promoted_at is not None:
         # The last promoted champion alone, on the (possibly few) requests it answered.
         out["requests_after_last"] = result.after.total
         out["oracle_accuracy_last"] = oracle_from(result.promoted_at)
-        out["last_over_oracle"] = result.after.value / out["oracle_accuracy_last"]
+        if out["oracle_accuracy_last"] and result.after.total:
+            out["last_over_oracle"] = result.after.value / out["oracle_accuracy_last"]
     print(json.dumps({k: v for k, v in out.items() if k != "timeline"}, default=str), flush=True)
     return out
 
