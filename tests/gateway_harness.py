@@ -98,8 +98,8 @@ class SharedHost:
             a[len(self._prefix) :] for a in self._host.adapter_ids if a.startswith(self._prefix)
         ]
 
-    def load_adapter(self, adapter_id: str, folder: Any) -> Any:
-        return self._host.load_adapter(self._prefix + adapter_id, folder)
+    def load_adapter(self, adapter_id: str, folder: Any, *, probe_texts: Any = None) -> Any:
+        return self._host.load_adapter(self._prefix + adapter_id, folder, probe_texts=probe_texts)
 
     def remove_adapter(self, adapter_id: str) -> None:
         self._host.remove_adapter(self._prefix + adapter_id)

@@ -253,7 +253,8 @@ class AdapterHost:
 
     def remove_adapter(self, adapter_id: str) -> None:
         self.adapters.remove(adapter_id)
-        if self.agreements.pop(adapter_id, "absent") != "absent":
+        if adapter_id in self.agreements:
+            del self.agreements[adapter_id]
             self._settle_runtime()
 
     def train_mode(self, adapter_id: str, enabled: bool) -> None:

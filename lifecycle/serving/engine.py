@@ -197,9 +197,16 @@ class ModelEngine:
         A worker that fails unloads it from the others again: all or none serve it.
         ``probe_texts`` are passed on (int8 agreement, ``AdapterHost.load_adapter``).
         """
-        load = functools.partial(self._load_one, adapter_id, folder, probe_texts)
         results = await asyncio.gather(
-            *(self.run_on_model_thread(load, h, worker=k) for k, h in enumerate(self.hosts)),
+            *(
+                self.run_on_model_thread(
+                    functools.partial(h.load_adapter, probe_texts=probe_texts),
+                    adapter_id,
+                    folder,
+                    worker=k,
+                )
+                for k, h in enumerate(self.hosts)
+            ),
             return_exceptions=True,
         )
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -209,14 +216,6 @@ class ModelEngine:
                     await self.run_on_model_thread(h.remove_adapter, adapter_id, worker=k)
             raise failed[0]
         return results[0]
-
-    @staticmethod
-    def _load_one(
-        adapter_id: str, folder: Any, probe_texts: Sequence[str] | None, host: Any
-    ) -> Any:
-        if probe_texts is None:  # hosts of tests and benches may not take the keyword
-            return host.load_adapter(adapter_id, folder)
-        return host.load_adapter(adapter_id, folder, probe_texts=probe_texts)
 
     @property
     def runtime(self) -> str:

@@ -17,7 +17,7 @@ from lifecycle.config.settings import Settings, load_settings
 from lifecycle.config.spec import SpecialistsFile, SpecialistSpec
 from lifecycle.model.int8 import Int8Linears, agreement, int8_wanted
 from tests.conftest import TINY
-from tests.gateway_harness import running_gateway
+from tests.gateway_harness import gateway_settings, running_gateway
 
 TEXTS = [
     "I lost my card at the station",
@@ -144,10 +144,8 @@ def test_auto_runs_int8_only_while_every_loaded_version_passed_its_probe(saved: 
 def test_the_gateway_serves_int8_and_says_so(served_home: Path) -> None:
     from lifecycle.serving.app import create_app
 
-    settings = Settings(
-        home=served_home,
-        admin_token="s3cret-admin-token-for-tests",
-        registry_poll_s=0,
+    settings = gateway_settings(
+        served_home,
         quantize="auto",
         quantize_min_agreement=0.0,
         quantize_probe_rows=64,

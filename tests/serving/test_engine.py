@@ -38,7 +38,7 @@ class Counting(SharedHost):
 
 
 class BrokenLoad(SharedHost):
-    def load_adapter(self, adapter_id: str, folder: Any) -> Any:
+    def load_adapter(self, adapter_id: str, folder: Any, *, probe_texts: Any = None) -> Any:
         raise RuntimeError("disk full")
 
 
