@@ -287,7 +287,9 @@ def assemble(
             missing=missing,
         )
 
-    new_train, holdout_new = split(rows, fraction=rules.holdout_fraction, seed=rules.seed)
+    # The new rows' holdout is fixed per text, not drawn again from the grown rows: a
+    # champion from an earlier retrain would otherwise be scored on rows it trained on.
+    new_train, holdout_new = stable_split(rows, fraction=rules.holdout_fraction)
     old_rest, holdout_old = split(old, fraction=rules.holdout_fraction, seed=rules.seed)
     if pool is not None:
         old_rest = pool[~pool["text"].isin(set(holdout_old["text"]))].reset_index(drop=True)
@@ -357,6 +359,33 @@ def split(frame: pd.DataFrame, *, fraction: float, seed: int) -> tuple[pd.DataFr
     if fraction == 0 or len(frame) == 0:
         return frame.reset_index(drop=True), frame.iloc[0:0].reset_index(drop=True)
     return stratified_split(frame, fraction=fraction, seed=seed)
+
+
+def stable_split(frame: pd.DataFrame, *, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, held_out): a row is held out when a hash of its text falls under ``fraction``.
+
+    Unlike a seeded random split, a text is on the same side at every retrain, so the rows
+    one retrain held out were never trained on by the champion an earlier retrain made, and
+    copies of one text are never on both sides. A label with a single row stays in ``rest``.
+    """
+    import hashlib
+
+    import numpy as np
+
+    if fraction == 0 or len(frame) == 0:
+        return frame.reset_index(drop=True), frame.iloc[0:0].reset_index(drop=True)
+    cut = int(fraction * 2**64)
+    held = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(str(t).encode(), digest_size=8).digest(), "big") < cut
+            for t in frame["text"]
+        ],
+        dtype=bool,
+    )
+    if "label" in frame.columns:
+        counts = frame["label"].map(frame["label"].value_counts()).to_numpy()
+        held &= counts > 1
+    return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
 
 
 def window_columns(window: pd.DataFrame, *names: str) -> list[list[Any]]:

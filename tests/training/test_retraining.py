@@ -208,8 +208,28 @@ def test_the_plan_is_deterministic_for_a_seed() -> None:
     pd.testing.assert_frame_equal(first.train, again.train)
     pd.testing.assert_frame_equal(first.holdout_new, again.holdout_new)
     pd.testing.assert_frame_equal(first.holdout_old, again.holdout_old)
+    # The new rows' holdout is fixed per text, whatever the seed (the reference's is seeded).
     other = _plan(window, seed=8)
-    assert set(other.holdout_new["request_id"]) != set(first.holdout_new["request_id"])
+    assert set(other.holdout_new["request_id"]) == set(first.holdout_new["request_id"])
+    assert set(other.holdout_old["text"]) != set(first.holdout_old["text"])
+
+
+def test_a_row_held_out_once_is_held_out_at_every_later_retrain() -> None:
+    # A champion trained by one retrain must never be scored on rows it learnt from by the
+    # next: as labels keep arriving, no training row crosses into the holdout, and back.
+    grown = _traffic(400, seed=5)
+    earlier = _plan(grown.iloc[:150].reset_index(drop=True))
+    later = _plan(grown)
+    held_before = set(earlier.holdout_new["text"])
+    trained_before = set(earlier.train.loc[earlier.train["source"] == "new", "text"])
+    assert held_before and trained_before
+    assert held_before <= set(later.holdout_new["text"])
+    assert not trained_before & set(later.holdout_new["text"])
+    assert 0.1 < len(later.holdout_new) / 400 < 0.3  # about holdout_fraction
+    # Copies of one text are on one side only.
+    twice = pd.concat([grown, grown.assign(id=grown["id"] + "-again")], ignore_index=True)
+    plan = _plan(twice)
+    assert not set(plan.holdout_new["text"]) & set(plan.train["text"])
 
 
 def test_zero_replay_and_zero_holdout() -> None:
