@@ -33,6 +33,9 @@ RETRAIN_LEASE_S = 60.0  # the least a Prefect server accepts
 #: than the lease plus the repossessor's period, so that where a repossessor runs it frees
 #: the slot first and the two never both release it.
 HEARTBEAT_STALE_S = 120.0
+#: Seconds a trigger waits for a free slot when its first, one-second try timed out although
+#: no one held the slot: a busy server was slow to answer, which is not another retrain.
+SLOW_SERVER_WAIT_S = 30.0
 
 
 def heartbeat_variable(specialist: str) -> str:
@@ -89,6 +92,17 @@ def _free_if_holder_died(specialist: str, limit: str) -> float | None:
         client.release_concurrency_slots(names=[limit], slots=1, occupancy_seconds=age)
     Variable.unset(name)
     return age
+
+
+def _slot_taken(limit: str) -> bool:
+    """Whether someone holds the retrain slot (True when the server cannot say: skip then)."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_global_concurrency_limit_by_name(limit).active_slots > 0
+    except Exception:
+        return True
 
 
 def retrain_limit(specialist: str) -> str:
@@ -175,10 +189,14 @@ def retrain_flow(specialist: str, trigger: str = "drift") -> dict[str, Any]:
     limit = retrain_limit(specialist)
     ensure_limit(limit)
 
-    def run() -> dict[str, Any]:
+    def run(wait_s: float = 1.0) -> dict[str, Any]:
         with (
             concurrency(
-                limit, occupy=1, timeout_seconds=1, strict=True, lease_duration=RETRAIN_LEASE_S
+                limit,
+                occupy=1,
+                timeout_seconds=wait_s,
+                strict=True,
+                lease_duration=RETRAIN_LEASE_S,
             ),
             _heartbeat(specialist),
         ):
@@ -188,16 +206,20 @@ def retrain_flow(specialist: str, trigger: str = "drift") -> dict[str, Any]:
         try:
             outcome = run()
         except TimeoutError:
-            age = _free_if_holder_died(specialist, limit)
-            if age is None:
-                raise
-            logger.warning(
-                "%s: the retrain holding the slot stopped beating %.0f s ago (killed?); "
-                "its slot is freed and this run trains",
-                specialist,
-                age,
-            )
-            outcome = run()
+            if not _slot_taken(limit):
+                logger.info("%s: the slot is free but was slow to grant; waiting", specialist)
+                outcome = run(SLOW_SERVER_WAIT_S)
+            else:
+                age = _free_if_holder_died(specialist, limit)
+                if age is None:
+                    raise
+                logger.warning(
+                    "%s: the retrain holding the slot stopped beating %.0f s ago (killed?); "
+                    "its slot is freed and this run trains",
+                    specialist,
+                    age,
+                )
+                outcome = run()
     except TimeoutError:
         logger.info("%s: another retrain is running; this trigger starts nothing", specialist)
         return {"status": "skipped", "reason": "another retrain of this specialist is running"}

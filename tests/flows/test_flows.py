@@ -411,6 +411,33 @@ def test_too_few_labels_start_no_training_and_say_how_many_are_missing(loop_env:
     assert os.environ["LIFECYCLE_HOME"]  # the flow read the same environment as the test
 
 
+def test_a_free_slot_granted_late_is_waited_for_not_taken_for_another_retrain(
+    loop_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a busy machine the server may answer the one-second try for the slot too late,
+    # though no retrain holds it. The trigger must then wait and train, not skip as if
+    # another retrain were running (the bench's loop lost a retrain to that). The first try
+    # is made to time out; the server, the limit and the second try are real.
+    import prefect.concurrency.sync as prefect_sync
+
+    from flows.retrain import SLOW_SERVER_WAIT_S, retrain_flow
+
+    real = prefect_sync.concurrency
+    waits: list[float] = []
+
+    def granted_late(*args: Any, **kwargs: Any) -> Any:
+        waits.append(kwargs["timeout_seconds"])
+        if len(waits) == 1:
+            raise TimeoutError("the slot was granted after the timeout")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prefect_sync, "concurrency", granted_late)
+    outcome = retrain_flow("looped")
+    assert waits == [1.0, SLOW_SERVER_WAIT_S]
+    assert outcome["status"] == "needs_labels", outcome  # it ran: no traffic, no labels
+    assert loop_env.store.alerts("looped")["verdict"].tolist() == ["NEEDS_LABELS"]
+
+
 def test_deploy_registers_schedules_and_event_triggers(prefect: None) -> None:
     from prefect.client.orchestration import get_client
 
