@@ -31,9 +31,10 @@ def label_requests(
     """The requests most worth a person's label, ranked, as a file to label.
 
     Out-of-scope requests spread across their clusters, champion/challenger disagreements in
-    shadow and the least confident answers, in turn, from the champion's newest window
-    (`monitoring.window_size`); requests a person labelled already are left out. Reads the
-    traffic store and the registry directly. Label the file, then send it back with
+    shadow, the least confident answers and requests answered with a label that surges against
+    the champion's reference rows (a new intent may hide in it), in turn, from the champion's
+    newest window (`monitoring.window_size`); requests a person labelled already are left out.
+    Reads the traffic store and the registry directly. Label the file, then send it back with
     `lifecycle feedback -s NAME --file FILE`. With LIFECYCLE_STORE_TEXT hash or none the file
     holds request ids only.
     """
@@ -45,6 +46,16 @@ def label_requests(
     settings, specs = _context(specialists_file)
     spec = specs.get(specialist)
     versions = _served_versions(settings, specialist)
+    shares = None
+    if spec.task == "classification":
+        from lifecycle.labels.requests import reference_shares
+        from lifecycle.registry.models import Registry, RegistryError
+
+        try:
+            reference, _ = Registry(settings).reference(specialist, versions["champion"])
+            shares = reference_shares(reference)
+        except RegistryError as exc:  # no reference: the other three queues still rank
+            typer.echo(f"note: no surge queue ({exc})", err=True)
     store = _open_store(settings)
     try:
         found = ranked(
@@ -54,6 +65,7 @@ def label_requests(
             challenger_version=versions.get("challenger"),
             store_text=settings.store_text,
             limit=limit,
+            expected_shares=shares,
         )
     finally:
         store.dispose()

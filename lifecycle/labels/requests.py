@@ -10,9 +10,15 @@ People label few requests; these are the ones that teach or decide the most:
   champion's. Only discordant pairs move the promotion gate's paired test, so a label there
   is worth many on agreeing pairs;
 - **low confidence**: the champion's least confident answers (under ``LOW_CONFIDENCE`` or
-  the spec's escalation threshold, whichever is higher), least confident first.
+  the spec's escalation threshold, whichever is higher), least confident first;
+- **surge**: requests answered with a label the champion now gives far more often than on its
+  own reference rows (:func:`surging_labels`). A new intent close to a known one is answered
+  confidently as that one and is neither flagged nor unsure: the only trace it leaves is the
+  known label's surge. Its requests are asked most atypical first (highest ``ood_score``),
+  as many as the label's excess over its expected count, since beyond that they are mostly
+  the label's own traffic.
 
-The three queues are interleaved (one of each in turn) and a request already labelled by a
+The four queues are interleaved (one of each in turn) and a request already labelled by a
 person is left out. :func:`rank_label_requests` is the pure ranking over data frames;
 :func:`label_requests` reads the store and calls it, for the gateway's route and the CLI.
 """
@@ -32,11 +38,19 @@ if TYPE_CHECKING:
 OUT_OF_SCOPE = "out_of_scope"
 DISAGREEMENT = "disagreement"
 LOW_CONFIDENCE_REASON = "low_confidence"
+SURGE = "surge"
 #: Besides the rows the detector flags, a version's highest-scoring share of the window is a
 #: candidate too: a new intent near known ones is only partly flagged.
 OOD_TOP_SHARE = 0.05
 #: Answers under this confidence (or the spec's escalation threshold, if higher) are asked.
 LOW_CONFIDENCE = 0.5
+#: A label surges when the window gives it at least ``SURGE_RATIO`` times, and at least
+#: ``SURGE_MIN_ROWS`` requests more than, its share of the version's answers on its reference
+#: rows, and a Poisson test on that count says p < ``SURGE_ALPHA``: a window of 1,000 holds 77
+#: labels' counts, so chance alone must not name one.
+SURGE_RATIO = 2.0
+SURGE_MIN_ROWS = 10
+SURGE_ALPHA = 1e-3
 TEXT_WITHHELD_NOTE = (
     "the traffic store keeps no texts (LIFECYCLE_STORE_TEXT={mode}): these are request ids "
     "only; find the texts in your own records to label them"
@@ -72,6 +86,63 @@ class LabelRequests:
     note: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Surge:
+    """A label answered far more often than on the version's reference rows."""
+
+    label: str
+    observed: int
+    expected: float
+    p_value: float
+
+    @property
+    def excess(self) -> float:
+        return self.observed - self.expected
+
+    @property
+    def ratio(self) -> float:
+        return self.observed / self.expected if self.expected > 0 else math.inf
+
+
+def reference_shares(reference: pd.DataFrame) -> dict[str, float] | None:
+    """Each label's share of a version's own answers on its reference rows (the ``prediction``
+    column), the baseline :func:`surging_labels` compares a window with; None without one."""
+    if "prediction" not in reference or len(reference) == 0:
+        return None
+    counts = reference["prediction"].astype(str).value_counts(normalize=True)
+    return {str(k): float(v) for k, v in counts.items()}
+
+
+def surging_labels(
+    predicted: Sequence[str],
+    expected_shares: Mapping[str, float],
+    *,
+    ratio: float = SURGE_RATIO,
+    min_rows: int = SURGE_MIN_ROWS,
+    alpha: float = SURGE_ALPHA,
+) -> list[Surge]:
+    """The labels of ``predicted`` (a window's answers) that surge against
+    ``expected_shares``, the largest excess first. A label the reference never gave has no
+    baseline and is left out (a new head row is not a surge)."""
+    from collections import Counter
+
+    from scipy.stats import poisson
+
+    n = len(predicted)
+    out: list[Surge] = []
+    for label, observed in Counter(str(p) for p in predicted).items():
+        share = expected_shares.get(label)
+        if share is None or share <= 0:
+            continue
+        expected = share * n
+        if observed < ratio * expected or observed - expected < min_rows:
+            continue
+        p_value = float(poisson.sf(observed - 1, expected))
+        if p_value < alpha:
+            out.append(Surge(label, observed, expected, p_value))
+    return sorted(out, key=lambda s: (-s.excess, s.label))
+
+
 def out_of_scope_candidates(window: pd.DataFrame, *, top_share: float = OOD_TOP_SHARE) -> Any:
     """Boolean mask of the window's out-of-scope candidates: flagged by the detector, or in the
     top ``top_share`` of their own version's ``ood_score`` (scores compare within a version)."""
@@ -99,14 +170,18 @@ def rank_label_requests(
     limit: int = 100,
     low_confidence: float = LOW_CONFIDENCE,
     top_share: float = OOD_TOP_SHARE,
+    expected_shares: Mapping[str, float] | None = None,
 ) -> list[LabelRequest]:
     """The ranked queue over one window (``TrafficStore.window``'s columns).
 
     ``clusters`` maps each out-of-scope candidate's request id to its cluster (-1 or absent:
-    in none); ``shadow`` is ``TrafficStore.shadow_pairs``'s frame (None: no challenger).
-    Requests with a person's label are left out; each request appears once, under its first
-    reason in the interleaving.
+    in none); ``shadow`` is ``TrafficStore.shadow_pairs``'s frame (None: no challenger);
+    ``expected_shares`` is :func:`reference_shares` of the window's version (None: no surge
+    queue). Requests with a person's label are left out; each request appears once, under its
+    first reason in the interleaving.
     """
+    import pandas as pd
+
     if limit <= 0 or len(window) == 0:
         return []
     unlabelled = window[window["true_label_source"].astype(object) != "human"]
@@ -177,9 +252,28 @@ def rank_label_requests(
         for rid, conf in zip(unsure["id"], unsure["confidence"].astype(float), strict=True)
     ]
 
+    # (d) surges: each surging label in turn, largest excess first.
+    surges: list[LabelRequest] = []
+    if expected_shares:
+        per_label = []
+        for surge in surging_labels(window["label"].astype(str).tolist(), expected_shares):
+            mine = unlabelled[unlabelled["label"].astype(str) == surge.label]
+            scores = pd.to_numeric(mine["ood_score"], errors="coerce").fillna(-math.inf)
+            mine = mine.assign(_score=scores.to_numpy()).sort_values(
+                "_score", ascending=False, kind="stable"
+            )
+            detail = (
+                f"answered {surge.label!r} {surge.ratio:.1f}x as often as on its reference "
+                f"rows ({surge.observed} against {surge.expected:.0f} expected): a new intent "
+                "may hide in it"
+            )
+            take = mine["id"].head(math.ceil(surge.excess))
+            per_label.append([item(str(rid), SURGE, detail) for rid in take])
+        surges = list(_round_robin(per_label))
+
     ranked: list[LabelRequest] = []
     seen: set[str] = set()
-    for one in _round_robin([out_of_scope, disagreements, low]):
+    for one in _round_robin([out_of_scope, disagreements, low, surges]):
         if one.request_id not in seen:
             seen.add(one.request_id)
             ranked.append(one)
@@ -197,9 +291,11 @@ def label_requests(
     store_text: str = "full",
     limit: int = 100,
     last: int | None = None,
+    expected_shares: Mapping[str, float] | None = None,
 ) -> LabelRequests:
     """A specialist's ranked label requests over its newest window (``last`` requests of the
     champion, default the spec's ``monitoring.window_size``), read from the traffic store.
+    ``expected_shares``: the champion's :func:`reference_shares` (None: no surge queue).
 
     Blocking (store reads, and clustering of up to a few thousand rows, about a second): the
     gateway calls it in a thread.
@@ -224,6 +320,7 @@ def label_requests(
         shadow=shadow,
         limit=limit,
         low_confidence=max(LOW_CONFIDENCE, spec.escalation.confidence_threshold),
+        expected_shares=expected_shares if spec.task == "classification" else None,
     )
     if store_text != "full":
         # The policy holds for rows stored before it was set, too: no text leaves the store.

@@ -311,7 +311,9 @@ class LabelRequestItem(BaseModel):
     reason: str = Field(
         description="Why it is worth a label: 'out_of_scope' (unlike the champion's training "
         "data; see cluster), 'disagreement' (champion and challenger differ in shadow: only "
-        "such pairs move the promotion gate), 'low_confidence'."
+        "such pairs move the promotion gate), 'low_confidence', 'surge' (answered with a label "
+        "the champion now gives far more often than on its reference rows: a new intent may "
+        "hide in it)."
     )
     detail: str = Field(description="The reason in words, e.g. 'out of scope, cluster 2'.")
     predicted: str = Field(description="The champion's label.")

@@ -224,14 +224,21 @@ async def label_requests(gw: Gateway, name: str, route: Route, *, limit: int) ->
     ``StoreError`` when the store cannot be read."""
     from lifecycle.labels.requests import label_requests as ranked
 
+    spec = gw.specs[name]
+    shares = (
+        await gw.sync.reference_shares(name, route.champion.version)
+        if spec.task == "classification"
+        else None
+    )
     return await read_store(
         ranked,
         gw.writer.store,
-        gw.specs[name],
+        spec,
         champion_version=route.champion.version,
         challenger_version=route.challenger.version if route.challenger else None,
         store_text=gw.settings.store_text,
         limit=limit,
+        expected_shares=shares,
         failures=(StoreError,),
     )
 

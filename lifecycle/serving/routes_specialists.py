@@ -138,7 +138,8 @@ async def label_requests(
 ) -> LabelRequestsResponse:
     """From the champion's newest window: out-of-scope requests spread across their clusters
     (each group of new traffic gets labels), champion/challenger disagreements in shadow (only
-    those move the promotion gate) and the least confident answers, in turn; requests a person
+    those move the promotion gate), the least confident answers and requests answered with a
+    label that surges against the champion's reference rows, in turn; requests a person
     already labelled are left out. Label them through the feedback route (or export them with
     ``lifecycle label-requests``). Needs the admin token: the texts are users' own words."""
     route = route_or_error(gw, name)

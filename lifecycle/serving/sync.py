@@ -67,6 +67,8 @@ class RegistrySync:
         #: gateway's figures from the traffic store). A hook that raises is logged, not fatal.
         self.after_sync: list[Callable[[], Awaitable[None]]] = []
         self._background: set[asyncio.Task[None]] = set()
+        #: (specialist, version) -> its reference_shares, read on first use and kept.
+        self._shares: dict[tuple[str, int], dict[str, float]] = {}
 
     async def start(self) -> None:
         await self.sync()
@@ -206,6 +208,25 @@ class RegistrySync:
         probe = await asyncio.to_thread(self._probe_texts, registry, name, version)
         meta = await self.engine.load_adapter(adapter_id, folder, probe_texts=probe)
         return Served(version=version, adapter_id=adapter_id, labels=tuple(meta.labels))
+
+    async def reference_shares(self, name: str, version: int) -> dict[str, float] | None:
+        """Each label's share of the version's answers on its reference rows (the label-request
+        queue's baseline for surges), read once; None while the registry cannot give it (not
+        kept: the next call tries again)."""
+        from lifecycle.labels.requests import reference_shares
+
+        key = (name, version)
+        if key not in self._shares:
+            try:
+                frame, _ = await asyncio.to_thread(self._registry_client().reference, name, version)
+            except Exception as exc:
+                logger.warning("no reference rows for %s v%d's surges: %s", name, version, exc)
+                return None
+            shares = reference_shares(frame)
+            if shares is None:
+                return None
+            self._shares[key] = shares
+        return self._shares[key]
 
     def _probe_texts(self, registry: Any, name: str, version: int) -> list[str] | None:
         """The first ``probe_rows`` texts of the version's reference (None when probing is off

@@ -22,9 +22,12 @@ from lifecycle.labels.requests import (
     DISAGREEMENT,
     LOW_CONFIDENCE_REASON,
     OUT_OF_SCOPE,
+    SURGE,
     LabelRequest,
     cluster_candidates,
     rank_label_requests,
+    reference_shares,
+    surging_labels,
 )
 from tests.conftest import TINY
 from tests.gateway_harness import RunningGateway, SharedHost, running_gateway
@@ -115,6 +118,78 @@ def test_ranking_spreads_over_clusters_and_interleaves_reasons() -> None:
     assert [r.confidence for r in low] == sorted(r.confidence for r in low)
     assert all(r.confidence < 0.5 for r in low)
     assert len(rank_label_requests(window, clusters=clusters, limit=5)) == 5
+
+
+def test_a_label_answered_far_more_often_than_on_its_reference_surges() -> None:
+    # Reference: 10 labels, 10% each. Window of 500: "b" absorbs a hidden intent (150 against
+    # 50 expected); "c" is a little up (65), by chance; "z" was never answered on the reference.
+    expected = {label: 0.1 for label in "abcdefghij"}
+    window = ["b"] * 150 + ["c"] * 65 + ["z"] * 40 + [x for x in "adefghij" for _ in range(30)]
+    window += ["a"] * 5
+    surges = surging_labels(window, expected)
+    assert [s.label for s in surges] == ["b"]
+    (b,) = surges
+    assert b.observed == 150 and b.expected == pytest.approx(50.0)
+    assert b.excess == pytest.approx(100.0) and b.ratio == pytest.approx(3.0)
+    assert b.p_value < 1e-10
+    # Twice the share but too few rows to tell from chance in a small window: no surge.
+    assert surging_labels(["b"] * 4 + [x for x in "acdefghi" for _ in range(2)], expected) == []
+    # Empty window, empty baseline: nothing, and no error.
+    assert surging_labels([], expected) == []
+    assert surging_labels(window, {}) == []
+
+
+def test_reference_shares_come_from_the_versions_own_answers() -> None:
+    reference = pd.DataFrame(
+        {"text": ["x"] * 4, "label": ["a", "a", "b", "b"], "prediction": ["a", "a", "a", "b"]}
+    )
+    assert reference_shares(reference) == {"a": 0.75, "b": 0.25}
+    assert reference_shares(reference.drop(columns="prediction")) is None
+    assert reference_shares(reference.iloc[0:0]) is None
+
+
+def test_surging_labels_get_their_own_queue_capped_at_the_excess_most_atypical_first() -> None:
+    window = _window()
+    clusters = cluster_candidates(window, min_cluster_size=3)
+    # 12 confident in-scope rows now answered "b", which the reference gives 2% of the time:
+    # 1.24 of the 62 rows expected, an excess of 10.8 requests.
+    extra = window.iloc[40:50].copy()
+    surge_rows = []
+    for j in range(12):
+        row = extra.iloc[j % len(extra)].copy()
+        row["id"] = _rid(100 + j)
+        row["label"] = "b"
+        row["confidence"] = 0.97
+        row["ood_score"] = float(j)
+        row["out_of_scope"] = False
+        surge_rows.append(row)
+    window = pd.concat([window, pd.DataFrame(surge_rows)], ignore_index=True)
+    window.loc[window["id"] == _rid(111), "true_label_source"] = "human"
+    ranked = rank_label_requests(
+        window,
+        clusters=clusters,
+        shadow=_shadow(window),
+        limit=200,
+        expected_shares={"a": 0.98, "b": 0.02},
+    )
+    asked = [r for r in ranked if r.reason == SURGE]
+    assert asked, "the surge queue is interleaved with the others"
+    assert [r.reason for r in ranked[:4]] == [
+        OUT_OF_SCOPE,
+        DISAGREEMENT,
+        LOW_CONFIDENCE_REASON,
+        SURGE,
+    ]
+    assert all(r.predicted == "b" for r in asked)
+    assert _rid(111) not in {r.request_id for r in asked}  # a person labelled it
+    # Most atypical first; as many as the excess, rounded up (11 of the 11 unlabelled).
+    scores = [r.ood_score for r in asked]
+    assert scores == sorted(scores, reverse=True)
+    assert len(asked) == 11
+    assert "surges" not in asked[0].detail and "'b'" in asked[0].detail
+    # Without a baseline there is no surge queue and the order is the three others'.
+    plain = rank_label_requests(window, clusters=clusters, limit=200)
+    assert not any(r.reason == SURGE for r in plain)
 
 
 def _items() -> list[LabelRequest]:
@@ -225,8 +300,41 @@ def test_the_route_needs_the_token_and_leaves_labelled_requests_out(
     assert ids[0] not in asked
     assert asked, "the tiny champion is unsure of some of these texts"
     for item in asked.values():
-        assert item["reason"] in (OUT_OF_SCOPE, DISAGREEMENT, LOW_CONFIDENCE_REASON)
+        assert item["reason"] in (OUT_OF_SCOPE, DISAGREEMENT, LOW_CONFIDENCE_REASON, SURGE)
         assert item["predicted"] in labels and isinstance(item["text"], str)
+
+
+def test_a_label_the_champion_gives_far_more_often_than_on_its_reference_is_asked(
+    gateway: RunningGateway,
+) -> None:
+    from lifecycle.labels.requests import reference_shares
+    from lifecycle.registry.models import Registry
+    from lifecycle.synthetic.scenarios import generate_tickets
+
+    route = gateway.gw.engine.routes["tiny"]
+    frame, _ = Registry(gateway.gw.settings).reference("tiny", route.champion.version)
+    shares = reference_shares(frame)
+    assert shares and sum(shares.values()) == pytest.approx(1.0)
+    # One intent's tickets only: the label the champion gives them surges against its reference.
+    tickets = generate_tickets(400, seed=11)
+    intent = str(tickets["label"].iloc[0])
+    _predict(gateway, tickets.loc[tickets["label"] == intent, "text"].head(60).tolist())
+    with gateway.client() as client:
+        answer = client.get(
+            "/v1/specialists/tiny/label-requests",
+            params={"limit": 1000},
+            headers=gateway.admin_headers(),
+        )
+    assert answer.status_code == 200, answer.text
+    surges = [i for i in answer.json()["items"] if i["reason"] == SURGE]
+    assert surges, "60 tickets of one intent make its label surge"
+    surged = {i["predicted"] for i in surges}
+    assert len(surged) == 1 and surged <= set(shares)
+    assert "as often as on its reference rows" in surges[0]["detail"]
+    # Most atypical first; the baseline is read from the registry once per version.
+    scores = [i["ood_score"] for i in surges]
+    assert scores == sorted(scores, reverse=True)
+    assert gateway.gw.sync._shares[("tiny", route.champion.version)] == shares
 
 
 def test_the_route_withholds_text_under_hash(served_home: Path, host: Any) -> None:
