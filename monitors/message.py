@@ -26,7 +26,9 @@ def alert_message(spec: SpecialistSpec, verdict: Verdict) -> AlertMessage:
         spec.name,
         verdict.status.value,
         missing_labels=max(spec.monitoring.min_labels - labelled, 0),
-        new_traffic=discovery["headline"] if discovery.get("clusters") else None,
+        new_traffic=discovery["headline"]
+        if discovery.get("clusters") or discovery.get("surges")
+        else None,
         proposed_labels=proposed,
         estimated_accuracy=None if verdict.estimate is None else verdict.estimate.accuracy,
         measured_accuracy=None if verdict.quality is None else verdict.quality.value,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +42,15 @@ class OpenWorld:
     centroids: np.ndarray
     #: Set when the detector was not stored with the version (fitted from the reference).
     note: str = ""
+    #: Each label's share of the version's answers on its reference (surges compare with it).
+    shares: dict[str, float] = field(default_factory=dict)
 
 
 def prepare(
     reference: MonitorData, detector: OutOfScopeDetector | None, *, target_rate: float
 ) -> OpenWorld | None:
     """Ready the open-world part from the reference rows; None without embeddings."""
+    from lifecycle.labels.requests import reference_shares
     from lifecycle.model.ood import fit_from_reference
 
     emb = reference.embeddings
@@ -78,6 +81,7 @@ def prepare(
         labels=labels,
         centroids=centroids,
         note=note,
+        shares=reference_shares(reference.frame) or {},
     )
 
 
@@ -225,7 +229,48 @@ def assess_open_world(
     found_dict = found.as_dict()
     for cluster in found_dict.get("clusters", []):
         cluster.pop("members", None)  # row positions: for tests and benches, not the JSON
+    surges = surges_of(world, current)
+    found_dict["surges"] = surges
+    if surges:
+        # The detector's blind spot, said: a new intent close to a known one is answered
+        # confidently as that one, unflagged, and counted right by the estimate.
+        line = surge_line(surges)
+        found_dict["headline"] += f"; {line}"
+        if result is not None:
+            result = replace(
+                result,
+                assumptions=(
+                    *result.assumptions,
+                    f"{line}: a new intent hiding in those answers is counted right",
+                ),
+            )
     return result, found_dict
+
+
+def surges_of(world: OpenWorld, current: MonitorData) -> list[dict[str, Any]]:
+    """The labels the window gives far more often than the reference (``surging_labels``)."""
+    from lifecycle.labels.requests import surging_labels
+
+    if not world.shares:
+        return []
+    found = surging_labels(current.frame["prediction"].astype(str).tolist(), world.shares)
+    return [
+        {
+            "label": s.label,
+            "observed": s.observed,
+            "expected": round(s.expected, 1),
+            "ratio": round(s.ratio, 2),
+            "p_value": s.p_value,
+        }
+        for s in found
+    ]
+
+
+def surge_line(surges: Sequence[dict[str, Any]]) -> str:
+    """One line naming the surging labels, largest excess first."""
+    named = ", ".join(f"{s['label']} ({s['ratio']:.1f}x)" for s in surges[:3])
+    more = f" and {len(surges) - 3} more" if len(surges) > 3 else ""
+    return f"answered far more often than on the reference: {named}{more}"
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

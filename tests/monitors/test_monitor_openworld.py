@@ -158,6 +158,38 @@ def test_a_window_with_no_new_traffic_has_no_large_cluster(world: Any, store: An
     # In-scope rows past the threshold (the calibrated few) may group, but never as a mass.
     assert sum(c["size"] for c in v.discovery["clusters"]) <= 0.1 * v.window["rows"]
     assert v.estimate is not None and v.estimate.out_of_support < 0.15
+    assert v.discovery["surges"] == []  # the reference's own mix of intents: nothing surges
+    assert "answered far more often" not in v.discovery["headline"]
+
+
+def test_a_label_given_far_more_often_than_on_the_reference_is_named(
+    world: Any, store: Any
+) -> None:
+    # The detector's blind spot: traffic a known label absorbs is not flagged. The check
+    # names the label that surges, in its JSON, its headline, the alert and the estimate's
+    # assumptions.
+    from monitors.check import run_check
+    from monitors.message import alert_message
+
+    tickets = generate_tickets(400, seed=45)
+    intent = str(tickets["label"].iloc[0])
+    frame = pd.concat(
+        [tickets[tickets["label"] == intent].head(150), generate_tickets(60, seed=46)]
+    ).sample(frac=1.0, random_state=1)
+    _record(world, store, frame, start=T0)
+    v = run_check(world["settings"], world["spec"], store=store, alert=False, log=False).verdict
+    assert v.discovery is not None
+    surges = v.discovery["surges"]
+    assert surges, v.discovery
+    top = surges[0]
+    assert top["observed"] > 2 * top["expected"] and top["p_value"] < 1e-3
+    answers = store.window(world["spec"].name, with_embeddings=False)["label"]
+    assert top["observed"] == int((answers == top["label"]).sum())
+    assert f"{top['label']} (" in v.discovery["headline"]
+    assert "answered far more often than on the reference" in v.discovery["headline"]
+    assert v.estimate is not None
+    assert any("counted right" in a for a in v.estimate.assumptions)
+    assert v.discovery["headline"] in alert_message(world["spec"], v).summary
 
 
 def test_withheld_texts_give_counts_not_text(world: Any, store: Any) -> None:
