@@ -186,6 +186,11 @@ def _run(
         label_source=args.label_source,
         seed=seed,
         task=task,
+        training=(
+            {"min_examples_per_label": args.min_examples_per_label}
+            if args.min_examples_per_label is not None
+            else None
+        ),
     )
 
 
@@ -197,6 +202,7 @@ def _loop_figures(
         "seed": seed,
         "label_share": args.label_share,
         "label_source": args.label_source,
+        "min_examples_per_label": args.min_examples_per_label,
         "reference_rows": len(parts["reference"]),
         "labels": result.labels,
         "detection_delay_requests": result.detection_delay,
@@ -505,6 +511,13 @@ def main() -> None:
         "(classification), 800 (extraction).",
     )
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--min-examples-per-label",
+        type=int,
+        default=None,
+        help="The spec's training.min_examples_per_label (default: the spec's default, 10); "
+        "a team with few labels lowers it.",
+    )
     parser.add_argument("--home", type=Path, default=None, help="Parent of the runs' homes.")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bench-loop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop_results.json")
@@ -545,6 +558,8 @@ def main() -> None:
             runs, floor=floor_for(args.label_share), max_minutes=MAX_MINUTES_TO_PROMOTION
         )
         key = f"{args.label_source}-{args.label_share:g}"
+        if args.min_examples_per_label is not None:
+            key += f"-min{args.min_examples_per_label}"
     # Read again just before writing: another run may have added its key meanwhile.
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[key] = {

@@ -69,9 +69,11 @@ def write_demo_spec(
     *,
     epochs: int = 3,
     task: str = "classification",
+    training: dict[str, Any] | None = None,
 ) -> Path:
     """The demo's specialists file: its data is the scenario's reference set (text and
-    label; text and entities for an extractor, whose ``labels`` are entity labels)."""
+    label; text and entities for an extractor, whose ``labels`` are entity labels).
+    ``training`` adds to (or overrides) the spec's training section."""
     import yaml
 
     home.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,7 @@ def write_demo_spec(
     spec = {
         **kind,
         "data": {"kind": "file", "path": str(data)},
-        "training": {"epochs": epochs, "batch_size": 32, "max_length": 64},
+        "training": {"epochs": epochs, "batch_size": 32, "max_length": 64, **(training or {})},
         "monitoring": {"window_size": 400, "min_window": 100, "min_labels": 100},
         "escalation": {"confidence_threshold": 0.5, "fallback": "none"},
         "promotion": {"min_samples": 100, "margin": 0.0, "alpha": 0.05},
@@ -189,13 +191,15 @@ def run_loop(
     label_source: Literal["queue", "random"] = "queue",
     seed: int = 0,
     task: str = "classification",
+    training: dict[str, Any] | None = None,
 ) -> DemoResult:
     """Train a champion on ``reference``, then serve ``stream`` (text, label, phase) through
     a gateway while the flows run the loop. ``labels`` are the spec's (the stream may bring
     others); a person labels ``label_share`` of the requests, taking the gateway's
     label-request queue first (``label_source`` "queue") or at random ("random"). For
     ``task`` "extraction" the reference and the stream hold ``entities`` (gold spans)
-    instead of ``label``, and ``labels`` are entity labels."""
+    instead of ``label``, and ``labels`` are entity labels. ``training`` adds to the spec's
+    training section (``write_demo_spec``)."""
     from flows.monitor import monitor_flow
     from flows.promote import promote_flow
     from flows.retrain import retrain_flow
@@ -206,7 +210,9 @@ def run_loop(
     from lifecycle.training.record import headline
 
     timeline = Timeline()
-    specialists_file = write_demo_spec(home, reference, labels, epochs=epochs, task=task)
+    specialists_file = write_demo_spec(
+        home, reference, labels, epochs=epochs, task=task, training=training
+    )
     token = secrets.token_urlsafe(16)
     settings = load_settings(
         home=home,
