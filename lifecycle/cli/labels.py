@@ -49,12 +49,12 @@ def label_requests(
     shares = None
     if spec.task == "classification":
         from lifecycle.labels.requests import reference_shares
-        from lifecycle.registry.models import Registry, RegistryError
+        from lifecycle.registry.models import Registry
 
         try:
             reference, _ = Registry(settings).reference(specialist, versions["champion"])
             shares = reference_shares(reference)
-        except RegistryError as exc:  # no reference: the other three queues still rank
+        except Exception as exc:  # no reference to read: the other three queues still rank
             typer.echo(f"note: no surge queue ({exc})", err=True)
     store = _open_store(settings)
     try:
