@@ -290,9 +290,14 @@ def false_alarms(spec: Any, reference: Any, pool: Scored, n: int, *, tag: str) -
 # -- 4. discovery -------------------------------------------------------------------------
 
 
+def _rank(purity_coverage: tuple[float, float]) -> tuple[bool, float, float]:
+    purity, coverage = purity_coverage
+    return (purity >= 0.8 and coverage >= 0.5, coverage, purity)
+
+
 def discovery_part(reference: Any, pools: Any, n_windows: int) -> dict[str, Any]:
     from monitors.frames import window_data
-    from monitors.openworld import discover_new_traffic
+    from monitors.openworld import discover_new_traffic, surges_of
     from monitors.openworld import estimate as estimate_open_world
 
     world = reference.open_world
@@ -306,12 +311,16 @@ def discovery_part(reference: Any, pools: Any, n_windows: int) -> dict[str, Any]
         w = mix([(held, 400), (kept, 600)], rng)
         data = window_data(w.raw(0.0, k), vocabulary=(), escalation_threshold=0.5)
         started = time.perf_counter()
-        _, scores = estimate_open_world(world, data)
-        found, _ = discover_new_traffic(world, data, scores, min_cluster_size=10)
+        result, scores = estimate_open_world(world, data)
+        found, _, rows = discover_new_traffic(
+            world,
+            data,
+            scores,
+            min_cluster_size=10,
+            surges=surges_of(world, data),
+            in_scope_share=1.0 if result is None else 1.0 - result.out_of_support,
+        )
         seconds.append(time.perf_counter() - started)
-        from monitors.openworld import candidates
-
-        rows = np.flatnonzero(candidates(world, scores))
         for intent in pools.held_out:
             total = int((w.truth == intent).sum())
             if total < 30:
@@ -323,7 +332,8 @@ def discovery_part(reference: Any, pools: Any, n_windows: int) -> dict[str, Any]
                 if hits == 0:
                     continue
                 cand = (hits / len(members), hits / total)
-                if cand[1] > best[1] or (cand[1] == best[1] and cand[0] > best[0]):
+                # A cluster that passes beats one that covers more but is not pure.
+                if _rank(cand) > _rank(best):
                     best = cand
             per_intent.setdefault(intent, []).append(best)
             ok = best[0] >= 0.8 and best[1] >= 0.5

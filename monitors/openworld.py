@@ -139,18 +139,29 @@ def discover_new_traffic(
     scores: np.ndarray,
     *,
     min_cluster_size: int,
-) -> tuple[Discovery, np.ndarray]:
-    """Clusters of the window's flagged rows, and those rows' embeddings (for the map)."""
+    surges: Sequence[dict[str, Any]] = (),
+    in_scope_share: float = 1.0,
+) -> tuple[Discovery, np.ndarray, np.ndarray]:
+    """Clusters of the window's flagged rows, plus one group per surging label (its hidden
+    new intent, :func:`hidden_rows`); those rows' embeddings (for the map) and their
+    positions in the window (what a cluster's ``members`` index)."""
     from lifecycle.labels.discovery import discover
 
-    flagged = np.flatnonzero(candidates(world, scores))
+    flagged = candidates(world, scores)
+    groups = hidden_rows(world, current, scores, flagged, surges, in_scope_share)
+    rows = np.concatenate([np.flatnonzero(flagged), *groups.values()]).astype(int)
+    start = int(flagged.sum())
+    hidden: dict[str, list[int]] = {}
+    for label, members in groups.items():
+        hidden[label] = list(range(start, start + len(members)))
+        start += len(members)
     emb = (
-        current.embeddings[flagged]
+        current.embeddings[rows]
         if current.embeddings is not None
         else np.zeros((0, world.centroids.shape[1]), dtype=np.float32)
     )
     texts: Sequence[str | None] = [
-        t if isinstance(t, str) else None for t in current.frame["text"].iloc[flagged]
+        t if isinstance(t, str) else None for t in current.frame["text"].iloc[rows]
     ]
     found = discover(
         texts=texts,
@@ -159,8 +170,43 @@ def discover_new_traffic(
         known_labels=world.labels,
         known_centroids=world.centroids,
         min_cluster_size=min_cluster_size,
+        hidden=hidden,
     )
-    return found, emb
+    return found, emb, rows
+
+
+def hidden_rows(
+    world: OpenWorld,
+    current: MonitorData,
+    scores: np.ndarray,
+    flagged: np.ndarray,
+    surges: Sequence[dict[str, Any]],
+    in_scope_share: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Per surging label, the window positions of its unflagged answers beyond the count its
+    reference share predicts, most atypical (highest score) first.
+
+    The label's usual traffic is its reference share of the window's in-scope rows (the
+    estimate's ``in_scope_share``: new traffic displaces known traffic, so a share of the whole
+    window would overcount it), and ``DISCOVERY_QUANTILE`` of those rows stay unflagged; the
+    rest of its unflagged answers, the excess, are where a new intent hides. Which of them are the
+    intruders no score tells well (the detector is blind there), so the most atypical are
+    taken: an ordering that helps a little and costs nothing.
+    """
+    if current.embeddings is None:
+        return {}
+    predicted = current.frame["prediction"].astype(str).to_numpy()
+    usable = np.isfinite(np.asarray(scores, dtype=float))
+    out: dict[str, np.ndarray] = {}
+    for surge in surges:
+        mine = np.flatnonzero((predicted == surge["label"]) & ~flagged & usable)
+        usual = float(surge["expected"]) * min(max(in_scope_share, 0.0), 1.0)
+        take = len(mine) - round(usual * DISCOVERY_QUANTILE)
+        if take <= 0:
+            continue
+        order = mine[np.argsort(-np.asarray(scores, dtype=float)[mine], kind="stable")]
+        out[str(surge["label"])] = np.sort(order[:take])
+    return out
 
 
 def candidates(world: OpenWorld, scores: np.ndarray) -> np.ndarray:
@@ -178,7 +224,7 @@ def write_artifacts(
     world: OpenWorld, found: Discovery, embeddings: np.ndarray, folder: Path
 ) -> list[Path]:
     """The clusters as a table (CSV) and a 2-D map (PNG), for the check's MLflow folder."""
-    from lifecycle.labels.discovery import discovery_map, discovery_table
+    from lifecycle.labels.discovery_views import discovery_map, discovery_table
 
     folder.mkdir(parents=True, exist_ok=True)
     table = folder / "discovery.csv"
@@ -222,14 +268,21 @@ def assess_open_world(
 
     result, scores = estimate(world, current, out_of_scope_label=out_of_scope_label)
     window.update(window_figures(world, scores))
-    found, flagged = discover_new_traffic(world, current, scores, min_cluster_size=min_cluster_size)
+    surges = surges_of(world, current)
+    found, embeddings, _ = discover_new_traffic(
+        world,
+        current,
+        scores,
+        min_cluster_size=min_cluster_size,
+        surges=surges,
+        in_scope_share=1.0 if result is None else 1.0 - result.out_of_support,
+    )
     if artifacts:
         folder = Path(tempfile.mkdtemp(prefix="lifecycle-discovery-"))
-        window["artifacts"] = [str(p) for p in write_artifacts(world, found, flagged, folder)]
+        window["artifacts"] = [str(p) for p in write_artifacts(world, found, embeddings, folder)]
     found_dict = found.as_dict()
     for cluster in found_dict.get("clusters", []):
         cluster.pop("members", None)  # row positions: for tests and benches, not the JSON
-    surges = surges_of(world, current)
     found_dict["surges"] = surges
     if surges:
         # The detector's blind spot, said: a new intent close to a known one is answered

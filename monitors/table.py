@@ -163,6 +163,13 @@ def verdict_table(verdict: Verdict, *, actions: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def nearest_cell(cluster: dict[str, Any]) -> str:
+    """The nearest known label, or for a group hiding under a label, that label said so."""
+    if cluster.get("hidden_under"):
+        return f"answered as {cluster['hidden_under']}"
+    return str(cluster.get("nearest_label") or "-")
+
+
 def _clusters_table(clusters: list[dict[str, Any]]) -> str:
     """New traffic's clusters: size, share, top terms, nearest known label, an example."""
     return render_table(
@@ -173,7 +180,7 @@ def _clusters_table(clusters: list[dict[str, Any]]) -> str:
                 c["size"],
                 f"{c['share']:.1%}",
                 ", ".join(c.get("top_terms", [])[:5]) or "-",
-                c.get("nearest_label") or "-",
+                nearest_cell(c),
                 _num(c.get("nearest_distance"), ".2f"),
                 repr(c["examples"][0]) if c.get("examples") else "-",
             )

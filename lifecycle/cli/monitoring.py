@@ -82,7 +82,10 @@ def discover(
     known ones is seen whole).
 
     Each cluster of new traffic gets its size and share, its top terms (class-based
-    TF-IDF), representative texts and the nearest known label. With LIFECYCLE_STORE_TEXT
+    TF-IDF), representative texts and the nearest known label. A label the champion now
+    gives far more often than on its reference adds one more group, "answered as" that
+    label: its unflagged answers beyond its usual share, where a new intent close to a
+    known one hides. With LIFECYCLE_STORE_TEXT
     hash or none, only counts (no texts, no terms) are shown. Logs nothing and alerts no
     one: the scheduled monitor check logs the same table and map to MLflow.
     """
@@ -107,7 +110,7 @@ def discover(
         f"{verdict.window.get('out_of_scope', 0)} out of scope"
     )
     typer.echo(f"new traffic: {found['headline']}")
-    from monitors.table import render_table
+    from monitors.table import nearest_cell, render_table
 
     clusters = found["clusters"]
     if not clusters:
@@ -121,7 +124,7 @@ def discover(
                     c["size"],
                     f"{c['share']:.1%}",
                     ", ".join(c["top_terms"][:6]) or "-",
-                    c["nearest_label"] or "-",
+                    nearest_cell(c),
                 )
                 for c in clusters
             ],

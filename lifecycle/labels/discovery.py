@@ -22,6 +22,10 @@ unseen intents of 40-80 requests, 100 SNIPS queries, 25 known-intent false alarm
 - At most ``MAX_CLUSTERED`` rows are clustered (a seeded sample, under a second); every
   other row joins the cluster it is most similar to on average if that passes the same
   cut (the test average linkage applies), else it stays noise. 10k rows: about 1 s.
+- A new intent that the champion answers confidently as a known one is not flagged and lies
+  among that label's rows: no cut parts it from them. What gives it away is the label's
+  share of the answers (``lifecycle.labels.requests.surging_labels``); the caller hands those
+  answers in as a ``hidden`` group, described like a cluster and marked ``hidden_under``.
 - Terms: BERTopic's class-based TF-IDF, each cluster's texts joined as one document, with
   the unclustered texts as one more document so that words common to all traffic sink.
 """
@@ -30,15 +34,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ MAX_CLUSTERED = 4000
 #: Average-linkage cut: a cluster's members are, on average, at most this cosine distance
 #: apart (mean similarity >= 0.5). Measured on Banking77: 0.5 balances purity and coverage.
 THRESHOLD = 0.5
-#: Clusters named in the map's legend.
-_LEGEND = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +61,9 @@ class Cluster:
     nearest_label: str | None
     nearest_distance: float | None
     members: tuple[int, ...]
+    #: Set for a group handed in whole (``discover``'s ``hidden``): requests answered
+    #: confidently as this known label, beyond its usual share, not a cluster of flagged rows.
+    hidden_under: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,16 +97,24 @@ class Discovery:
         return out
 
     def headline(self) -> str:
-        """One line for an alert: how many clusters, and what the largest looks like."""
-        if not self.clusters:
-            return f"no clusters among {self.rows} out-of-scope requests"
-        n = len(self.clusters)
-        top = self.clusters[0]
-        line = f"{n} cluster{'s' if n != 1 else ''} of new traffic, largest: {top.size} requests"
-        if top.examples:
-            return f"{line} like {_quote(top.examples[0])}"
-        if top.top_terms:
-            return f"{line}, terms: {', '.join(top.top_terms[:5])}"
+        """One line for an alert: how many clusters, what the largest looks like, and the
+        largest group hiding under a known label."""
+        found = [c for c in self.clusters if c.hidden_under is None]
+        hidden = [c for c in self.clusters if c.hidden_under is not None]
+        if not found:
+            line = (
+                f"no clusters among {self.rows - sum(c.size for c in hidden)} out-of-scope requests"
+            )
+        else:
+            n = len(found)
+            line = f"{n} cluster{'s' if n != 1 else ''} of new traffic, largest: "
+            line += f"{found[0].size} requests{_looks(found[0])}"
+        if hidden:
+            top = max(hidden, key=lambda c: c.size)
+            line += (
+                f"; {top.size} requests answered {top.hidden_under!r} beyond its usual share "
+                f"may be a new intent{_looks(top)}"
+            )
         return line
 
     def as_dict(self) -> dict[str, Any]:
@@ -132,6 +141,7 @@ def discover(
     examples: int = 5,
     terms: int = 8,
     seed: int = 0,
+    hidden: Mapping[str, Sequence[int]] | None = None,
 ) -> Discovery:
     """Cluster one window's out-of-scope rows and describe each cluster.
 
@@ -139,9 +149,15 @@ def discover(
     policy withheld it (clusters still form, examples and terms come from the rows with
     text). Rows whose embedding holds NaN are excluded and counted. Never raises on odd
     inputs (no rows, too few rows, identical rows): the notes say why nothing was found.
+
+    ``hidden`` maps a known label to rows (positions in ``texts``) that form one group as
+    they are, not clustered: a new intent that the model answers confidently as a known one
+    lies among that label's rows, where no similarity cut can part it from them. Such a group
+    is described like a cluster, after the clusters, with ``hidden_under`` set; one under
+    ``min_cluster_size`` usable rows is left out.
     """
     n = len(texts)
-    emb = _matrix(embeddings)
+    emb = as_matrix(embeddings)
     if len(emb) != n:
         raise ValueError(f"texts has {n} rows but embeddings has {len(emb)}: they must align")
     clean = [t if isinstance(t, str) and t.strip() else None for t in texts]
@@ -162,16 +178,32 @@ def discover(
 
     if len(index) == 0:
         return empty("no rows to cluster")
-    if len(index) < min_size:
-        return empty(f"{len(index)} rows are fewer than min_cluster_size={min_size}")
     x = emb[index] / norms[index, None]
-    labels = _cluster(x, min_size=min_size, seed=seed)
-    ids = [k for k in np.unique(labels) if k >= 0]
-    if not ids:
+    group = np.full(len(index), -1)
+    group_names: list[str] = []
+    for name, rows in (hidden or {}).items():
+        chosen = np.isin(index, np.asarray(rows, dtype=int)) & (group < 0)
+        if chosen.sum() >= min_size:
+            group[chosen] = len(group_names)
+            group_names.append(str(name))
+    free = np.flatnonzero(group < 0)
+    labels = np.full(len(index), -1)
+    if len(free) >= min_size:
+        labels[free] = _cluster(x[free], min_size=min_size, seed=seed)
+    ids = [int(k) for k in np.unique(labels) if k >= 0]
+    if not ids and not group_names:
+        if len(index) < min_size:
+            return empty(f"{len(index)} rows are fewer than min_cluster_size={min_size}")
         return empty("no group of similar rows stood out from the rest")
 
-    # Largest first; ties broken by first member so that ids are stable across runs.
+    # Largest first; ties broken by first member so that ids are stable across runs. The
+    # hidden groups follow, in the order given.
     ids.sort(key=lambda k: (-int((labels == k).sum()), int(np.argmax(labels == k))))
+    first_group = max(ids, default=-1) + 1
+    for g in range(len(group_names)):
+        labels[group == g] = first_group + g
+        ids.append(first_group + g)
+    under: list[str | None] = [None] * (len(ids) - len(group_names)) + list(group_names)
     member_rows = [np.flatnonzero(labels == k) for k in ids]
     centroids = np.stack([_unit(x[m].mean(axis=0)) for m in member_rows])
     term_lists = _c_tf_idf(
@@ -180,7 +212,7 @@ def discover(
         terms,
     )
     nearest: list[tuple[str | None, float | None]] = [(None, None)] * len(ids)
-    names, known = _known(known_labels, known_centroids, x.shape[1])
+    names, known = usable_centroids(known_labels, known_centroids, x.shape[1])
     if names:
         sims = centroids @ known.T
         best = sims.argmax(axis=1)
@@ -188,8 +220,8 @@ def discover(
     elif len(known_labels):
         notes.append("known centroids do not match the embeddings: no nearest label")
     clusters = []
-    for cid, (m, centroid, top, near) in enumerate(
-        zip(member_rows, centroids, term_lists, nearest, strict=True)
+    for cid, (m, centroid, top, near, label) in enumerate(
+        zip(member_rows, centroids, term_lists, nearest, under, strict=True)
     ):
         order = m[np.argsort(-(x[m] @ centroid), kind="stable")]
         clusters.append(
@@ -202,6 +234,7 @@ def discover(
                 nearest_label=near[0],
                 nearest_distance=near[1],
                 members=tuple(sorted(int(i) for i in index[m])),
+                hidden_under=label,
             )
         )
     unclustered = len(index) - sum(c.size for c in clusters)
@@ -247,7 +280,7 @@ def _cluster(x: np.ndarray, *, min_size: int, seed: int) -> np.ndarray:
     return labels
 
 
-def _matrix(values: np.ndarray) -> np.ndarray:
+def as_matrix(values: np.ndarray) -> np.ndarray:
     """``values`` as a float32 matrix, one row per item (an empty input of any shape is fine)."""
     array = np.asarray(values, dtype=np.float32)
     if array.size == 0:
@@ -255,9 +288,11 @@ def _matrix(values: np.ndarray) -> np.ndarray:
     return array.reshape(len(array), -1) if array.ndim else array.reshape(1, -1)
 
 
-def _known(labels: Sequence[str], centroids: np.ndarray, dims: int) -> tuple[list[str], np.ndarray]:
+def usable_centroids(
+    labels: Sequence[str], centroids: np.ndarray, dims: int
+) -> tuple[list[str], np.ndarray]:
     """The known labels whose centroid is usable, and those centroids as unit rows."""
-    matrix = _matrix(centroids)
+    matrix = as_matrix(centroids)
     if len(matrix) != len(labels) or matrix.shape[1] != dims:
         return [], np.zeros((0, dims), dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1)
@@ -319,6 +354,14 @@ def _c_tf_idf(
     return out
 
 
+def _looks(c: Cluster) -> str:
+    if c.examples:
+        return f" like {_quote(c.examples[0])}"
+    if c.top_terms:
+        return f", terms: {', '.join(c.top_terms[:5])}"
+    return ""
+
+
 def _quote(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return f"'{text if len(text) <= limit else text[: limit - 1] + '…'}'"
@@ -349,75 +392,3 @@ def purity_coverage(d: Discovery, true_labels: Sequence[str]) -> dict[str, dict[
             "coverage": counts[best] / len(rows),
         }
     return out
-
-
-def discovery_table(d: Discovery) -> pd.DataFrame:
-    """One row per cluster, for a report or a notebook."""
-    import pandas as pd
-
-    columns = ["id", "size", "share", "top_terms", "nearest_label", "nearest_distance", "example"]
-    return pd.DataFrame(
-        [
-            {
-                "id": c.id,
-                "size": c.size,
-                "share": c.share,
-                "top_terms": ", ".join(c.top_terms),
-                "nearest_label": c.nearest_label,
-                "nearest_distance": c.nearest_distance,
-                "example": c.examples[0] if c.examples else None,
-            }
-            for c in d.clusters
-        ],
-        columns=columns,
-    )
-
-
-def discovery_map(
-    d: Discovery,
-    embeddings: np.ndarray,
-    known_centroids: np.ndarray,
-    known_labels: Sequence[str],
-) -> Figure:
-    """A 2-D map (PCA) of the rows, coloured by cluster (noise grey), with the known labels'
-    centroids as labelled black crosses: where new traffic sits against what the model knows."""
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from sklearn.decomposition import PCA
-
-    fig = Figure(figsize=(8, 6))
-    # Agg canvas on this figure only: no pyplot, no global backend switch for the process.
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.set_title(d.headline(), fontsize=9)
-    emb = _matrix(embeddings)
-    rows_ok: np.ndarray = (
-        np.isfinite(emb).all(axis=1) if emb.shape[1] else np.zeros(len(emb), dtype=bool)
-    )
-    names, known = _known(known_labels, known_centroids, emb.shape[1])
-    stacked = np.concatenate([emb[rows_ok], known])
-    if len(stacked) < 2 or len(np.unique(stacked.round(5), axis=0)) < 2:
-        ax.text(0.5, 0.5, "too few distinct rows to map", ha="center", transform=ax.transAxes)
-        return fig
-    pca = PCA(n_components=2).fit(stacked)
-    xy = np.zeros((len(emb), 2))
-    if rows_ok.any():
-        xy[rows_ok] = pca.transform(emb[rows_ok])
-    assigned = np.array(d.assignments()) if d.rows == len(emb) else np.full(len(emb), -1)
-    noise = rows_ok & (assigned < 0)
-    ax.scatter(xy[noise, 0], xy[noise, 1], s=6, c="lightgrey", label="unclustered")
-    cmap = matplotlib.colormaps["tab20"]
-    for c in d.clusters:
-        m = rows_ok & (assigned == c.id)
-        name = c.top_terms[0] if c.top_terms else f"{c.size} rows"
-        # Only the largest clusters get a legend entry: a hundred entries help no one.
-        label = f"{c.id}: {name} ({c.size})" if c.id < _LEGEND else None
-        ax.scatter(xy[m, 0], xy[m, 1], s=8, color=cmap(c.id % 20), label=label)
-    if names:
-        k = pca.transform(known)
-        ax.scatter(k[:, 0], k[:, 1], marker="x", c="black", s=40)
-        for (px, py), name in zip(k, names, strict=True):
-            ax.annotate(name, (px, py), fontsize=6)
-    ax.legend(fontsize=6, loc="best", markerscale=2)
-    return fig

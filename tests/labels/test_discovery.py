@@ -17,10 +17,9 @@ from lifecycle.labels.discovery import (
     Cluster,
     Discovery,
     discover,
-    discovery_map,
-    discovery_table,
     purity_coverage,
 )
+from lifecycle.labels.discovery_views import discovery_map, discovery_table
 
 DIMS = 384
 #: Each blob's distinctive words, plus words every request shares.
@@ -284,3 +283,48 @@ def test_purity_coverage_on_a_hand_made_case() -> None:
 def test_misaligned_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="must align"):
         _discover(["one", "two"], np.zeros((3, DIMS)))
+
+
+def test_a_hidden_group_is_described_after_the_clusters_and_not_clustered() -> None:
+    # Rows handed in as hidden under a known label stay one group as they are: here the
+    # "pension" blob, which the clusterer would otherwise find on its own.
+    texts, emb, labels, centres = _blobs({"crypto": 40, "pension": 30}, noise=10)
+    pension = [i for i, label in enumerate(labels) if label == "pension"]
+    d = _discover(
+        texts,
+        emb,
+        known_labels=["retirement_plan"],
+        known_centroids=[centres["pension"]],
+        hidden={"retirement_plan": pension},
+        terms=3,
+    )
+    assert [(c.size, c.hidden_under) for c in d.clusters] == [(40, None), (30, "retirement_plan")]
+    assert list(d.clusters[1].members) == pension
+    assert set(d.clusters[1].top_terms) == set(WORDS["pension"])
+    assert d.clusters[1].nearest_label == "retirement_plan"
+    assert d.unclustered == 10 and sum(c.size for c in d.clusters) + d.unclustered == d.rows
+    line = d.headline()
+    assert line.startswith("1 cluster of new traffic, largest: 40 requests like")
+    assert "30 requests answered 'retirement_plan' beyond its usual share" in line
+    assert d.as_dict()["clusters"][1]["hidden_under"] == "retirement_plan"
+
+
+def test_hidden_groups_alone_and_too_small() -> None:
+    texts, emb, labels, _ = _blobs({"crypto": 12, "pension": 5})
+    crypto = [i for i, label in enumerate(labels) if label == "crypto"]
+    pension = [i for i, label in enumerate(labels) if label == "pension"]
+    # Only hidden rows, nothing else to cluster: the group still forms.
+    alone = _discover(
+        [texts[i] for i in crypto], emb[crypto], hidden={"card": list(range(len(crypto)))}
+    )
+    assert [(c.size, c.hidden_under) for c in alone.clusters] == [(12, "card")]
+    assert alone.headline().startswith("no clusters among 0 out-of-scope requests; 12 requests")
+    # A group under min_cluster_size is left out and its rows count as unclustered.
+    small = _discover(texts, emb, min_cluster_size=10, hidden={"card": pension})
+    assert [c.hidden_under for c in small.clusters] == [None]
+    assert small.unclustered == 5
+    # Positions that do not exist or have no usable embedding are ignored, not an error.
+    emb_nan = emb.copy()
+    emb_nan[pension[0]] = np.nan
+    odd = _discover(texts, emb_nan, min_cluster_size=3, hidden={"card": [*pension, 999]})
+    assert [c.size for c in odd.clusters if c.hidden_under == "card"] == [4]

@@ -190,6 +190,12 @@ def test_a_label_given_far_more_often_than_on_the_reference_is_named(
     assert v.estimate is not None
     assert any("counted right" in a for a in v.estimate.assumptions)
     assert v.discovery["headline"] in alert_message(world["spec"], v).summary
+    # Discovery shows the surging label's unflagged answers beyond its usual share as a group,
+    # since no cluster of flagged rows can hold them.
+    hidden = [c for c in v.discovery["clusters"] if c["hidden_under"] == top["label"]]
+    assert len(hidden) == 1, v.discovery["clusters"]
+    assert 0 < hidden[0]["size"] <= top["observed"]
+    assert hidden[0]["examples"] and "beyond its usual share" in v.discovery["headline"]
 
 
 def test_withheld_texts_give_counts_not_text(world: Any, store: Any) -> None:
