@@ -182,11 +182,13 @@ def discover(
     group = np.full(len(index), -1)
     group_names: list[str] = []
     for name, rows in (hidden or {}).items():
-        chosen = np.isin(index, np.asarray(rows, dtype=int)) & (group < 0)
+        chosen = np.isin(index, np.asarray(rows, dtype=int)) & (group == -1)
         if chosen.sum() >= min_size:
             group[chosen] = len(group_names)
             group_names.append(str(name))
-    free = np.flatnonzero(group < 0)
+        else:  # too small to show, and not the clusterer's to take either
+            group[chosen] = -2
+    free = np.flatnonzero(group == -1)
     labels = np.full(len(index), -1)
     if len(free) >= min_size:
         labels[free] = _cluster(x[free], min_size=min_size, seed=seed)
