@@ -174,7 +174,10 @@ class Verdict:
                 out["out_of_scope_share"] = self.estimate.out_of_scope
             out["estimate_labels_used"] = float(self.estimate.labels_used)
         if self.discovery is not None:
-            out["new_traffic_clusters"] = float(len(self.discovery.get("clusters", [])))
+            clusters = self.discovery.get("clusters", [])
+            # A surging label's group is counted as a surge, not as a cluster of new traffic.
+            out["new_traffic_clusters"] = float(sum(not c.get("hidden_under") for c in clusters))
+            out["surging_labels"] = float(len(self.discovery.get("surges", [])))
         if self.quality is not None:
             out["labelled_rows"] = float(self.quality.labelled)
             if self.quality.accuracy is not None:

@@ -196,6 +196,10 @@ def test_a_label_given_far_more_often_than_on_the_reference_is_named(
     assert len(hidden) == 1, v.discovery["clusters"]
     assert 0 < hidden[0]["size"] <= top["observed"]
     assert hidden[0]["examples"] and "beyond its usual share" in v.discovery["headline"]
+    metrics = v.metrics()
+    assert metrics["surging_labels"] == len(surges)
+    clusters = v.discovery["clusters"]
+    assert metrics["new_traffic_clusters"] == len(clusters) - len(hidden)
 
 
 def test_withheld_texts_give_counts_not_text(world: Any, store: Any) -> None:
