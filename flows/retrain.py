@@ -14,7 +14,7 @@ import contextvars
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -36,6 +36,8 @@ HEARTBEAT_STALE_S = 120.0
 #: Seconds a trigger waits for a free slot when its first, one-second try timed out although
 #: no one held the slot: a busy server was slow to answer, which is not another retrain.
 SLOW_SERVER_WAIT_S = 30.0
+#: One try within that wait; between tries the slot is looked at again.
+SLOW_SERVER_TRY_S = 5.0
 
 
 def heartbeat_variable(specialist: str) -> str:
@@ -103,6 +105,21 @@ def _slot_taken(limit: str) -> bool:
             return client.read_global_concurrency_limit_by_name(limit).active_slots > 0
     except Exception:
         return True
+
+
+def _run_when_granted(run: Callable[[float], dict[str, Any]], limit: str) -> dict[str, Any]:
+    """Retry the slot in short tries while it stays free; give up once someone holds it.
+
+    One long wait would queue this trigger behind a retrain that took the slot a moment
+    after the first look (two triggers racing on a slow server): it must skip instead.
+    """
+    deadline = time.monotonic() + SLOW_SERVER_WAIT_S
+    while True:
+        try:
+            return run(SLOW_SERVER_TRY_S)
+        except TimeoutError:
+            if _slot_taken(limit) or time.monotonic() >= deadline:
+                raise
 
 
 def retrain_limit(specialist: str) -> str:
@@ -208,7 +225,7 @@ def retrain_flow(specialist: str, trigger: str = "drift") -> dict[str, Any]:
         except TimeoutError:
             if not _slot_taken(limit):
                 logger.info("%s: the slot is free but was slow to grant; waiting", specialist)
-                outcome = run(SLOW_SERVER_WAIT_S)
+                outcome = _run_when_granted(run, limit)
             else:
                 age = _free_if_holder_died(specialist, limit)
                 if age is None:
