@@ -52,7 +52,7 @@ def label_requests(
         from lifecycle.registry.models import Registry
 
         try:
-            reference, _ = Registry(settings).reference(specialist, versions["champion"])
+            reference = Registry(settings).reference_rows(specialist, versions["champion"])
             shares = reference_shares(reference)
         except Exception as exc:  # no reference to read: the other three queues still rank
             typer.echo(f"note: no surge queue ({exc})", err=True)

@@ -274,6 +274,14 @@ class Registry(Tracking):
             raise RegistryError(f"{name} v{info.version} has no training run, hence no reference")
         return self.run_reference(info.run_id)
 
+    def reference_rows(self, name: str, ref: str | int) -> pd.DataFrame:
+        """The version's reference rows without their embeddings (texts, labels, its own
+        predictions): for probes and baselines that read no embedding."""
+        info = self.resolve(name, ref)
+        if not info.run_id:
+            raise RegistryError(f"{name} v{info.version} has no training run, hence no reference")
+        return self.run_reference_rows(info.run_id)
+
     def training_set(self, name: str, ref: str | int) -> pd.DataFrame | None:
         """The (text, label) rows the version trained on, or None for a version logged
         before training sets were kept (``training/train.parquet`` absent)."""

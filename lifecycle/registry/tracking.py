@@ -206,6 +206,16 @@ class Tracking:
             embeddings = load_file(str(local / "embeddings.safetensors"))["embeddings"]
         return frame, embeddings
 
+    def run_reference_rows(self, run_id: str) -> pd.DataFrame:
+        """A training run's reference rows alone: what a caller that needs no embeddings reads
+        (the embeddings are most of the reference's bytes)."""
+        import pandas as pd
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_parquet(
+                self._download(run_id, f"{REFERENCE_PATH}/validation.parquet", tmp)
+            )
+
     def run_training_set(self, run_id: str) -> pd.DataFrame | None:
         """The (text, label) rows a training run trained on, or None for a run logged before
         training sets were kept."""

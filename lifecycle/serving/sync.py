@@ -218,7 +218,9 @@ class RegistrySync:
         key = (name, version)
         if key not in self._shares:
             try:
-                frame, _ = await asyncio.to_thread(self._registry_client().reference, name, version)
+                frame = await asyncio.to_thread(
+                    self._registry_client().reference_rows, name, version
+                )
             except Exception as exc:
                 logger.warning("no reference rows for %s v%d's surges: %s", name, version, exc)
                 return None
@@ -234,7 +236,7 @@ class RegistrySync:
         if self.probe_rows <= 0:
             return None
         try:
-            frame, _ = registry.reference(name, version)
+            frame = registry.reference_rows(name, version)
         except Exception as exc:
             logger.warning("no reference rows to probe %s v%d on: %s", name, version, exc)
             return None

@@ -162,7 +162,7 @@ def _time_side_by_side(
     recent = store.window(spec.name, model_version=champion, last=n_texts, with_embeddings=False)
     texts = [t for t in recent["text"].tolist() if isinstance(t, str) and t.strip()]
     if len(texts) < 16:
-        texts = registry.reference(spec.name, champion)[0]["text"].head(n_texts).tolist()
+        texts = registry.reference_rows(spec.name, champion)["text"].head(n_texts).tolist()
     host = host or AdapterHost(spec.base_model, device=settings.device)
     ids = [f"{spec.name}@v{champion}_timing", f"{spec.name}@v{challenger}_timing"]
     loaded: list[str] = []

@@ -113,7 +113,7 @@ def retrain_from_traffic(
     if champion_train is None:
         reference, replay = load_training_data(spec), None
     else:
-        reference, replay = registry.reference(spec.name, champion)[0], champion_train
+        reference, replay = registry.reference_rows(spec.name, champion), champion_train
     plan = plan_retraining(
         window,
         reference=reference,

@@ -71,6 +71,9 @@ def test_round_trip_train_register_reload_by_alias_predict(  # type: ignore[no-u
     assert len(frame) == len(trained.validation) == len(embeddings)
     assert {"text", "label", "prediction", "confidence"} <= set(frame.columns)
     assert embeddings.shape[1] == host.hidden_size
+    # Readers that need no embeddings (probes, surge baselines) get the same rows without them.
+    rows = registry.reference_rows("tiny", CHAMPION)
+    assert rows.equals(frame)
 
 
 def test_aliases_move_and_missing_ones_say_so(home: Path, trained, tiny_spec) -> None:  # type: ignore[no-untyped-def]
