@@ -186,12 +186,18 @@ def _run(
         label_source=args.label_source,
         seed=seed,
         task=task,
-        training=(
-            {"min_examples_per_label": args.min_examples_per_label}
-            if args.min_examples_per_label is not None
-            else None
-        ),
+        training=_training_overrides(args) or None,
     )
+
+
+def _training_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec's training settings this run sets (the rest keep the spec's defaults)."""
+    out: dict[str, Any] = {}
+    if args.min_examples_per_label is not None:
+        out["min_examples_per_label"] = args.min_examples_per_label
+    if args.replay_rows is not None:
+        out["replay_rows"] = args.replay_rows
+    return out
 
 
 def _loop_figures(
@@ -203,6 +209,7 @@ def _loop_figures(
         "label_share": args.label_share,
         "label_source": args.label_source,
         "min_examples_per_label": args.min_examples_per_label,
+        "replay_rows": args.replay_rows,
         "reference_rows": len(parts["reference"]),
         "labels": result.labels,
         "detection_delay_requests": result.detection_delay,
@@ -518,6 +525,13 @@ def main() -> None:
         help="The spec's training.min_examples_per_label (default: the spec's default, 10); "
         "a team with few labels lowers it.",
     )
+    parser.add_argument(
+        "--replay-rows",
+        type=int,
+        default=None,
+        help="The spec's training.replay_rows (default: the spec's default): replay at least "
+        "this many rows of the champion's training set at each retrain.",
+    )
     parser.add_argument("--home", type=Path, default=None, help="Parent of the runs' homes.")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bench-loop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "loop_results.json")
@@ -560,6 +574,8 @@ def main() -> None:
         key = f"{args.label_source}-{args.label_share:g}"
         if args.min_examples_per_label is not None:
             key += f"-min{args.min_examples_per_label}"
+        if args.replay_rows is not None:
+            key += f"-replay{args.replay_rows}"
     # Read again just before writing: another run may have added its key meanwhile.
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[key] = {
