@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,12 +11,7 @@ import numpy as np
 from lifecycle.config.spec import SpecialistSpec
 from lifecycle.model.calibration import fit_temperature, softmax
 from lifecycle.model.host import AdapterHost
-from lifecycle.training.candidate import (
-    Candidate,
-    RunOptions,
-    finish_candidate,
-    start_candidate,
-)
+from lifecycle.training.candidate import RunOptions, finish_candidate, start_candidate
 from lifecycle.training.data import training_set_hash, validate_training_table
 from lifecycle.training.evaluate import evaluate
 from lifecycle.training.fit import CANDIDATE, fit_adapter, resolve_labels
@@ -27,10 +21,6 @@ __all__ = ["TrainResult", "predict_probabilities", "resolve_labels", "train_spec
 
 if TYPE_CHECKING:
     import pandas as pd
-
-logger = logging.getLogger(__name__)
-#: Training rows whose mean embedding is the centre new head rows point away from.
-IMPRINT_SAMPLE = 512
 
 
 def train_specialist(
@@ -62,8 +52,6 @@ def train_specialist(
     run = start_candidate(
         spec, data, options, prepare_replay=lambda rows: rows, labels_in=_labels_in
     )
-    if parent is not None:
-        _imprint_new_labels(run, parent, seed=spec.training.seed)
     host, labels, validation = run.host, run.labels, run.validation
     label_index = {label: i for i, label in enumerate(labels)}
     val_texts = validation["text"].tolist()
@@ -107,42 +95,6 @@ def predict_probabilities(host: AdapterHost, adapter_id: str, texts: Sequence[st
     meta = host.meta(adapter_id)
     logits, _ = host.logits_and_embeddings(texts, adapter_id)
     return softmax(np.stack(logits), meta.temperature)
-
-
-def _imprint_new_labels(run: Candidate, parent: Path, *, seed: int) -> None:
-    """Start the head rows of labels the parent did not know at their training rows'
-    embeddings (``lifecycle.training.imprint`` says why), before the loop trains them."""
-    import torch
-
-    from lifecycle.model.adapters import check_artifact
-    from lifecycle.training.imprint import imprinted_rows
-
-    known = set(check_artifact(parent).labels)
-    train = run.train
-    new = [label for label in run.labels if label not in known and (train["label"] == label).any()]
-    index = {label: i for i, label in enumerate(run.labels)}
-    trained = [index[label] for label in run.labels if label in known]
-    if not new or not trained:
-        return
-    rows = train[train["label"].isin(new)]
-    sample = train.sample(n=min(len(train), IMPRINT_SAMPLE), random_state=seed)
-    _, new_embeddings = run.host.logits_and_embeddings(
-        rows["text"].tolist(), CANDIDATE, batch_size=64
-    )
-    _, sample_embeddings = run.host.logits_and_embeddings(
-        sample["text"].tolist(), CANDIDATE, batch_size=64
-    )
-    of = rows["label"].to_numpy()
-    means = np.stack([new_embeddings[of == label].mean(axis=0) for label in new])
-    head = run.host.adapters.get(CANDIDATE).head
-    weight = head.weight.detach().float().cpu().numpy()
-    bias = head.bias.detach().float().cpu().numpy()
-    w, b = imprinted_rows(weight[trained], bias[trained], means, sample_embeddings.mean(axis=0))
-    with torch.no_grad():
-        for k, label in enumerate(new):
-            head.weight[index[label]] = torch.as_tensor(w[k]).to(head.weight)
-            head.bias[index[label]] = float(b[k])
-    logger.info("imprinted %d new head rows: %s", len(new), ", ".join(new))
 
 
 def _labels_in(rows: pd.DataFrame) -> list[str]:
