@@ -269,18 +269,12 @@ class Registry(Tracking):
 
     def reference(self, name: str, ref: str | int) -> tuple[pd.DataFrame, np.ndarray]:
         """The version's monitoring reference: its validation rows with its own predictions."""
-        info = self.resolve(name, ref)
-        if not info.run_id:
-            raise RegistryError(f"{name} v{info.version} has no training run, hence no reference")
-        return self.run_reference(info.run_id)
+        return self.run_reference(self._reference_run(name, ref))
 
     def reference_rows(self, name: str, ref: str | int) -> pd.DataFrame:
         """The version's reference rows without their embeddings (texts, labels, its own
         predictions): for probes and baselines that read no embedding."""
-        info = self.resolve(name, ref)
-        if not info.run_id:
-            raise RegistryError(f"{name} v{info.version} has no training run, hence no reference")
-        return self.run_reference_rows(info.run_id)
+        return self.run_reference_rows(self._reference_run(name, ref))
 
     def training_set(self, name: str, ref: str | int) -> pd.DataFrame | None:
         """The (text, label) rows the version trained on, or None for a version logged
@@ -289,6 +283,13 @@ class Registry(Tracking):
         return self.run_training_set(info.run_id) if info.run_id else None
 
     # -- internals ----------------------------------------------------------------
+
+    def _reference_run(self, name: str, ref: str | int) -> str:
+        """The training run that holds the version's reference."""
+        info = self.resolve(name, ref)
+        if not info.run_id:
+            raise RegistryError(f"{name} v{info.version} has no training run, hence no reference")
+        return info.run_id
 
     def _ensure_model(self, spec: SpecialistSpec) -> None:
         if not self.has_model(spec.name):
