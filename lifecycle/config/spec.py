@@ -83,22 +83,6 @@ class TrainingSpec(_Strict):
         description="A proposed label (one the champion does not know) joins the head at a "
         "retrain once it has this many usable labels; until then its rows wait.",
     )
-    self_training_confidence: float = Field(
-        default=0.7,
-        ge=0.0,
-        le=1.0,
-        description="At a classifier's retrain, unlabelled requests since the champion's "
-        "registration that a first candidate answers with at least this calibrated "
-        "confidence join the training rows with that answer as their label, and the "
-        "candidate is trained again from the parent (self-training: a label people gave ten "
-        "times is learnt from the traffic like it). Never validation or held-out rows, never "
-        "replayed by later retrains. 0: off, one training pass.",
-    )
-    self_training_rows: int = Field(
-        default=2000,
-        ge=0,
-        description="Most self-labelled rows one retrain adds, the most confident first.",
-    )
     wait_share: float = Field(
         default=0.05,
         ge=0.0,

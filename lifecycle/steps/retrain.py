@@ -77,9 +77,7 @@ def retrain_from_traffic(
     """
     from lifecycle.registry.models import Registry
     from lifecycle.training.pipeline import load_training_data, train_and_register
-    from lifecycle.training.retrain_plan import HOLDOUT_FRACTION
     from lifecycle.training.retraining import judge_candidate, plan_retraining
-    from lifecycle.training.self_training import PSEUDO, unlabelled_texts
 
     registry = registry or Registry(settings)
     aliases = registry.aliases(spec.name)
@@ -115,11 +113,7 @@ def retrain_from_traffic(
     if champion_train is None:
         reference, replay = load_training_data(spec), None
     else:
-        if "source" in champion_train:
-            # Its self-labelled rows trained it once; replayed, their errors would compound.
-            champion_train = champion_train[champion_train["source"] != PSEUDO]
         reference, replay = registry.reference_rows(spec.name, champion), champion_train
-    champion_since = datetime.fromtimestamp(champion_info.created_ms / 1000, tz=UTC)
     plan = plan_retraining(
         window,
         reference=reference,
@@ -129,7 +123,7 @@ def retrain_from_traffic(
         min_examples_per_label=spec.training.min_examples_per_label,
         replay=replay,
         replay_rows=spec.training.replay_rows,
-        recent_since=champion_since,
+        recent_since=datetime.fromtimestamp(champion_info.created_ms / 1000, tz=UTC),
         recent_weight=spec.training.recent_weight,
         wait_share=spec.training.wait_share,
         seed=seed,
@@ -151,16 +145,6 @@ def retrain_from_traffic(
         else _drop_singletons(plan.train)[["text", "label"]]
     )
     first, last = _span(window)
-    unlabelled = (
-        unlabelled_texts(
-            window,
-            since=champion_since,
-            holdout_fraction=HOLDOUT_FRACTION,
-            exclude=set(plan.train["text"]) | set(plan.holdout_new["text"]),
-        )
-        if not extractor and spec.training.self_training_confidence > 0
-        else []
-    )
     trained = train_and_register(
         settings,
         spec,
@@ -173,7 +157,6 @@ def retrain_from_traffic(
             TRAINED_LABELS_TAG: str(plan.counts.human),
             LABELS_UNTIL_TAG: labels_until.isoformat(),
         },
-        unlabelled=unlabelled,
     )
     holdout_new = plan.holdout_new
     if champion_train is not None and len(holdout_new):
@@ -194,17 +177,11 @@ def retrain_from_traffic(
     version = str(trained.version.version)
     registry.tag_version(spec.name, version, CANDIDATE_CHECK_TAG, check.reason)
     replayed = int((plan.train["source"] == "replay").sum())
-    self_labelled = int(trained.result.params.get("self_training_rows", 0))
     trained_on = (
         f"trained on {plan.counts.human} people's corrections plus {replayed} replayed rows"
         if extractor
         else f"trained on {plan.counts.human} people's and {plan.counts.fallback} fallback "
         f"labels plus {replayed} replayed rows"
-        + (
-            f" and {self_labelled} self-labelled of {len(unlabelled)} unlabelled requests"
-            if unlabelled
-            else ""
-        )
     )
     if not check.accepted:
         registry.tag_version(spec.name, version, REJECTED_REASON_TAG, check.reason)

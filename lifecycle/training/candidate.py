@@ -57,8 +57,7 @@ class RunOptions:
 
     ``parent`` is the artifact folder of the version the run descends from (it warm-starts
     the labels it knew), ``replay`` older data mixed in, ``host`` the adapter host to train
-    on (a new one on ``device`` with ``threads`` when None), ``progress`` a progress bar,
-    ``extra_train`` rows that train but are never validation rows.
+    on (a new one on ``device`` with ``threads`` when None), ``progress`` a progress bar.
     """
 
     parent: Path | None = None
@@ -67,8 +66,6 @@ class RunOptions:
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
-    #: Training-only rows (text, label, source "pseudo"): a retrain's self-labelled traffic.
-    extra_train: pd.DataFrame | None = None
 
 
 def start_candidate(
@@ -83,8 +80,7 @@ def start_candidate(
     resolve the label set from ``labels_in(data)`` and the parent's, split off the validation
     rows and add a fresh candidate adapter, warm-started from ``options.parent``, to
     ``options.host`` (a new one when None). ``prepare_replay`` checks the replay as the
-    kind's data is checked; it runs only when the replay is used. ``options.extra_train``
-    (self-labelled rows) joins the training side after the split, never the validation."""
+    kind's data is checked; it runs only when the replay is used."""
     from transformers import set_seed
 
     replay, parent, host = options.replay, options.parent, options.host
@@ -103,14 +99,6 @@ def start_candidate(
             "extractor needs labelled spans (or declare its `entities`)"
         )
     train, validation = stratified_split(data, fraction=cfg.validation_fraction, seed=cfg.seed)
-    extra = options.extra_train
-    if extra is not None and len(extra):
-        import pandas as pd
-
-        # Only labels the run already has: a self-labelled row cannot grow the head.
-        extra = extra[extra["label"].isin(labels)]
-        train = pd.concat([train, extra], ignore_index=True)
-        data = pd.concat([data, extra], ignore_index=True)
 
     host = host or AdapterHost(spec.base_model, device=options.device, threads=options.threads)
     if CANDIDATE in host.adapter_ids:
@@ -179,9 +167,6 @@ def finish_candidate(
             "n_train": len(run.train),
             "n_validation": len(run.validation),
             "replay_rows": int((data.get("source") == "replay").sum()) if "source" in data else 0,
-            "self_training_rows": int((run.train.get("source") == "pseudo").sum())
-            if "source" in run.train
-            else 0,
             "best_step": fit.best_step,
             "temperature": temperature,
             **{f"ood.{k}": v for k, v in detector.describe().items()},

@@ -6,7 +6,7 @@ The CLI and the retrain flow call these; they hold no framework glue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,7 +83,6 @@ def train_and_register(
     alias: str | None = None,
     extra_tags: Mapping[str, str] | None = None,
     assign_alias: bool = True,
-    unlabelled: Sequence[str] = (),
 ) -> Trained:
     """Train ``spec`` and register the result.
 
@@ -93,11 +92,7 @@ def train_and_register(
     is written to the registry unless training succeeded. ``extra_tags`` go on the
     version beside the lineage tags. ``assign_alias=False`` registers without moving any
     alias (``Trained.alias`` is then the alias it would have had): the retrain sets it only
-    once the candidate beats the champion. ``unlabelled`` texts (a retrain's traffic without
-    labels) self-train a classifier when ``training.self_training_confidence`` is above 0:
-    the candidate trained on ``data`` labels them, and the one registered is trained again
-    from the parent with its confident answers added
-    (:mod:`lifecycle.training.self_training`).
+    once the candidate beats the champion.
     """
     from lifecycle.model.base import resolve_base_model
     from lifecycle.training.train import train_specialist
@@ -116,35 +111,6 @@ def train_and_register(
         threads=settings.torch_threads,
         progress=settings.progress,
     )
-    cfg = spec.training
-    if unlabelled and spec.task == "classification" and cfg.self_training_confidence > 0:
-        from lifecycle.training.self_training import pseudo_labelled
-        from lifecycle.training.train import predict_probabilities
-
-        texts = list(unlabelled)
-        pseudo = pseudo_labelled(
-            texts,
-            predict_probabilities(result.host, result.adapter_id, texts),
-            result.meta.labels,
-            threshold=cfg.self_training_confidence,
-            max_rows=cfg.self_training_rows,
-        )
-        logger.info(
-            "%s: self-training on %d of %d unlabelled requests (confidence >= %.2f)",
-            spec.name,
-            len(pseudo),
-            len(texts),
-            cfg.self_training_confidence,
-        )
-        if len(pseudo):
-            result = train_specialist(
-                spec,
-                frame,
-                parent=parent_folder,
-                host=result.host,
-                progress=settings.progress,
-                extra_train=pseudo,
-            )
     version = registry.log_training(
         spec,
         result,

@@ -126,9 +126,6 @@ def write_reference(result: TrainResult, folder: Path) -> Path:
 def write_training_set(result: TrainResult, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     frame = result.train[["text", "label"]].astype({"text": str, "label": str})
-    if "source" in result.train and (result.train["source"] == "pseudo").any():
-        # Self-labelled rows are kept, marked, so that a later retrain does not replay them.
-        frame = frame.assign(source=result.train["source"].fillna("").astype(str).to_numpy())
     if "entities" in result.train:  # an extractor's spans, as JSON (Parquet has no ragged dicts)
         frame = frame.assign(entities=[json.dumps(e) for e in result.train["entities"]])
     frame.reset_index(drop=True).to_parquet(folder / TRAINING_FILE, index=False)

@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-#: The share of new labelled rows a retrain holds out (by a hash of the text) to compare the
-#: candidate with the champion.
-HOLDOUT_FRACTION = 0.2
-
 
 @dataclass(frozen=True, slots=True)
 class LabelCounts:
@@ -117,7 +113,7 @@ class PlanRules:
     min_labels: int
     replay_ratio: float
     min_examples_per_label: int = 1
-    holdout_fraction: float = HOLDOUT_FRACTION
+    holdout_fraction: float = 0.2
     replay_rows: int = 0
     recent_since: datetime | None = None
     recent_weight: float = 1.0
@@ -372,24 +368,24 @@ def stable_split(frame: pd.DataFrame, *, fraction: float) -> tuple[pd.DataFrame,
     one retrain held out were never trained on by the champion an earlier retrain made, and
     copies of one text are never on both sides. A label with a single row stays in ``rest``.
     """
+    import hashlib
+
     import numpy as np
 
     if fraction == 0 or len(frame) == 0:
         return frame.reset_index(drop=True), frame.iloc[0:0].reset_index(drop=True)
-    held = np.array([held_out_text(t, fraction) for t in frame["text"]], dtype=bool)
+    cut = int(fraction * 2**64)
+    held = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(str(t).encode(), digest_size=8).digest(), "big") < cut
+            for t in frame["text"]
+        ],
+        dtype=bool,
+    )
     if "label" in frame.columns:
         counts = frame["label"].map(frame["label"].value_counts()).to_numpy()
         held &= counts > 1
     return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
-
-
-def held_out_text(text: Any, fraction: float) -> bool:
-    """Whether :func:`stable_split` holds ``text`` out at ``fraction``: a hash of the text
-    under the fraction, the same at every retrain (self-training keeps such texts out too)."""
-    import hashlib
-
-    cut = int(fraction * 2**64)
-    return int.from_bytes(hashlib.blake2b(str(text).encode(), digest_size=8).digest(), "big") < cut
 
 
 def window_columns(window: pd.DataFrame, *names: str) -> list[list[Any]]:

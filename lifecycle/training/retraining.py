@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.training.retrain_plan import (
-    HOLDOUT_FRACTION,
     LabelCounts,
     PlanRules,
     RetrainPlan,
@@ -70,7 +69,7 @@ def plan_retraining(
     min_labels: int,
     replay_ratio: float,
     min_examples_per_label: int = 1,
-    holdout_fraction: float = HOLDOUT_FRACTION,
+    holdout_fraction: float = 0.2,
     replay: pd.DataFrame | None = None,
     replay_rows: int = 0,
     recent_since: datetime | None = None,

@@ -33,25 +33,16 @@ def train_specialist(
     device: str = "auto",
     threads: int | None = None,
     progress: bool = True,
-    extra_train: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter and head for ``spec`` on a table of (text, label).
 
     ``parent`` is the artifact folder of the version this one descends from:
     its head rows warm-start the labels it knew. ``replay`` is older data mixed
     in at ``spec.training.replay_ratio`` rows per new row, so that retraining on
-    drifted traffic does not forget what the specialist already did well. ``extra_train``
-    (text, label, source) rows train but are never split into validation: a retrain's
-    self-labelled traffic (:mod:`lifecycle.training.self_training`).
+    drifted traffic does not forget what the specialist already did well.
     """
     options = RunOptions(
-        parent=parent,
-        replay=replay,
-        host=host,
-        device=device,
-        threads=threads,
-        progress=progress,
-        extra_train=extra_train,
+        parent=parent, replay=replay, host=host, device=device, threads=threads, progress=progress
     )
     if spec.task == "extraction":
         from lifecycle.training.extraction import train_extractor
