@@ -205,42 +205,45 @@ class RegistrySync:
         # Download off the model thread (I/O), load on it (peft state).
         _, folder = await asyncio.to_thread(registry.download, name, version)
         self._check_task(name, version, folder)
-        probe = await asyncio.to_thread(self._probe_texts, registry, name, version)
+        probe = None
+        if self.probe_rows > 0:
+            frame = await asyncio.to_thread(self._reference_rows, registry, name, version)
+            if frame is not None:
+                probe = [str(t) for t in frame["text"].head(self.probe_rows)]
+                # The surge baseline comes from the same rows: no second download for it.
+                self._remember_shares(name, version, frame)
         meta = await self.engine.load_adapter(adapter_id, folder, probe_texts=probe)
         return Served(version=version, adapter_id=adapter_id, labels=tuple(meta.labels))
 
     async def reference_shares(self, name: str, version: int) -> dict[str, float] | None:
         """Each label's share of the version's answers on its reference rows (the label-request
-        queue's baseline for surges), read once; None while the registry cannot give it (not
-        kept: the next call tries again)."""
-        from lifecycle.labels.requests import reference_shares
-
+        queue's baseline for surges), read once (with the load's probe rows when probing is
+        on); None while the registry cannot give it (not kept: the next call tries again)."""
         key = (name, version)
         if key not in self._shares:
-            try:
-                frame = await asyncio.to_thread(
-                    self._registry_client().reference_rows, name, version
-                )
-            except Exception as exc:
-                logger.warning("no reference rows for %s v%d's surges: %s", name, version, exc)
-                return None
-            shares = reference_shares(frame)
-            if shares is None:
-                return None
-            self._shares[key] = shares
-        return self._shares[key]
+            frame = await asyncio.to_thread(
+                self._reference_rows, self._registry_client(), name, version
+            )
+            if frame is not None:
+                self._remember_shares(name, version, frame)
+        return self._shares.get(key)
 
-    def _probe_texts(self, registry: Any, name: str, version: int) -> list[str] | None:
-        """The first ``probe_rows`` texts of the version's reference (None when probing is off
-        or the version has none: the host then counts it as not probed)."""
-        if self.probe_rows <= 0:
-            return None
+    def _remember_shares(self, name: str, version: int, frame: Any) -> None:
+        from lifecycle.labels.requests import reference_shares
+
+        shares = reference_shares(frame)
+        if shares is not None:
+            self._shares[(name, version)] = shares
+
+    def _reference_rows(self, registry: Any, name: str, version: int) -> Any:
+        """The version's reference rows, or None (logged) where the registry cannot give them:
+        the load then counts the version as not probed, and the surge baseline is tried
+        again at the next call."""
         try:
-            frame = registry.reference_rows(name, version)
+            return registry.reference_rows(name, version)
         except Exception as exc:
-            logger.warning("no reference rows to probe %s v%d on: %s", name, version, exc)
+            logger.warning("no reference rows for %s v%d: %s", name, version, exc)
             return None
-        return [str(t) for t in frame["text"].head(self.probe_rows)]
 
     def _check_task(self, name: str, version: int, folder: Any) -> None:
         from lifecycle.config.errors import ModelLoadError

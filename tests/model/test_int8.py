@@ -164,6 +164,9 @@ def test_the_gateway_serves_int8_and_says_so(served_home: Path) -> None:
     assert all(h.runtime == "int8" and set(h.agreements) == {"tiny@v1", "tiny@v2"} for h in hosts)
     assert all(isinstance(a, float) for h in hosts for a in h.agreements.values())
     assert len(response.json()["predictions"]) == len(TEXTS)
+    # The probe's read of the reference rows also gave each version's surge baseline.
+    assert set(gw.gw.sync._shares) == {("tiny", 1), ("tiny", 2)}
+    assert all(abs(sum(s.values()) - 1.0) < 1e-6 for s in gw.gw.sync._shares.values())
 
 
 def test_the_monitors_score_their_reference_as_the_gateway_serves(served_home: Path) -> None:
