@@ -13,10 +13,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lifecycle.config.errors import LifecycleError
 from lifecycle.serving.engine import ModelEngine, Route, Served
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +231,14 @@ class RegistrySync:
                 self._remember_shares(name, version, frame)
         return self._shares.get(key)
 
-    def _remember_shares(self, name: str, version: int, frame: Any) -> None:
+    def _remember_shares(self, name: str, version: int, frame: pd.DataFrame) -> None:
         from lifecycle.labels.requests import reference_shares
 
         shares = reference_shares(frame)
         if shares is not None:
             self._shares[(name, version)] = shares
 
-    def _reference_rows(self, registry: Any, name: str, version: int) -> Any:
+    def _reference_rows(self, registry: Any, name: str, version: int) -> pd.DataFrame | None:
         """The version's reference rows, or None (logged) where the registry cannot give them:
         the load then counts the version as not probed, and the surge baseline is tried
         again at the next call."""
